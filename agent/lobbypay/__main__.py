@@ -1,0 +1,3 @@
+from lobbypay.cli import main
+
+raise SystemExit(main())

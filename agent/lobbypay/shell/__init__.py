@@ -1,0 +1,1 @@
+"""The asyncio shell: adapters that own one library each (httpx, MQTT, SQLite, sd_notify)."""
