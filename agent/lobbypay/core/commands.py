@@ -1,0 +1,97 @@
+"""Commands of protocol v1 as frozen dataclasses (already validated).
+
+``lobbypay.core.protocol.decode_command`` builds these from MQTT payloads; everything that
+protocol.md section 2-4 says about field types, ranges and formats is checked there, so a
+``Command`` that exists is well-formed. Rules that need athena (claims collectible, amounts
+within balances) are checked later by the charge plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lobbypay.core.money import Cents
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAmount:
+    claim_id: str
+    amount: Cents
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceGet:
+    request_id: str
+    patient_id: str
+    department_id: str | None = None  # None: terminal.department_id
+    appointment_id: str | None = None
+    type: str = "balance.get"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeStart:
+    request_id: str
+    job_id: str
+    patient_id: str
+    department_id: str | None
+    appointment_id: str | None
+    copay: Cents
+    claims: tuple[ClaimAmount, ...]
+    allow_duplicate: bool
+    deadline_s: int  # 10..300, default 120
+    expires_at: datetime | None  # aware UTC
+    type: str = "charge.start"
+
+    @property
+    def other(self) -> Cents:
+        return Cents(sum(c.amount for c in self.claims))
+
+    @property
+    def total(self) -> Cents:
+        return Cents(self.copay + self.other)
+
+    def body_key(self) -> tuple[object, ...]:
+        """What must match for a repeat of the same job_id to count as 'the same body'.
+
+        ``request_id`` is excluded (a retry may carry a new one); ``department_id`` is
+        compared as given (None = terminal default).
+        """
+        return (
+            self.patient_id, self.department_id, self.appointment_id, self.copay,
+            self.claims, self.allow_duplicate, self.deadline_s, self.expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeCancel:
+    request_id: str
+    job_id: str
+    type: str = "charge.cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeGet:
+    request_id: str
+    job_id: str
+    type: str = "charge.get"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeList:
+    request_id: str
+    limit: int = 20  # 1..100
+    type: str = "charge.list"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    request_id: str
+    type: str = "ping"
+
+
+Command = BalanceGet | ChargeStart | ChargeCancel | ChargeGet | ChargeList | Ping
+
+COMMAND_TYPES: tuple[str, ...] = (
+    "balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping",
+)
