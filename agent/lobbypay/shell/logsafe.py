@@ -1,0 +1,105 @@
+"""Logging for journald, with card-data redaction as a second line of defence.
+
+The first line of defence is that card data never reaches a log call (card objects only
+expose brand and last 4; the athena client never logs request bodies). This module is the
+second: every record, and the final formatted text including tracebacks, is scrubbed of
+
+* track text (``%B...^...?``, ``;<digits>=<digits>...?``, ``<digits>=<YYMM>`` fragments),
+* digit runs of 12-19 digits (spaces or dashes allowed between digits) that pass Luhn,
+
+before it is written. Logs go to stdout (journald adds the timestamp), one JSON object per
+line by default. The ``httpx``/``httpcore`` loggers are pinned to WARNING because httpx
+logs every request URL (with patient ids) at INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any, TextIO
+
+_TRACK1 = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
+_TRACK2 = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+REDACTED = "[redacted]"
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _scrub_run(m: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", m.group(0))
+    return REDACTED if luhn_ok(digits) else m.group(0)
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like card data from ``text``."""
+    if not text:
+        return text
+    text = _TRACK1.sub(REDACTED, text)
+    text = _TRACK2.sub(REDACTED, text)
+    return _DIGIT_RUN.sub(_scrub_run, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Render the message once, scrub it, and freeze it (args dropped)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken log call must not leak or crash
+            msg = f"<unformattable log message from {record.module}>"
+        record.msg = redact(msg)
+        record.args = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: level, logger, message, extra ``fields`` if given."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            obj.update({k: v for k, v in fields.items() if k not in obj})
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(obj, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure the root logger for the agent process (idempotent)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_lobbypay", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler._lobbypay = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else TextFormatter("%(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
