@@ -1,0 +1,119 @@
+"""Display texts (lobbypay.core.screen): fit 2x16, read on 4x20, carry the total while
+pending, never more of the card than brand and last 4."""
+
+from __future__ import annotations
+
+import pytest
+
+from lobbypay.core.money import Cents
+from lobbypay.core.screen import Screen, ScreenKind, brand_label, render
+from lobbypay_hw.api import ScreenView
+
+PENDING_KINDS = [ScreenKind.PENDING, ScreenKind.SWIPE_AGAIN, ScreenKind.NOT_A_BANK_CARD,
+                 ScreenKind.CARD_EXPIRED]
+
+
+def sample(kind: ScreenKind, total: int = 6500) -> Screen:
+    return Screen(kind, total=Cents(total), brand="visa", last4="1111")
+
+
+SIZES = [(16, 2), (20, 2), (20, 4), (40, 4)]
+
+
+@pytest.mark.parametrize("kind", list(ScreenKind), ids=str)
+@pytest.mark.parametrize("cols,rows", SIZES)
+@pytest.mark.parametrize("total", [6500, 500000, 999999999])
+def test_every_screen_fits(kind: ScreenKind, cols: int, rows: int, total: int) -> None:
+    lines = render(sample(kind, total), cols, rows)
+    assert 1 <= len(lines) <= rows
+    assert all(len(line) <= cols for line in lines), lines
+    assert lines[0].strip(), "first line is never blank"
+    ScreenView(lines)  # the driver-side guard accepts it (no PAN-like runs)
+
+
+@pytest.mark.parametrize("kind", PENDING_KINDS, ids=str)
+@pytest.mark.parametrize("cols,rows", SIZES)
+def test_pending_screens_show_the_total(kind: ScreenKind, cols: int, rows: int) -> None:
+    text = "\n".join(render(sample(kind), cols, rows))
+    assert "65.00" in text
+    # protocol 8's example form, also for large amounts (no thousands separator)
+    text = "\n".join(render(sample(kind, 500000), cols, rows))
+    assert "5000.00" in text
+
+
+def test_pending_golden_2x16() -> None:
+    assert render(sample(ScreenKind.PENDING), 16, 2) == ("Total $65.00", "Please swipe")
+    assert render(sample(ScreenKind.PENDING, 500000), 16, 2) == ("Total $5000.00", "Please swipe")
+    # too wide for "Total $": the amount alone still shows
+    assert render(sample(ScreenKind.PENDING, 999999999), 16, 2)[0] == "$9999999.99"
+
+
+def test_pending_golden_4x20() -> None:
+    assert render(sample(ScreenKind.PENDING), 20, 4) == (
+        "Total due", "$65.00", "", "Please swipe card")
+
+
+def test_swipe_again_and_expired_card_say_so() -> None:
+    assert render(sample(ScreenKind.SWIPE_AGAIN), 16, 2)[1] == "Swipe again"
+    assert render(sample(ScreenKind.CARD_EXPIRED), 16, 2)[1] == "Card expired"
+    assert "Use another card" in render(sample(ScreenKind.CARD_EXPIRED), 20, 4)
+    assert render(sample(ScreenKind.NOT_A_BANK_CARD), 16, 2)[1] == "Use a bank card"
+
+
+def test_processing_and_approved_show_brand_and_last4_only() -> None:
+    assert render(sample(ScreenKind.PROCESSING), 16, 2) == ("Processing...", "Visa ****1111")
+    assert render(sample(ScreenKind.APPROVED), 16, 2) == ("Approved", "Visa ****1111")
+    tall = render(sample(ScreenKind.APPROVED), 20, 4)
+    assert tall == ("Approved", "Paid $65.00", "Visa ****1111", "Thank you")
+
+
+def test_long_brand_names_shrink_to_fit() -> None:
+    s = Screen(ScreenKind.PROCESSING, brand="mastercard", last4="4444")
+    assert render(s, 16, 2)[1] == "Mastercard *4444"
+    s = Screen(ScreenKind.PROCESSING, brand="some-new-network-brand", last4="4444")
+    line = render(s, 16, 2)[1]
+    assert line.endswith("4444") and len(line) <= 16
+
+
+@pytest.mark.parametrize("kind,first", [
+    (ScreenKind.IDLE, "Welcome"),
+    (ScreenKind.DECLINED, "Card declined"),
+    (ScreenKind.FAILED, "Payment failed"),
+    (ScreenKind.CANCELED, "Payment canceled"),
+    (ScreenKind.EXPIRED, "Time is up"),
+    (ScreenKind.UNKNOWN, "Please wait"),
+])
+def test_result_screens(kind: ScreenKind, first: str) -> None:
+    lines = render(Screen(kind), 16, 2)
+    assert lines[0] == first
+    if kind is not ScreenKind.IDLE:
+        assert lines[1] == "See front desk"
+
+
+def test_result_screens_carry_no_amount_or_card_unless_asked() -> None:
+    for kind in (ScreenKind.FAILED, ScreenKind.CANCELED, ScreenKind.EXPIRED, ScreenKind.UNKNOWN):
+        text = "".join(render(Screen(kind), 20, 4))
+        assert "1111" not in text and "$" not in text
+
+
+def test_brand_labels() -> None:
+    assert brand_label("visa") == "Visa"
+    assert brand_label("AMEX") == "Amex"
+    assert brand_label(None) == "Card"
+    assert brand_label("\x1b[2J") == "2J"  # control characters never reach the LCD
+
+
+@pytest.mark.parametrize("last4", ["111", "41111111", "x111"])
+def test_screen_refuses_more_than_last4(last4: str) -> None:
+    with pytest.raises(ValueError):
+        Screen(ScreenKind.PROCESSING, brand="visa", last4=last4)
+
+
+def test_pending_without_total_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Screen(ScreenKind.PENDING)
+
+
+def test_too_small_display_refused() -> None:
+    with pytest.raises(ValueError):
+        render(Screen(ScreenKind.IDLE), 8, 1)
