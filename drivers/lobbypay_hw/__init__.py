@@ -1,0 +1,123 @@
+"""Card readers and displays for the lobbypay terminal (imports nothing from ``lobbypay``).
+
+The interfaces are in ``lobbypay_hw.api``. Build drivers through the registries, with
+plain keyword arguments (the ``[reader]`` / ``[display]`` config keys):
+
+``READERS[name](**kwargs) -> CardReader``
+    ``"serial"``  ``path`` (tty, e.g. ``/dev/lobbypay-reader`` or ``/dev/serial/by-id/...``,
+                  required), ``baudrate`` (default 9600); ``grab`` is accepted and ignored.
+    ``"evdev"``   ``path`` (``/dev/input/by-id/...-event-kbd`` or ``/dev/lobbypay-reader``,
+                  required), ``grab`` (default True: exclusive grab); ``baudrate`` ignored.
+    ``"sim"``     ``path`` (Unix socket path to listen on, required: the caller passes its
+                  default, e.g. ``<state_dir>/swipe.sock``); ``baudrate``/``grab`` ignored.
+    Tuning, all optional: ``retry_base_s``, ``retry_cap_s`` (reopen backoff), ``max_frame``;
+    evdev ``idle_gap_s`` and ``opener`` (tests); serial ``idle_flush_s``.
+
+``DISPLAYS[name](**kwargs) -> Display``
+    ``"serlcd"``, ``"matrixorbital"``  ``path`` (required), ``baudrate`` (9600), ``rows`` (2),
+                  ``cols`` (16); tuning ``retry_base_s``, ``retry_cap_s``.
+    ``"console"`` ``rows``, ``cols``, ``stream`` (text stream, default stdout); ``path`` and
+                  ``baudrate`` ignored.
+    ``"none"``    ``rows``, ``cols``; ``path`` and ``baudrate`` ignored.
+
+Unknown keyword arguments raise ``TypeError``; bad values raise ``ValueError`` naming the
+config key. Constructing a driver does no I/O: devices are opened by ``run()``.
+
+Other entry points: ``tracks.parse_swipe`` (bytes -> ``BankCard`` or ``SwipeError``),
+``reader_sim.send_swipe(path, raw)`` (client for ``lobbypay swipe``), ``screen.render``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from lobbypay_hw.api import CardReader, Display
+from lobbypay_hw.display_console import ConsoleDisplay, NoneDisplay
+from lobbypay_hw.display_serial import SerialDisplay
+from lobbypay_hw.reader_evdev import EvdevReader
+from lobbypay_hw.reader_serial import SerialReader
+from lobbypay_hw.reader_sim import SimReader, send_swipe
+from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS
+from lobbypay_hw.tracks import SwipeError, parse_swipe
+
+
+def make_serial_reader(
+    *, path: str | None = None, baudrate: int = 9600, grab: bool = True, **tuning: Any
+) -> CardReader:
+    return SerialReader(path or "", baudrate=baudrate, **tuning)
+
+
+def make_evdev_reader(
+    *, path: str | None = None, baudrate: int = 9600, grab: bool = True, **tuning: Any
+) -> CardReader:
+    return EvdevReader(path or "", grab=grab, **tuning)
+
+
+def make_sim_reader(
+    *, path: str | None = None, baudrate: int = 9600, grab: bool = True, **tuning: Any
+) -> CardReader:
+    return SimReader(path or "", **tuning)
+
+
+def make_serlcd(
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    **tuning: Any,
+) -> Display:
+    return SerialDisplay("serlcd", path or "", baudrate=baudrate, rows=rows, cols=cols, **tuning)
+
+
+def make_matrixorbital(
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    **tuning: Any,
+) -> Display:
+    return SerialDisplay(
+        "matrixorbital", path or "", baudrate=baudrate, rows=rows, cols=cols, **tuning
+    )
+
+
+def make_console(
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    stream: TextIO | None = None,
+) -> Display:
+    return ConsoleDisplay(rows=rows, cols=cols, stream=stream)
+
+
+def make_none(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS
+) -> Display:
+    return NoneDisplay(rows=rows, cols=cols)
+
+
+READERS: dict[str, Callable[..., CardReader]] = {
+    "serial": make_serial_reader,
+    "evdev": make_evdev_reader,
+    "sim": make_sim_reader,
+}
+
+DISPLAYS: dict[str, Callable[..., Display]] = {
+    "serlcd": make_serlcd,
+    "matrixorbital": make_matrixorbital,
+    "console": make_console,
+    "none": make_none,
+}
+
+__all__ = [
+    "DISPLAYS",
+    "READERS",
+    "SwipeError",
+    "parse_swipe",
+    "send_swipe",
+]
