@@ -1,0 +1,366 @@
+"""The journal: job state, job events and the event outbox in one SQLite file.
+
+One writer (the agent's event loop thread); sqlite3 calls are synchronous because every
+write is a handful of small rows (see docs/jobs.md for the measured cost of a commit).
+
+Durability: WAL mode with ``synchronous=FULL``, so ``COMMIT`` returns only after the WAL
+is fsynced. ``commit_step`` writes, in ONE transaction, the job's row (state, the whole
+job as JSON, its latest event), every new event in ``job_events`` and one ``outbox``
+row per event. The engine calls it *before* it acts on the step (shows, POSTs,
+publishes): in particular the ``submitting`` step is on disk before the POST leaves.
+
+Card data: the journal only accepts ``lobbypay.core.job.Step`` values; it serializes the
+job with ``job_to_record`` and re-checks every event with ``check_event`` (exact key set,
+plain JSON values only, ``card`` = brand + 4 digits), and its JSON encoder refuses any
+non-JSON object. A card object therefore cannot reach the file.
+
+Files: the state directory is created 0700, the database (and SQLite's -wal/-shm files,
+which SQLite creates with the database's mode) 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lobbypay.core.job import (
+    Job,
+    Step,
+    check_event,
+    job_from_record,
+    job_to_record,
+)
+
+DB_NAME = "journal.sqlite3"
+SCHEMA_VERSION = 1
+#: Replies kept for redelivered commands (QoS 1 redelivery comes within seconds; keep
+#: plenty).
+PROCESSED_KEEP = 1000
+#: Acknowledged outbox rows kept for inspection before they are deleted.
+OUTBOX_ACKED_KEEP = 500
+#: How long a writer waits for the file lock (only one writer exists; this covers a
+#: second process such as an operator's sqlite3 shell holding a read lock).
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    created_order INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    body_key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    submitted_at TEXT,
+    epayment_id TEXT,
+    record TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(final) WHERE final = 0;
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs(created_order);
+CREATE TABLE IF NOT EXISTS job_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    UNIQUE (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    acked_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(id) WHERE acked = 0;
+CREATE TABLE IF NOT EXISTS processed (
+    request_id TEXT PRIMARY KEY,
+    reply TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal could not be opened or written. Messages carry no card data."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def _refuse(obj: object) -> Any:
+    raise TypeError(f"journal refuses to serialize a {type(obj).__name__}")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_refuse, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def _now_text() -> str:
+    # bookkeeping timestamps only (outbox created_at/acked_at); job times come from steps
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Journal:
+    """Use ``Journal.open(state_dir)``; ``close()`` when done."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str]) -> Journal:
+        d = Path(state_dir)
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+            path = d / DB_NAME
+            # create the file with 0600 before SQLite sees it (SQLite then gives the
+            # -wal and -shm files the same mode)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal in {d}: {exc.strerror}") from None
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal in {d}: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"journal could not switch to WAL (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.executescript(_SCHEMA)
+            with _tx(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"journal {path} is not usable: {exc}") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def pragma(self, name: str) -> Any:
+        if not name.isidentifier():
+            raise ValueError("bad pragma name")
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # ------------------------------------------------------------ meta
+
+    def next_session(self) -> int:
+        """The next session number (1, 2, ...), persisted before it is returned."""
+        with _tx(self._conn):
+            row = self._conn.execute("SELECT value FROM meta WHERE key='session'").fetchone()
+            n = (int(row[0]) if row else 0) + 1
+            self._conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('session', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(n),),
+            )
+        return n
+
+    # ------------------------------------------------------------ jobs
+
+    def commit_step(self, step: Step, *, topic: str) -> None:
+        """Record a step durably: job row + its events + one outbox row per event."""
+        if not isinstance(step, Step) or not isinstance(step.job, Job):
+            raise TypeError("journal accepts only lobbypay.core.job.Step values")
+        job = step.job
+        record = _dumps(job_to_record(job))
+        events: list[tuple[dict[str, Any], str]] = []
+        for ev in step.events:
+            check_event(ev)
+            if ev["job_id"] != job.job_id:
+                raise ValueError("event belongs to another job")
+            events.append((ev, _dumps(ev)))
+        if events and events[-1][0]["seq"] != job.seq:
+            raise ValueError("last event's seq differs from the job's")
+        latest = events[-1][1] if events else None
+        now = _now_text()
+        try:
+            with _tx(self._conn):
+                c = self._conn
+                cur = c.execute("SELECT event FROM jobs WHERE job_id = ?", (job.job_id,))
+                row = cur.fetchone()
+                if row is None:
+                    if latest is None:
+                        raise ValueError("a new job needs its first event")
+                    order = c.execute(
+                        "SELECT COALESCE(MAX(created_order), 0) + 1 FROM jobs").fetchone()[0]
+                    c.execute(
+                        "INSERT INTO jobs(job_id, created_order, state, final, seq, body_key, "
+                        "created_at, updated_at, submitted_at, epayment_id, record, event) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (job.job_id, order, job.state.value, int(job.final), job.seq,
+                         job.body_key, job.created_at.isoformat(), job.updated_at.isoformat(),
+                         job.submitted_at.isoformat() if job.submitted_at else None,
+                         job.epayment_id, record, latest),
+                    )
+                else:
+                    c.execute(
+                        "UPDATE jobs SET state=?, final=?, seq=?, updated_at=?, submitted_at=?, "
+                        "epayment_id=?, record=?, event=COALESCE(?, event) WHERE job_id=?",
+                        (job.state.value, int(job.final), job.seq, job.updated_at.isoformat(),
+                         job.submitted_at.isoformat() if job.submitted_at else None,
+                         job.epayment_id, record, latest, job.job_id),
+                    )
+                for ev, text in events:
+                    c.execute(
+                        "INSERT INTO job_events(job_id, seq, state, at, event) VALUES (?,?,?,?,?)",
+                        (ev["job_id"], ev["seq"], ev["state"], ev["at"], text),
+                    )
+                    c.execute(
+                        "INSERT INTO outbox(topic, payload, retain, created_at) VALUES (?,?,0,?)",
+                        (topic, text.encode("utf-8"), now),
+                    )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+
+    def get_job(self, job_id: str) -> Job | None:
+        row = self._conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return job_from_record(json.loads(row[0])) if row else None
+
+    def latest_event(self, job_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT event FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list_latest(self, limit: int) -> list[dict[str, Any]]:
+        """Latest event of the newest ``limit`` jobs, newest first."""
+        rows = self._conn.execute(
+            "SELECT event FROM jobs ORDER BY created_order DESC LIMIT ?", (int(limit),)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def load_jobs(self, *, only_open: bool = False) -> list[Job]:
+        """Jobs in creation order (``only_open``: those not in a final state)."""
+        sql = "SELECT record FROM jobs"
+        if only_open:
+            sql += " WHERE final = 0"
+        sql += " ORDER BY created_order"
+        return [job_from_record(json.loads(r[0])) for r in self._conn.execute(sql)]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT event FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def known_epayment_ids(self) -> frozenset[str]:
+        rows = self._conn.execute(
+            "SELECT epayment_id FROM jobs WHERE epayment_id IS NOT NULL").fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
+    # ------------------------------------------------------------ outbox
+
+    def outbox_pending(self, limit: int = 100) -> list[OutboxRow]:
+        rows = self._conn.execute(
+            "SELECT id, topic, payload, retain FROM outbox WHERE acked = 0 ORDER BY id LIMIT ?",
+            (int(limit),),
+        ).fetchall()
+        return [OutboxRow(int(r[0]), str(r[1]), bytes(r[2]), bool(r[3])) for r in rows]
+
+    def outbox_ack(self, row_id: int) -> None:
+        """Mark a row delivered (after the broker's PUBACK); prunes old acked rows."""
+        try:
+            with _tx(self._conn):
+                self._conn.execute(
+                    "UPDATE outbox SET acked = 1, acked_at = ? WHERE id = ? AND acked = 0",
+                    (_now_text(), int(row_id)),
+                )
+                self._conn.execute(
+                    "DELETE FROM outbox WHERE acked = 1 AND id <= "
+                    "(SELECT COALESCE(MAX(id), 0) FROM outbox) - ?",
+                    (OUTBOX_ACKED_KEEP,),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+
+    def outbox_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM outbox WHERE acked = 0").fetchone()[0])
+
+    # ------------------------------------------------------------ processed requests
+
+    def remember_reply(self, request_id: str, reply: dict[str, Any]) -> None:
+        """Keep the reply sent for ``request_id`` (for QoS 1 redeliveries); bounded."""
+        text = _dumps(reply)
+        try:
+            with _tx(self._conn):
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO processed(request_id, reply, created_at) "
+                    "VALUES (?,?,?)",
+                    (request_id, text, _now_text()),
+                )
+                self._conn.execute(
+                    "DELETE FROM processed WHERE rowid NOT IN "
+                    "(SELECT rowid FROM processed ORDER BY rowid DESC LIMIT ?)",
+                    (PROCESSED_KEEP,),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+
+    def reply_for(self, request_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT reply FROM processed WHERE request_id = ?", (request_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ------------------------------------------------------------ checks
+
+    def file_modes(self) -> dict[str, int]:
+        """Permission bits of the state dir and the journal files (for tests and ops)."""
+        out = {"dir": stat.S_IMODE(os.stat(self.path.parent).st_mode)}
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                out[p.name] = stat.S_IMODE(os.stat(p).st_mode)
+        return out
+
+
+def _tx(conn: sqlite3.Connection) -> _Transaction:
+    return _Transaction(conn)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
