@@ -12,6 +12,10 @@ Two parsers, because two very different sources send amounts:
   ``40.1`` is 4010 cents and ``40.123`` is rejected instead of silently rounded.
 
 ``format_cents`` writes cents back as "12.34" (or "-12.34").
+
+Digits are ASCII only (``re.ASCII``): Python's ``\\d`` would otherwise also take
+Arabic-Indic or full-width digits, which JSON Schema's ``\\d`` does not. athena text may
+carry a leading ``$`` and thousands commas ("1,234.56"); commas anywhere else are rejected.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import NewType
 Cents = NewType("Cents", int)
 
 #: Protocol section 3: amounts from apps.
-WIRE_AMOUNT_RE = re.compile(r"\A\d{1,7}\.\d{2}\Z")
+WIRE_AMOUNT_RE = re.compile(r"\A\d{1,7}\.\d{2}\Z", re.ASCII)
 #: athena's money text: optional sign, digits, optional 1-2 decimals.
-_ATHENA_AMOUNT_RE = re.compile(r"\A(-?)(\d{1,12})(?:\.(\d{1,2}))?\Z")
+_ATHENA_AMOUNT_RE = re.compile(
+    r"\A(-?)\$?(\d{1,12}|\d{1,3}(?:,\d{3}){1,3})(?:\.(\d{1,2}))?\Z", re.ASCII
+)
 #: Upper bound on what athena may send us (sanity: ten billion dollars).
 MAX_ATHENA_CENTS = 10**12
 
@@ -46,7 +52,8 @@ def parse_wire_amount(value: object) -> Cents:
     """Parse an app-supplied amount ("25.00") to cents; reject everything else."""
     if not isinstance(value, str) or not WIRE_AMOUNT_RE.match(value):
         raise InvalidAmount(
-            f"amount must be a string like \"25.00\" (1-7 digits, 2 decimals), got {_snippet(value)}"
+            'amount must be a string like "25.00" (1-7 digits, 2 decimals), '
+            f"got {_snippet(value)}"
         )
     whole, frac = value.split(".")
     return Cents(int(whole) * 100 + int(frac))
@@ -57,10 +64,16 @@ def parse_athena_amount(value: object) -> Cents:
     if isinstance(value, bool):
         raise InvalidAmount(f"athena amount is a boolean: {_snippet(value)}")
     if isinstance(value, int):
+        # Range first: str() of a huge int is slow and raises past 4300 digits.
+        if abs(value) > MAX_ATHENA_CENTS // 100:
+            raise InvalidAmount("athena amount out of range")
         text = str(value)
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise InvalidAmount(f"athena amount is not finite: {_snippet(value)}")
+        # Range first: quantize() of a huge Decimal raises InvalidOperation.
+        if abs(value) > MAX_ATHENA_CENTS / 100:
+            raise InvalidAmount(f"athena amount out of range: {_snippet(value)}")
         # repr() gives the shortest text that round-trips; Decimal reads it exactly.
         try:
             dec = Decimal(repr(value))
@@ -70,18 +83,16 @@ def parse_athena_amount(value: object) -> Cents:
             raise InvalidAmount(f"athena amount has more than 2 decimals: {_snippet(value)}")
         text = f"{dec:.2f}"
     elif isinstance(value, str):
-        text = value.strip().replace(",", "")
-        if text.startswith("$"):
-            text = text[1:]
-        elif text.startswith("-$"):
-            text = "-" + text[2:]
+        if len(value) > 40:  # longer than any amount in range, however written
+            raise InvalidAmount(f"athena amount unreadable: {_snippet(value)}")
+        text = value.strip()
     else:
         raise InvalidAmount(f"athena amount has type {type(value).__name__}")
     m = _ATHENA_AMOUNT_RE.match(text)
     if not m:
         raise InvalidAmount(f"athena amount unreadable: {_snippet(value)}")
     sign, whole, frac = m.groups()
-    cents = int(whole) * 100 + int((frac or "0").ljust(2, "0"))
+    cents = int(whole.replace(",", "")) * 100 + int((frac or "0").ljust(2, "0"))
     if cents > MAX_ATHENA_CENTS:
         raise InvalidAmount(f"athena amount out of range: {_snippet(value)}")
     return Cents(-cents if sign else cents)
