@@ -6,10 +6,13 @@ machine share one reading of athena's wire format.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from lobbypay.core.money import Cents
+from lobbypay.core.money import Cents, InvalidAmount, parse_athena_amount
 
 # ---------------------------------------------------------------- results
 
@@ -88,3 +91,311 @@ class AthenaAuthError(AthenaRejected):
 
 class AthenaBadResponse(AthenaError):
     """A reply that is not the shape the endpoint returns (HTML, wrong JSON)."""
+
+
+# ---------------------------------------------------------------- wire parsing
+#
+# Everything below reads *decoded JSON* (whatever ``json.loads`` returned) and raises only
+# ``AthenaParseError`` on anything it does not recognise. Peer text that ends up in an
+# error or a result goes through ``clean_peer_text`` first.
+
+
+class AthenaParseError(AthenaBadResponse):
+    """A body that is not the shape the endpoint returns. Raised by the ``parse_*`` helpers.
+
+    For reads the client lets it through (it is an ``AthenaBadResponse``); for the
+    collectpayment POST the client turns it into ``OutcomeUnknown`` (a 2xx we cannot read
+    may still be a charge).
+    """
+
+
+#: Longest piece of athena-supplied text we keep (errortext, error messages).
+PEER_TEXT_MAX_CHARS = 300
+_TRACK1_RE = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
+_TRACK2_RE = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
+_TRACK_NAME_RE = re.compile(r"\^[^^\n]{1,30}\^")
+_DIGIT_RUN_RE = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+_REDACTED = "[redacted]"
+
+
+def clean_peer_text(value: object, secrets: tuple[str, ...] = ()) -> str:
+    """Make text from athena safe to keep in a result, an exception or a log line.
+
+    Drops control characters, masks anything shaped like card data (track text, a
+    track-1 name field, runs of 12-19 digits) and any of ``secrets`` verbatim (the
+    client passes the POST's card fields, in case an error echoes them), and caps the
+    length at ``PEER_TEXT_MAX_CHARS``.
+    """
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _REDACTED)
+    text = _TRACK1_RE.sub(_REDACTED, text)
+    text = _TRACK2_RE.sub(_REDACTED, text)
+    text = _TRACK_NAME_RE.sub(_REDACTED, text)
+    text = _DIGIT_RUN_RE.sub(_REDACTED, text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    if len(text) > PEER_TEXT_MAX_CHARS:
+        text = text[: PEER_TEXT_MAX_CHARS - 3] + "..."
+    return text
+
+
+def _kind(value: object) -> str:
+    """A type name for error messages (never the value: it may be anything)."""
+    return type(value).__name__
+
+
+_ID_TEXT_RE = re.compile(r"\A[0-9A-Za-z_-]{1,40}\Z")
+
+
+def _parse_id(value: object, what: str) -> str:
+    """athena ids arrive as ints or strings; normalise to a non-empty string."""
+    if isinstance(value, bool):
+        raise AthenaParseError(f"{what} is a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise AthenaParseError(f"{what} is negative")
+        return str(value)
+    if isinstance(value, str) and _ID_TEXT_RE.match(value.strip()):
+        return value.strip()
+    raise AthenaParseError(f"{what} is not an id ({_kind(value)})")
+
+
+def _parse_flag(value: object, what: str) -> bool:
+    """athena's booleans: the strings "true"/"false" (any case) or JSON booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise AthenaParseError(f"{what} is not \"true\"/\"false\" ({_kind(value)})")
+
+
+def parse_payment_result(body: object) -> PaymentResult:
+    """Read collectpayment's answer: ``[{"success": "true"|"false", "epaymentid", "errortext"}]``.
+
+    ``success`` may be a string or a JSON boolean; ``epaymentid`` an int or a string
+    (required on success). Anything else (a bare object, zero or several entries, a
+    success without an epaymentid) raises ``AthenaParseError``.
+    """
+    if not isinstance(body, list):
+        raise AthenaParseError(f"collectpayment answer is a {_kind(body)}, not an array of one")
+    if len(body) != 1:
+        raise AthenaParseError(f"collectpayment answer has {len(body)} entries, not one")
+    entry = body[0]
+    if not isinstance(entry, dict):
+        raise AthenaParseError(f"collectpayment entry is a {_kind(entry)}, not an object")
+    if "success" not in entry:
+        raise AthenaParseError("collectpayment entry has no 'success'")
+    success = _parse_flag(entry["success"], "success")
+    if success:
+        raw_id = entry.get("epaymentid")
+        if raw_id is None or raw_id == "":
+            raise AthenaParseError("collectpayment succeeded without an epaymentid")
+        return Approved(epayment_id=_parse_id(raw_id, "epaymentid"))
+    reason = clean_peer_text(entry.get("errortext"))
+    return Declined(errortext=reason or "declined (athena gave no reason)")
+
+
+#: athena stamps receipts' ``requestdate`` in US Eastern time (DOC-RCPT).
+ATHENA_TZ = ZoneInfo("America/New_York")
+_US_DATE_RE = re.compile(
+    r"\A(\d{1,2})/(\d{1,2})/(\d{4})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([AaPp][Mm]))?\Z"
+)
+
+
+def parse_eastern_datetime(value: object) -> datetime:
+    """athena's Eastern timestamps -> aware UTC.
+
+    Accepts "11/27/2026 09:03:07", "11/27/2026 09:03", "11/27/2026 9:03:07 AM" and ISO
+    forms ("2026-11-27T09:03:07", "2026-11-27 09:03:07", with or without fraction). An ISO
+    text with an explicit offset is taken at its word; text without one is Eastern. In
+    the repeated hour of the autumn DST change the earlier (EDT) reading is used.
+    """
+    if not isinstance(value, str):
+        raise AthenaParseError(f"timestamp is a {_kind(value)}, not text")
+    text = value.strip()
+    m = _US_DATE_RE.match(text)
+    try:
+        if m:
+            month, day, year, hour, minute, second, ampm = m.groups()
+            h = int(hour)
+            if ampm:
+                if not 1 <= h <= 12:
+                    raise ValueError("hour out of range for AM/PM")
+                h = h % 12 + (12 if ampm.lower() == "pm" else 0)
+            local = datetime(int(year), int(month), int(day), h, int(minute), int(second or 0))
+        elif len(text) >= 16 and text[4:5] == "-" and text[10:11] in ("T", " "):
+            local = datetime.fromisoformat(text)
+        else:
+            raise ValueError("unknown form")
+    except ValueError:
+        raise AthenaParseError("timestamp is not a date and time athena sends") from None
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=ATHENA_TZ)
+    try:
+        return local.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise AthenaParseError("timestamp is out of range") from None
+
+
+def parse_list_page(body: object, key: str) -> tuple[list[object], str | None]:
+    """One page of a list endpoint -> ``(items, next)``; ``next`` is athena's link to the
+    following page (``None`` on the last page or for a bare array)."""
+    items = _list_items(body, key)
+    nxt = body.get("next") if isinstance(body, dict) else None
+    if nxt is None or nxt == "":
+        return items, None
+    if not isinstance(nxt, str):
+        raise AthenaParseError(f"list answer's 'next' is a {_kind(nxt)}")
+    return items, nxt
+
+
+def _list_items(body: object, key: str) -> list[object]:
+    """athena's list envelope ``{"<key>": [...], "totalcount": n}``, or a bare array."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        items = body.get(key)
+        if isinstance(items, list):
+            return items
+        if items is None and body.get("totalcount") in (0, "0"):
+            return []
+        raise AthenaParseError(f"list answer has no '{key}' array")
+    raise AthenaParseError(f"list answer is a {_kind(body)}")
+
+
+_LAST4_RE = re.compile(r"\A\d{4}\Z")
+
+
+def parse_receipts(body: object) -> list[Receipt]:
+    """Read ``GET /patients/{id}/receipts``: ``{"receipts": [...], "totalcount": n}`` or an array.
+
+    Each receipt needs a readable ``epaymentid`` and ``amount`` (number or string); an
+    unreadable one fails the whole list rather than being skipped, because a silently
+    skipped receipt could turn "charged" into "not charged" during reconciliation.
+    ``cardnumberlast4digits`` that is not four digits becomes ``None``; a blank
+    ``requestdate`` becomes ``None``, an unreadable one is an error.
+    """
+    out: list[Receipt] = []
+    for i, item in enumerate(_list_items(body, "receipts")):
+        if not isinstance(item, dict):
+            raise AthenaParseError(f"receipt {i} is a {_kind(item)}, not an object")
+        epayment_id = _parse_id(item.get("epaymentid"), f"receipt {i} epaymentid")
+        try:
+            amount = parse_athena_amount(item.get("amount"))
+        except InvalidAmount:
+            raise AthenaParseError(f"receipt {i} amount is unreadable") from None
+        raw_last4 = item.get("cardnumberlast4digits")
+        last4: str | None = None
+        if isinstance(raw_last4, int) and not isinstance(raw_last4, bool) and 0 <= raw_last4:
+            raw_last4 = f"{raw_last4:04d}"
+        if isinstance(raw_last4, str) and _LAST4_RE.match(raw_last4.strip()):
+            last4 = raw_last4.strip()
+        raw_date = item.get("requestdate")
+        requested_at = (
+            None if raw_date is None or raw_date == "" else parse_eastern_datetime(raw_date)
+        )
+        raw_type = item.get("type")
+        rtype = clean_peer_text(raw_type)[:40] if isinstance(raw_type, str) and raw_type else None
+        out.append(Receipt(epayment_id, amount, last4, requested_at, rtype))
+    return out
+
+
+#: How far *before* our submission time a receipt's requestdate may lie and still count as
+#: ours. ``requestdate`` is stamped by athena's clock with one-second resolution, and the
+#: submission time by the terminal's clock (NTP-disciplined, but a Pi has no RTC and may
+#: run a little ahead). Sixty seconds covers truncation and a modest drift while staying
+#: far below the ten minutes in which athena itself refuses a same-total duplicate, so an
+#: earlier, separate payment of the same total is not mistaken for ours.
+RECEIPT_CLOCK_SKEW = timedelta(seconds=60)
+
+
+def match_receipt(
+    receipts: Iterable[Receipt],
+    total: Cents,
+    last4: str,
+    submitted_at: datetime,
+    known_epayment_ids: Collection[str] = frozenset(),
+) -> Receipt | None:
+    """The receipt that is our charge, if any: same total, same card last4, requested at or
+    after ``submitted_at - RECEIPT_CLOCK_SKEW``, not one of ``known_epayment_ids`` (receipts
+    the caller already accounts for). The earliest qualifying receipt wins. A receipt
+    without a date or last4 never matches: we cannot show it is ours.
+    """
+    if submitted_at.tzinfo is None:
+        raise ValueError("submitted_at must be an aware datetime")
+    earliest = submitted_at - RECEIPT_CLOCK_SKEW
+    candidates = [
+        r
+        for r in receipts
+        if r.amount == total
+        and r.last4 is not None
+        and r.last4 == last4
+        and r.requested_at is not None
+        and r.requested_at >= earliest
+        and r.epayment_id not in known_epayment_ids
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (r.requested_at, len(r.epayment_id), r.epayment_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """athena's error body: ``{"error", "detailedmessage", "missingfields"}`` (cleaned text)."""
+
+    error: str
+    detailed: str | None = None
+    missing_fields: tuple[str, ...] = ()
+
+
+_FIELD_NAME_RE = re.compile(r"\A[A-Za-z0-9_.]{1,60}\Z")
+
+
+def parse_error_body(body: object, secrets: tuple[str, ...] = ()) -> ErrorBody | None:
+    """Read an error body, or ``None`` when ``body`` is not one (never raises).
+
+    ``missingfields`` may be an array or a comma-separated string; names that do not
+    look like field names are dropped. ``secrets`` are masked in the text (see
+    ``clean_peer_text``).
+    """
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        return None
+    raw_error = body.get("error")
+    raw_detail = body.get("detailedmessage")
+    raw_missing = body.get("missingfields")
+    if raw_error is None and raw_detail is None and raw_missing is None:
+        return None
+    error = clean_peer_text(raw_error, secrets) if raw_error is not None else ""
+    detailed = clean_peer_text(raw_detail, secrets) if raw_detail is not None else None
+    names: list[str] = []
+    if isinstance(raw_missing, str):
+        raw_missing = raw_missing.split(",")
+    if isinstance(raw_missing, list):
+        for name in raw_missing:
+            if isinstance(name, str) and _FIELD_NAME_RE.match(name.strip()):
+                names.append(name.strip())
+    return ErrorBody(error or detailed or "athena reported an error", detailed or None, tuple(names))
+
+
+def parse_token(body: object) -> tuple[str, float]:
+    """Read the token endpoint's answer -> ``(access_token, expires_in_s)``."""
+    if not isinstance(body, dict):
+        raise AthenaParseError(f"token answer is a {_kind(body)}")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+        raise AthenaParseError("token answer has no usable access_token")
+    raw_ttl = body.get("expires_in", 3600)
+    if isinstance(raw_ttl, str) and raw_ttl.strip().isdigit():
+        raw_ttl = int(raw_ttl.strip())
+    if isinstance(raw_ttl, bool) or not isinstance(raw_ttl, int | float) or not 0 < raw_ttl < 10**7:
+        raise AthenaParseError("token answer has no usable expires_in")
+    return token, float(raw_ttl)
+
+
+def is_throttle_text(text: str) -> bool:
+    """Mashery-era throttling says so in a 403 body: "Developer Over Qps" / "Over Rate"."""
+    lowered = text.lower()
+    return "over qps" in lowered or "over rate" in lowered
