@@ -143,8 +143,6 @@ def test_refuses_anything_but_steps_and_plain_events(journal: Journal) -> None:
     smuggled = dataclasses.replace(st.job, card_brand=Card())  # type: ignore[arg-type]
     with pytest.raises((TypeError, ValueError)):
         journal.commit_step(jm.Step(smuggled, ()), topic=TOPIC)
-    with pytest.raises(TypeError):
-        journal.remember_reply("r-x", {"card": Card()})
     assert journal.get_job("j-1") is None and journal.outbox_count() == 0
     assert CANARY_PAN.encode() not in b"".join(
         p.read_bytes() for p in journal.path.parent.iterdir())
@@ -172,11 +170,13 @@ def test_processed_replies_are_kept_and_pruned(journal: Journal, monkeypatch) ->
 
     monkeypatch.setattr(jmod, "PROCESSED_KEEP", 5)
     for i in range(8):
-        journal.remember_reply(f"r-{i}", {"ok": True, "n": i})
-    assert journal.reply_for("r-7") == {"ok": True, "n": 7}
-    assert journal.reply_for("r-3") == {"ok": True, "n": 3}
-    assert journal.reply_for("r-2") is None
-    assert journal.reply_for("never") is None
+        journal.put_reply(f"r-{i}", b'{"ok":true,"n":%d}' % i)
+    assert journal.get_reply("r-7") == b'{"ok":true,"n":7}'
+    assert journal.get_reply("r-3") == b'{"ok":true,"n":3}'
+    assert journal.get_reply("r-2") is None
+    assert journal.get_reply("never") is None
+    with pytest.raises(TypeError):
+        journal.put_reply("r-9", {"ok": True})  # type: ignore[arg-type]
 
 
 def test_unwritable_state_dir_is_a_journal_error(tmp_path: Path) -> None:

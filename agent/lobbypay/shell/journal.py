@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(id) WHERE acked = 0;
 CREATE TABLE IF NOT EXISTS processed (
     request_id TEXT PRIMARY KEY,
-    reply TEXT NOT NULL,
+    reply BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
 """
@@ -123,17 +123,20 @@ def _now_text() -> str:
 
 
 class Journal:
-    """Use ``Journal.open(state_dir)``; ``close()`` when done."""
+    """``Journal(state_dir)`` (or ``Journal.open(state_dir)``) opens or creates the
+    journal; ``close()`` when done. Raises ``JournalError`` when it cannot."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-
-    # ------------------------------------------------------------ lifecycle
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self._conn, self.path = self._connect(Path(state_dir))
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str]) -> Journal:
-        d = Path(state_dir)
+        return cls(state_dir)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _connect(d: Path) -> tuple[sqlite3.Connection, Path]:
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -164,7 +167,7 @@ class Journal:
         except sqlite3.Error as exc:
             conn.close()
             raise JournalError(f"journal {path} is not usable: {exc}") from None
-        return cls(conn, path)
+        return conn, path
 
     def close(self) -> None:
         self._conn.close()
@@ -309,15 +312,17 @@ class Journal:
 
     # ------------------------------------------------------------ processed requests
 
-    def remember_reply(self, request_id: str, reply: dict[str, Any]) -> None:
-        """Keep the reply sent for ``request_id`` (for QoS 1 redeliveries); bounded."""
-        text = _dumps(reply)
+    def put_reply(self, request_id: str, reply: bytes) -> None:
+        """Keep the encoded reply sent for ``request_id`` (QoS 1 redeliveries are answered
+        with it again); bounded to the newest ``PROCESSED_KEEP``."""
+        if not isinstance(request_id, str) or not isinstance(reply, (bytes, bytearray)):
+            raise TypeError("put_reply takes a str request_id and the encoded reply bytes")
         try:
             with _tx(self._conn):
                 self._conn.execute(
                     "INSERT OR REPLACE INTO processed(request_id, reply, created_at) "
                     "VALUES (?,?,?)",
-                    (request_id, text, _now_text()),
+                    (request_id, bytes(reply), _now_text()),
                 )
                 self._conn.execute(
                     "DELETE FROM processed WHERE rowid NOT IN "
@@ -327,10 +332,10 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from None
 
-    def reply_for(self, request_id: str) -> dict[str, Any] | None:
+    def get_reply(self, request_id: str) -> bytes | None:
         row = self._conn.execute(
             "SELECT reply FROM processed WHERE request_id = ?", (request_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return bytes(row[0]) if row else None
 
     # ------------------------------------------------------------ checks
 
