@@ -27,8 +27,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from lobbypay_hw import api
+
 from lobbypay import ports
 from lobbypay.core import job as jm
+from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import (
     AthenaBadResponse,
     AthenaError,
@@ -37,7 +40,6 @@ from lobbypay.core.athena import (
     NotFound,
     match_receipt,
 )
-from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import Declined as DeclinedResult
 from lobbypay.core.balance import (
     AppointmentNotFoundInPayload,
@@ -60,7 +62,6 @@ from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import plan_charge, validate_charge
 from lobbypay.core.screen import Screen, ScreenKind, render
 from lobbypay.shell.journal import Journal, JournalError
-from lobbypay_hw import api
 
 log = logging.getLogger("lobbypay.engine")
 
@@ -253,12 +254,13 @@ class Engine:
 
     def charge_cancel(self, cmd: ChargeCancel) -> dict[str, Any]:
         active = self._active
+        job: Job | None
         if active is not None and active.job.job_id == cmd.job_id:
             job = active.job
         else:
             job = self._journal.get_job(cmd.job_id)
-            if job is None:
-                raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
+        if job is None:
+            raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
         try:
             st = jm.step(job, jm.Cancel(), self._clock.now())
         except jm.IllegalInput as exc:
@@ -450,7 +452,12 @@ class Engine:
             return
         task = self._spawn(self._reconcile(job), f"lobbypay.engine.reconcile[{job.job_id}]")
         self._reconciling[job.job_id] = task
-        task.add_done_callback(lambda _t, jid=job.job_id: self._reconciling.pop(jid, None))
+        job_id = job.job_id
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._reconciling.pop(job_id, None)
+
+        task.add_done_callback(forget)
 
     async def _reconcile(self, job: Job) -> None:
         assert job.submitted_at is not None and job.card_last4 is not None
@@ -529,8 +536,9 @@ class Engine:
         was_active = active is not None and active.job.job_id == job.job_id
         if was_active:
             assert active is not None
-            if active.deadline_task is not None and active.deadline_task is not asyncio.current_task():
-                active.deadline_task.cancel()
+            timer = active.deadline_task
+            if timer is not None and timer is not asyncio.current_task():
+                timer.cancel()
             self._active = None
             screen = _result_screen(job)
             if screen is not None:
@@ -548,7 +556,8 @@ class Engine:
 
     def _show(self, screen: Screen) -> None:
         try:
-            lines = render(screen, cols=max(16, self._display.cols), rows=max(2, self._display.rows))
+            cols, rows = max(16, self._display.cols), max(2, self._display.rows)
+            lines = render(screen, cols=cols, rows=rows)
             shown = self._display.show(api.ScreenView(lines))
             self._screen = tuple(shown) if shown is not None else lines
         except Exception:  # noqa: BLE001 - a display fault never stops a job

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lobbypay import engine as engine_mod
 from lobbypay.core.athena import (
     Approved,
@@ -95,9 +94,10 @@ async def settle(rounds: int = 30) -> None:
         await asyncio.sleep(0)
 
 
-async def until(pred: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
+async def until(pred: Callable[[], bool], limit_s: float = 2.0) -> None:
+    """Let the loop run (real time) until ``pred`` holds; fail after ``limit_s``."""
+    async with asyncio.timeout(limit_s):
+        while not pred():  # noqa: ASYNC110 - polling a test condition, bounded
             await asyncio.sleep(0.001)
 
 

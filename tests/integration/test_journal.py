@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from lobbypay.core import job as jm
 from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.money import Cents
@@ -223,8 +222,9 @@ WRITER = textwrap.dedent("""
         conn = j._conn
         conn.execute("BEGIN IMMEDIATE")
         for i in range(2000):
-            conn.execute("INSERT INTO outbox(topic, payload, retain, created_at) VALUES (?,?,0,'x')",
-                         ("t", b"half" * 100))
+            conn.execute(
+                "INSERT INTO outbox(topic, payload, retain, created_at) VALUES (?,?,0,'x')",
+                ("t", b"half" * 100))
         conn.execute("UPDATE jobs SET state='succeeded' WHERE job_id='committed'")
         print("in-tx", flush=True)
         time.sleep(60)
@@ -233,7 +233,7 @@ WRITER = textwrap.dedent("""
 
 def _spawn_writer(mode: str, state_dir: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'agent'}:{ROOT / 'drivers'}")
-    return subprocess.Popen([sys.executable, "-c", WRITER, mode, str(state_dir)],
+    return subprocess.Popen([sys.executable, "-c", WRITER, mode, str(state_dir)],  # noqa: S603
                             stdout=subprocess.PIPE, text=True, env=env)
 
 

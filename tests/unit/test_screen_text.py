@@ -4,7 +4,6 @@ pending, never more of the card than brand and last 4."""
 from __future__ import annotations
 
 import pytest
-
 from lobbypay.core.money import Cents
 from lobbypay.core.screen import Screen, ScreenKind, brand_label, render
 from lobbypay_hw.api import ScreenView
