@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -593,3 +594,65 @@ def test_bad_terminal_id_rejected() -> None:
     for bad in ("", "a/b", "+", "#", "x" * 65):
         with pytest.raises(ValueError):
             TerminalClient(bad)
+
+
+# ---------------------------------------------------------------- the example app
+
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "checkin_app.py"
+
+
+async def _run_example(broker: Broker, tid: str, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "agent")}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE_APP), "--host", broker.host, "--port", str(broker.port),
+        "--terminal", tid, *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )
+
+
+async def test_example_app_charges_copay_and_clean_claims(
+    broker: Broker, tid: str, terminal: FakeTerminal
+) -> None:
+    await terminal.online()
+    proc = await _run_example(broker, tid, "--patient", "60178", "--appointment", "1234",
+                              "--claims", "all", "--yes", "--job-id", "ex-1")
+    async with asyncio.timeout(15):
+        while "ex-1" not in terminal.jobs or not terminal.jobs["ex-1"]:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        await terminal.emit("ex-1", "card_read", card={"brand": "visa", "last4": "1111"})
+        await terminal.emit("ex-1", "submitting")
+        await terminal.emit("ex-1", "succeeded", final=True, epayment_id="555")
+        out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    start = next(c for c in terminal.commands if c["type"] == "charge.start")
+    assert start["copay"] == "25.00" and start["appointment_id"] == "1234"
+    assert start["claims"] == [{"claim_id": "5569", "amount": "40.00"}]  # the clean one only
+    assert "claim 5570" in text and "not clean" in text  # shown with its reason
+    assert "charge: copay 25.00 + 1 claim(s) = 65.00" in text
+    for line in ("#1  pending", "#2  card_read  visa ending 1111", "#4  succeeded"):
+        assert line in text, text
+    assert "payment 555" in text
+
+
+async def test_example_app_reports_declines_and_offline_terminals(
+    broker: Broker, tid: str, terminal: FakeTerminal
+) -> None:
+    proc = await _run_example(broker, tid, "--patient", "60178", "--yes")
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 2 and "not online" in err.decode()
+
+    await terminal.online()
+    proc = await _run_example(broker, tid, "--patient", "60178", "--claims", "5569", "--yes",
+                              "--job-id", "ex-2")
+    async with asyncio.timeout(15):
+        while "ex-2" not in terminal.jobs or not terminal.jobs["ex-2"]:
+            await asyncio.sleep(0.02)
+        await terminal.emit("ex-2", "declined", final=True,
+                            error={"code": "declined", "message": "Insufficient funds"})
+        out, err = await proc.communicate()
+    assert proc.returncode == 1, out.decode() + err.decode()
+    assert "declined  (declined: Insufficient funds)" in out.decode()
+    start = next(c for c in terminal.commands if c["type"] == "charge.start")
+    assert start["copay"] == "0.00"  # no appointment: no copay
