@@ -47,6 +47,9 @@ def describe(exc: BaseException) -> str:
     inner = exc.__cause__ or exc.__context__
     if isinstance(inner, OSError) and inner is not exc:
         return describe(inner)
+    if isinstance(exc, OSError):
+        # e.g. pyserial's "readiness to read but returned no data": the port hung up.
+        return f"device lost ({type(exc).__name__})"
     return type(exc).__name__
 
 

@@ -58,6 +58,7 @@ class SerialDisplay:
         self._wake = asyncio.Event()
         self._connected = False
         self.bytes_sent = 0  # for tests and diagnostics
+        self.writes = 0
 
     @property
     def connected(self) -> bool:
@@ -111,6 +112,7 @@ class SerialDisplay:
             if data:
                 link.write(data)
                 self.bytes_sent += len(data)
+                self.writes += 1
                 sent = wanted
                 # Let the bytes drain before looking again, so newer frames coalesce.
                 await self._wait_or_lost(link, len(data) * BITS_PER_BYTE / self.baudrate)

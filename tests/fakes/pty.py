@@ -88,3 +88,23 @@ class Replug:
 
     def close(self) -> None:
         self.unplug()
+
+
+class EventLog:
+    """A reader sink for tests: records events and lets a test await a condition."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def __call__(self, event: object) -> None:
+        self.items.append(event)
+
+    def of(self, kind: type) -> list[object]:
+        return [e for e in self.items if isinstance(e, kind)]
+
+    async def wait_for(self, predicate: Callable[[list[object]], bool], timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.items):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; events so far: {self.items!r}")
+            await asyncio.sleep(0.005)
