@@ -166,8 +166,9 @@ _NC_SET = tuple(NotCollectible.__dict__[name].__set__ for name in ("claim", "rea
 def _snippet(value: object) -> str:
     """A short, printable hint of a value for error messages (never the whole payload)."""
     if isinstance(value, str):
-        text = "".join(ch if ch.isprintable() else "?" for ch in repr(value[:30]))
-        return text if len(text) <= 24 else text[:21] + "..."
+        # at most 8 characters of the value: a card number never comes back whole
+        text = "".join(ch if ch.isprintable() else "?" for ch in repr(value[:12]))
+        return text if len(text) <= 12 else text[:9] + "..."
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):

@@ -44,8 +44,15 @@ class InvalidAmount(ValueError):
 
 
 def _snippet(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
+    # Short enough that a card number typed into an amount field never comes back whole
+    # in an error reply (at most 8 of its digits).
+    if isinstance(value, (list, dict, tuple, set)):
+        return f"a {type(value).__name__}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**12:
+        return "a very large number"  # repr() of a huge int is slow, past 4300 digits raises
+    text = repr(value[:12] if isinstance(value, str) else value)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 12 else text[:9] + "..."
 
 
 def parse_wire_amount(value: object) -> Cents:
