@@ -114,7 +114,7 @@ PEER_TEXT_MAX_CHARS = 300
 _TRACK1_RE = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
 _TRACK2_RE = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
 _TRACK_NAME_RE = re.compile(r"\^[^^\n]{1,30}\^")
-_DIGIT_RUN_RE = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+_DIGIT_RUN_RE = re.compile(r"\d(?:[ -]?\d){11,}")
 _REDACTED = "[redacted]"
 
 
@@ -122,7 +122,7 @@ def clean_peer_text(value: object, secrets: tuple[str, ...] = ()) -> str:
     """Make text from athena safe to keep in a result, an exception or a log line.
 
     Drops control characters, masks anything shaped like card data (track text, a
-    track-1 name field, runs of 12-19 digits) and any of ``secrets`` verbatim (the
+    track-1 name field, runs of 12 or more digits) and any of ``secrets`` verbatim (the
     client passes the POST's card fields, in case an error echoes them), and caps the
     length at ``PEER_TEXT_MAX_CHARS``.
     """

@@ -83,9 +83,10 @@ CONNECT_TIMEOUT_S: Final = 5.0
 #: The departments list changes when an administrator edits the practice; an hour is fresh.
 DEPARTMENTS_CACHE_S: Final = 3600.0
 #: A GET that got a 5xx or failed to connect is tried again this many times (bounded by
-#: the call's deadline): enough to ride out a gateway blip, not enough to pile onto an outage.
+#: the call's deadline), after 0.125-0.25 s and 0.25-0.5 s: enough to ride out a gateway
+#: blip, not enough to pile onto an outage.
 GET_SERVER_RETRIES: Final = 2
-SERVER_BACKOFF_BASE_S: Final = 0.2
+SERVER_BACKOFF_BASE_S: Final = 0.25
 #: Throttle backoff without Retry-After: 0.5, 1, 2, 4, 8 s (each jittered down to half).
 THROTTLE_BACKOFF_BASE_S: Final = 0.5
 THROTTLE_BACKOFF_CAP_S: Final = 8.0
@@ -484,7 +485,7 @@ class AthenaClient:
                 if result.timed_out or failures >= GET_SERVER_RETRIES:
                     raise AthenaUnavailable(f"{what}: {result.what}", request_id=rid)
                 failures += 1
-                await self._pause(SERVER_BACKOFF_BASE_S * 2**failures, deadline, what, rid)
+                await self._pause(SERVER_BACKOFF_BASE_S * 2 ** (failures - 1), deadline, what, rid)
                 continue
             resp = result
             status = resp.status_code
@@ -517,7 +518,7 @@ class AthenaClient:
                 if failures < GET_SERVER_RETRIES:
                     failures += 1
                     _log.warning("athena %s: HTTP %s; retrying, X-Request-Id %s", what, status, rid)
-                    await self._pause(SERVER_BACKOFF_BASE_S * 2**failures, deadline, what, rid)
+                    await self._pause(SERVER_BACKOFF_BASE_S * 2 ** (failures - 1), deadline, what, rid)
                     continue
                 raise AthenaUnavailable(f"{what}: HTTP {status}", status=status, request_id=rid)
             body = _decode_json(resp)

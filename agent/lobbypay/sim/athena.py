@@ -877,6 +877,8 @@ class AthenaSim:
             dept = query.get("departmentid")
             if not dept:
                 return _error(400, "Missing parameters.", None, ["departmentid"])
+            if self._group_of(practice, dept) is None:
+                return _error(400, "Invalid departmentid.")
             strings = patient.get("style") == "strings"
             rows = []
             for r in practice["receipts"]:
