@@ -96,7 +96,11 @@ def make_console(
 
 
 def make_none(
-    *, path: str | None = None, baudrate: int = 9600, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
 ) -> Display:
     return NoneDisplay(rows=rows, cols=cols)
 

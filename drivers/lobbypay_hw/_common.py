@@ -6,7 +6,7 @@ import errno
 import logging
 import random
 
-from lobbypay_hw.api import CardRead, ReadFailed, ReaderEvent, ReaderSink, ReaderStatus, ReadFailure
+from lobbypay_hw.api import CardRead, ReaderEvent, ReaderSink, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.framing import Frame, wipe
 from lobbypay_hw.tracks import SwipeError, parse_swipe
 

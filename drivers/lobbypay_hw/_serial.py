@@ -22,9 +22,7 @@ CLOSE_WAIT_S = 2.0
 class _LinkProtocol(asyncio.Protocol):
     def __init__(self, on_data: Callable[[bytes], None] | None) -> None:
         self._on_data = on_data
-        self.lost: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         if self._on_data is not None:

@@ -23,7 +23,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, StatusReporter, deliver, describe
+from lobbypay_hw._common import (
+    RETRY_BASE_S,
+    RETRY_CAP_S,
+    Backoff,
+    StatusReporter,
+    deliver,
+    describe,
+)
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME
 from lobbypay_hw.keymap import DEFAULT_IDLE_GAP_S, KeyDecoder

@@ -16,7 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, StatusReporter, deliver, describe
+from lobbypay_hw._common import (
+    RETRY_BASE_S,
+    RETRY_CAP_S,
+    Backoff,
+    StatusReporter,
+    deliver,
+    describe,
+)
 from lobbypay_hw._serial import SerialLink, open_port
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME, LineFramer

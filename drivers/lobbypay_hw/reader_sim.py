@@ -17,7 +17,14 @@ import os
 import socket
 import stat
 
-from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, StatusReporter, deliver, describe
+from lobbypay_hw._common import (
+    RETRY_BASE_S,
+    RETRY_CAP_S,
+    Backoff,
+    StatusReporter,
+    deliver,
+    describe,
+)
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME, LineFramer
 

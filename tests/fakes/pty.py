@@ -41,9 +41,7 @@ class PtyPort:
             self.received += chunk
         return bytes(self.received)
 
-    async def wait_for(
-        self, predicate: Callable[[bytes], bool], timeout_s: float = 5.0
-    ) -> bytes:
+    async def wait_for(self, predicate: Callable[[bytes], bool], timeout_s: float = 5.0) -> bytes:
         deadline = time.monotonic() + timeout_s
         while True:
             data = self.drain()
@@ -102,7 +100,9 @@ class EventLog:
     def of(self, kind: type) -> list[object]:
         return [e for e in self.items if isinstance(e, kind)]
 
-    async def wait_for(self, predicate: Callable[[list[object]], bool], timeout_s: float = 5.0) -> None:
+    async def wait_for(
+        self, predicate: Callable[[list[object]], bool], timeout_s: float = 5.0
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while not predicate(self.items):
             if time.monotonic() > deadline:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lobbypay_hw import READERS, tracks
 from lobbypay_hw.api import CardRead, ReaderStatus, ReadFailed
 from lobbypay_hw.reader_sim import send_swipe
 from lobbypay_hw.tracks import SwipeError, parse_swipe
+
 from tests.fakes.evdev import FakeInputDevice, FakeOpener, typed
 from tests.fakes.pty import EventLog, Replug
 
@@ -143,7 +143,9 @@ async def test_serial_reader_paths(no_leak: Leaks, tmp_path: Path) -> None:
             port.write(GOOD.encode()[:30])  # half a swipe, then unplug
             await asyncio.sleep(0.05)
             replug.unplug()
-            await log.wait_for(lambda ev: ReaderStatus(True) in ev and len(log.of(ReaderStatus)) >= 2)
+            await log.wait_for(
+                lambda ev: ReaderStatus(True) in ev and len(log.of(ReaderStatus)) >= 2
+            )
             port = replug.plug()
             await log.wait_for(lambda ev: len(log.of(ReaderStatus)) >= 3)
             port.write(GOOD.encode())  # no terminator: idle flush

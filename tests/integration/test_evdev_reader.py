@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from evdev import ecodes
-
 from lobbypay_hw import READERS
 from lobbypay_hw.api import CardRead, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.reader_evdev import EvdevReader
+
 from tests.fakes.evdev import Clock, FakeInputDevice, FakeOpener, key, tap, typed
 from tests.fakes.pty import EventLog
 

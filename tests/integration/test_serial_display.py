@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from lobbypay_hw import DISPLAYS
 from lobbypay_hw.api import Align, Display, ScreenView
 from lobbypay_hw.display_serial import SerialDisplay
+
 from tests.fakes.pty import PtyPort, Replug
 
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.1}
@@ -72,12 +72,18 @@ async def test_matrixorbital_bytes_on_the_wire() -> None:
     try:
         async with running(lcd):
             await port.wait_for(
-                lambda d: d
-                == b"\xfeR\xfeX"
-                + b"\xfeG\x01\x01" + b"     Total due      "
-                + b"\xfeG\x01\x02" + b"       65.00        "
-                + b"\xfeG\x01\x03" + b" " * 20
-                + b"\xfeG\x01\x04" + b" " * 20
+                lambda d: (
+                    d
+                    == b"\xfeR\xfeX"
+                    + b"\xfeG\x01\x01"
+                    + b"     Total due      "
+                    + b"\xfeG\x01\x02"
+                    + b"       65.00        "
+                    + b"\xfeG\x01\x03"
+                    + b" " * 20
+                    + b"\xfeG\x01\x04"
+                    + b" " * 20
+                )
             )
             port.clear()
             lcd.show(ScreenView(("Total due", "70.00")))

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from lobbypay_hw import READERS
 from lobbypay_hw.api import CardRead, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.reader_serial import SerialReader
+
 from tests.fakes.pty import EventLog, PtyPort, Replug
 
 pytestmark = pytest.mark.pty

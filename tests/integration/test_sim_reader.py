@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from lobbypay_hw import READERS
 from lobbypay_hw.api import CardRead, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.reader_sim import SimReader, SimReaderError, send_swipe
+
 from tests.fakes.pty import EventLog
 
 SWIPE = b"%B4111111111111111^DOE/JOHN^2812101000?;4111111111111111=28121010000?"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from lobbypay_hw.display_codecs import changed_runs, encode_matrixorbital, encode_serlcd
 
 BLANK = ("                ", "                ")
@@ -57,9 +56,12 @@ def test_serlcd_swipe_prompt_rewrites_row_1_only() -> None:
 
 def test_matrixorbital_full_frame() -> None:
     assert encode_matrixorbital(None, DUE) == (
-        b"\xfe\x52" + b"\xfe\x58"
-        + b"\xfe\x47\x01\x01" + b"   Total due    "
-        + b"\xfe\x47\x01\x02" + b"     65.00      "
+        b"\xfe\x52"
+        + b"\xfe\x58"
+        + b"\xfe\x47\x01\x01"
+        + b"   Total due    "
+        + b"\xfe\x47\x01\x02"
+        + b"     65.00      "
     )
 
 

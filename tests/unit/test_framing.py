@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from lobbypay_hw.api import ReadFailure
 from lobbypay_hw.framing import LineFramer, wipe
 
@@ -99,10 +98,14 @@ def test_bad_max_frame() -> None:
         LineFramer(0)
 
 
-@given(st.lists(st.sampled_from([SWIPE, b";1=2?", b"junk"]), max_size=6),
-       st.lists(st.sampled_from([b"\r", b"\n", b"\r\n"]), min_size=6, max_size=6),
-       st.data())
-def test_any_chunking_gives_the_same_frames(lines: list[bytes], ends: list[bytes], data: st.DataObject) -> None:
+@given(
+    st.lists(st.sampled_from([SWIPE, b";1=2?", b"junk"]), max_size=6),
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n"]), min_size=6, max_size=6),
+    st.data(),
+)
+def test_any_chunking_gives_the_same_frames(
+    lines: list[bytes], ends: list[bytes], data: st.DataObject
+) -> None:
     stream = b"".join(line + end for line, end in zip(lines, ends, strict=False))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     f = LineFramer()

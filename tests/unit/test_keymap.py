@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from evdev import InputEvent, ecodes
-
 from lobbypay_hw import keymap
 from lobbypay_hw.api import ReadFailure
 from lobbypay_hw.keymap import KeyDecoder
+
 from tests.fakes.evdev import Clock, key, tap, typed
 
 SWIPE = "%B4111111111111111^DOE/JOHN^2812101000?;4111111111111111=28121010000?"
@@ -58,7 +58,9 @@ def test_shift_is_tracked_per_key() -> None:
 def test_caps_lock_toggles_letters_only() -> None:
     c = Clock()
     events = tap(c, ecodes.KEY_CAPSLOCK) + tap(c, ecodes.KEY_B) + tap(c, ecodes.KEY_1)
-    events += key(c, ecodes.KEY_LEFTSHIFT, 1) + tap(c, ecodes.KEY_B) + key(c, ecodes.KEY_LEFTSHIFT, 0)
+    events += (
+        key(c, ecodes.KEY_LEFTSHIFT, 1) + tap(c, ecodes.KEY_B) + key(c, ecodes.KEY_LEFTSHIFT, 0)
+    )
     events += tap(c, ecodes.KEY_CAPSLOCK) + tap(c, ecodes.KEY_B) + tap(c, ecodes.KEY_ENTER)
     assert run(KeyDecoder(), events) == [bytearray(b"B1bb")]
 
@@ -81,7 +83,9 @@ def test_ctrl_letters_give_control_characters() -> None:
     c = Clock()
     events = key(c, ecodes.KEY_LEFTCTRL, 1) + tap(c, ecodes.KEY_B) + key(c, ecodes.KEY_LEFTCTRL, 0)
     events += typed(";1?", c, enter=None)
-    events += key(c, ecodes.KEY_RIGHTCTRL, 1) + tap(c, ecodes.KEY_C) + key(c, ecodes.KEY_RIGHTCTRL, 0)
+    events += (
+        key(c, ecodes.KEY_RIGHTCTRL, 1) + tap(c, ecodes.KEY_C) + key(c, ecodes.KEY_RIGHTCTRL, 0)
+    )
     events += tap(c, ecodes.KEY_ENTER)
     assert run(KeyDecoder(), events) == [bytearray(b"\x02;1?\x03")]
 

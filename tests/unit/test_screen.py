@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from lobbypay_hw.api import Align, ScreenView
 from lobbypay_hw.screen import SAFE_CHARS, render, to_lcd_text
 
@@ -23,8 +22,12 @@ def test_left_align_truncate_and_pad() -> None:
 
 
 def test_missing_rows_are_blank_and_extra_rows_dropped() -> None:
-    assert render(ScreenView(("a",)), 4, 20) == ("         a          ",
-                                                 " " * 20, " " * 20, " " * 20)
+    assert render(ScreenView(("a",)), 4, 20) == (
+        "         a          ",
+        " " * 20,
+        " " * 20,
+        " " * 20,
+    )
     assert render(ScreenView(("1", "2", "3")), 2, 8) == ("   1    ", "   2    ")
     assert render(ScreenView(()), 2, 16) == (" " * 16, " " * 16)
 
@@ -72,7 +75,9 @@ def test_screen_view_refuses_a_card_number() -> None:
     st.sampled_from([(1, 8), (2, 16), (4, 20), (2, 40)]),
     st.sampled_from(list(Align)),
 )
-def test_always_exact_geometry_and_safe(lines: list[str], geom: tuple[int, int], align: Align) -> None:
+def test_always_exact_geometry_and_safe(
+    lines: list[str], geom: tuple[int, int], align: Align
+) -> None:
     rows, cols = geom
     out = render(ScreenView(tuple(lines), align=align), rows, cols)
     assert len(out) == rows

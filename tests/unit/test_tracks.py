@@ -9,7 +9,6 @@ from datetime import date
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from lobbypay_hw.api import Card, ReadFailure
 from lobbypay_hw.card import BankCard, CardWipedError
 from lobbypay_hw.tracks import MAX_SWIPE_BYTES, SwipeError, parse_swipe
@@ -28,7 +27,12 @@ TEST_PANS = [
 ]
 
 
-def t1(pan: str = CANARY, name: str = "DOE/JOHN Q", exp: str = "2812", rest: str = "1010000000000000000000") -> str:
+def t1(
+    pan: str = CANARY,
+    name: str = "DOE/JOHN Q",
+    exp: str = "2812",
+    rest: str = "1010000000000000000000",
+) -> str:
     return f"%B{pan}^{name}^{exp}{rest}?"
 
 
@@ -109,7 +113,7 @@ def test_minimal_track2_and_long_names() -> None:
         (t1().encode() + t2()[:-1].encode(), ReadFailure.UNREADABLE),
         (t1()[:20].encode(), ReadFailure.UNREADABLE),
         # structure
-        (t1(name="X") .encode() + t2().encode(), ReadFailure.UNREADABLE),
+        (t1(name="X").encode() + t2().encode(), ReadFailure.UNREADABLE),
         (t1(name="A" * 27).encode() + t2().encode(), ReadFailure.UNREADABLE),
         (t1(exp="2813").encode() + t2(exp="2813").encode(), ReadFailure.UNREADABLE),
         (t2(exp="28").replace("1010000000000000", "").encode(), ReadFailure.UNREADABLE),
@@ -125,8 +129,10 @@ def test_minimal_track2_and_long_names() -> None:
         (t2(pan="4111111111111112").encode(), ReadFailure.BAD_CHECK_DIGIT),
         ((t1("5555555555554445") + t2("5555555555554445")).encode(), ReadFailure.BAD_CHECK_DIGIT),
         # not bank cards
-        (b"%CAANYTOWN^DOE$JOHN$Q^123 MAIN ST^?;6360141234567890123=2512197001019?",
-         ReadFailure.NOT_A_BANK_CARD),
+        (
+            b"%CAANYTOWN^DOE$JOHN$Q^123 MAIN ST^?;6360141234567890123=2512197001019?",
+            ReadFailure.NOT_A_BANK_CARD,
+        ),
         (b"%CAANYTOWN^DOE$JOHN^?", ReadFailure.NOT_A_BANK_CARD),
         (b";6360141234567890=2512197001019?", ReadFailure.NOT_A_BANK_CARD),
         (b";12345678?", ReadFailure.NOT_A_BANK_CARD),  # loyalty / access number
@@ -167,8 +173,16 @@ def test_expiry_is_the_end_of_the_month() -> None:
 
 def test_card_text_shows_brand_and_last4_only() -> None:
     card = parse_swipe((t1() + t2()).encode())
-    for text in (repr(card), str(card), f"{card}", f"{card!r}", f"{card:>40}", "%s" % card,
-                 repr([card]), repr({"card": card})):
+    for text in (
+        repr(card),
+        str(card),
+        f"{card}",
+        f"{card!r}",
+        f"{card:>40}",
+        "%s" % card,
+        repr([card]),
+        repr({"card": card}),
+    ):
         assert CANARY not in text
         assert "DOE" not in text
         assert "2812" not in text
