@@ -837,3 +837,19 @@ async def test_canary_pan_never_leaves_the_card_path(tmp_path: Path, caplog) -> 
     assert blob, "the journal wrote something"
     assert CANARY_PAN.encode() not in blob
     assert b"SANDBOXTEST" not in blob  # nor the cardholder name
+
+
+async def test_real_driver_card_goes_through_and_is_wiped(rig: Rig) -> None:
+    """The card object the readers produce (lobbypay_hw.tracks), not a fake."""
+    from lobbypay_hw.tracks import parse_swipe
+
+    await rig.engine.charge_start(start_cmd())
+    expired = parse_swipe(f";{CANARY_PAN}=20011010000000000000?".encode())
+    rig.engine.on_reader_event(api.CardRead(expired))
+    assert expired.wiped and rig.engine.screen[1] == "Card expired"
+    card = parse_swipe(CANARY_TRACKS.encode())
+    rig.engine.on_reader_event(api.CardRead(card))
+    await until(lambda: rig.engine.active_job is None)
+    assert card.wiped  # trackdata() now raises; the POST saw the exact swiped text
+    assert len(rig.athena.posts) == 1
+    assert rig.events("j-1")[-1]["card"] == {"brand": "visa", "last4": "1111"}
