@@ -8,7 +8,6 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from lobbypay.core.money import (
     MAX_ATHENA_CENTS,
     InvalidAmount,
@@ -82,7 +81,8 @@ def test_wire_text_matches_the_protocol_pattern_or_is_rejected(text: str) -> Non
             parse_wire_amount(text)
 
 
-@given(st.from_regex(r"\A-?[0-9]{1,7}(\.[0-9]{0,5})?\Z") | st.from_regex(r"\A[0-9]{8,12}\.[0-9]{2}\Z"))
+@given(st.from_regex(r"\A-?[0-9]{1,7}(\.[0-9]{0,5})?\Z")
+       | st.from_regex(r"\A[0-9]{8,12}\.[0-9]{2}\Z"))
 def test_wire_rejects_near_misses(text: str) -> None:
     if WIRE_PATTERN.fullmatch(text):
         return  # the generator also makes valid ones; those are tested above
@@ -143,7 +143,8 @@ def test_athena_amount_forms(value: object, cents: int) -> None:
         float("nan"), float("inf"), float("-inf"), 1e300, -1e300,
         pytest.param(10**5000, id="huge-int"), pytest.param(-(10**5000), id="huge-negative-int"),
         10**10 + 1, "10000000000.01", "1,2,3", ",,5", "12,34.00", "$-5", "--5", "+5",
-        "5.", ".5", "1e3", "\u0661\u0662.00", "\uff14\uff10", "4 0.00", pytest.param("x" * 100_000, id="long-text"),
+        "5.", ".5", "1e3", "\u0661\u0662.00", "\uff14\uff10", "4 0.00",
+        pytest.param("x" * 100_000, id="long-text"),
     ],
 )
 def test_athena_amount_rejects(value: object) -> None:
