@@ -47,6 +47,7 @@ _US_DATE_RE: Final = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})", re.ASCI
 _ISO_DATE_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 #: dollars bound of the inline float path (= money.MAX_ATHENA_CENTS in dollars)
 _MAX_DOLLARS: Final = MAX_ATHENA_CENTS / 100
+_MAX_WHOLE: Final = MAX_ATHENA_CENTS // 100
 #: provider group ids that mean "no provider group" (non-enterprise practices)
 _BLANK_GROUP_IDS: Final = frozenset({"0"})
 #: names athena uses for a claim's patient balance, in order of preference
@@ -397,6 +398,7 @@ def evaluate_balances(payload: object, patient_id: str, department_id: str) -> B
     # last), then claim id (numbers numerically, then text, then as written).
     entries: dict[str, _Entry] = {}
     dates: dict[str, tuple[str | None, int]] = {}
+    int_ids: dict[int, str] = {}  # departmentid ints repeat: one str() each
     id_match = _ID_RE.fullmatch
     money_match = _FAST_MONEY_RE.fullmatch
     for gi, (pg, _depts, claims, gw) in enumerate(read):
@@ -426,6 +428,8 @@ def evaluate_balances(payload: object, patient_id: str, department_id: str) -> B
                         raise BalancePayloadError(" has no patientbalance or outstandingp")
                 if type(raw) is str and money_match(raw) is not None:
                     balance = int(raw.replace(".", ""))  # "-12.34" -> -1234
+                elif type(raw) is int and -_MAX_WHOLE <= raw <= _MAX_WHOLE:
+                    balance = raw * 100
                 elif type(raw) is float and -_MAX_DOLLARS <= raw <= _MAX_DOLLARS:
                     balance = round(raw * 100)
                     if balance / 100 != raw:  # not a whole number of cents: let _cents say
@@ -453,7 +457,9 @@ def evaluate_balances(payload: object, patient_id: str, department_id: str) -> B
                             dates[raw] = (service_date, date_key)
                     raw = item.get("departmentid")
                     if type(raw) is int and raw >= 0:
-                        dept: str | None = str(raw)
+                        dept = int_ids.get(raw)
+                        if dept is None:
+                            dept = int_ids[raw] = str(raw)
                     elif type(raw) is str and id_match(raw):
                         dept = raw
                     else:
