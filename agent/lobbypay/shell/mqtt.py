@@ -1,0 +1,582 @@
+"""The MQTT adapter: one long-lived link to the broker for one terminal (aiomqtt 2.5).
+
+``MqttLink.run()`` keeps a session up until ``stop()``:
+
+* connect (MQTT 5 or 3.1.1, username/password, TLS from ``MqttConfig``) with the last
+  will = ``status`` offline (retained, QoS 1);
+* subscribe ``lobbypay/v1/<tid>/cmd`` (QoS 1) *before* announcing ``online``, so an app
+  that reacts to ``online`` cannot lose its first command; then publish ``status``
+  online and ``state`` (both retained);
+* drain the outbox in id order: publish QoS 1, await the PUBACK, only then
+  ``outbox_ack(id)`` (paho keeps in-flight QoS 1 messages in memory only, the disk
+  outbox is ours; after a reconnect rows are simply sent again and consumers dedupe
+  on ``(job_id, seq)``);
+* serve commands: retained messages on ``cmd`` are ignored (protocol section 1); every
+  other message goes to ``on_command`` in its own task (at most
+  ``MAX_CONCURRENT_COMMANDS`` at once) and the reply bytes are queued and published on
+  ``reply`` (and, MQTT 5, on the command's Response Topic with its Correlation Data).
+  Queued replies survive reconnects (in memory), so a command answered while the broker
+  was away is still answered once it is back.
+* ``on_command`` belongs to the app: if it raises or hangs past ``command_timeout_s``
+  the link answers ``internal_error`` itself. Nothing a message contains can stop the
+  link.
+
+Reconnects use full-jitter capped backoff (``uniform(0, min(cap, base * 2**n))``, reset
+after a successful connect). Authentication and TLS/config failures wait the full cap
+and are reported in ``last_error``. Sessions: once per process a short clean connection
+drops the session a previous run left (commands queued while the agent was down are
+stale: their apps have timed out); the real connection always resumes its session, so
+QoS 1 commands sent during a network blip or a broker restart (with broker persistence)
+are still delivered. MQTT 5 sessions expire ``SESSION_EXPIRY_S`` after a disconnect.
+
+Why aiomqtt over raw paho: aiomqtt already drives paho's socket from the asyncio loop
+(add_reader/add_writer, no paho thread) and turns PUBACK/SUBACK callbacks into awaitables;
+what it lacks (reconnect policy, reply queue, outbox) is the part that is ours anyway.
+We build a fresh ``aiomqtt.Client`` per connection attempt so no paho state (in-flight
+messages, futures) leaks from a dead connection into the next one.
+
+This is the only module that imports aiomqtt/paho or catches ``aiomqtt.MqttError``.
+Payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from lobbypay.core.config import MqttConfig
+from lobbypay.core.errors import Code
+from lobbypay.core.protocol import error_reply, peek_envelope
+
+log = logging.getLogger("lobbypay.mqtt")
+
+#: Full-jitter backoff: first retries are quick (a broker restart takes ~1 s) ...
+RECONNECT_BASE_S = 0.5
+#: ... and never more than this apart, so a terminal is back within half a minute of
+#: its broker. Auth/TLS failures wait exactly this long (they need a human anyway).
+RECONNECT_CAP_S = 30.0
+#: PUBACK/SUBACK wait. A LAN broker answers in milliseconds; a stall this long means the
+#: connection is dead even if TCP has not noticed, so we drop it and reconnect.
+OP_TIMEOUT_S = 15.0
+#: The offline status on stop must not hold up shutdown (systemd's stop timeout is ~90 s,
+#: the app gives the link 5 s).
+STOP_PUBLISH_TIMEOUT_S = 3.0
+#: MQTT 5 session kept by the broker after a drop: covers Wi-Fi blips and broker restarts;
+#: older commands are stale (apps time out in seconds, charge.start carries expires_at).
+SESSION_EXPIRY_S = 300
+#: Commands run concurrently (a balance.get waiting on athena must not delay a ping);
+#: beyond this the receive loop waits, which backs up into the broker's queue.
+MAX_CONCURRENT_COMMANDS = 32
+#: Guard on the app's handler: protocol allows athena reads up to athena.timeout_s (max
+#: 120 s in config) for balance.get/charge.start; past this the link answers itself.
+COMMAND_TIMEOUT_S = 150.0
+#: Replies waiting for a connection. Apps retry after seconds; more than this queued
+#: means the broker has been gone for long, so the oldest are dropped (and counted).
+MAX_PENDING_REPLIES = 1000
+#: Outbox rows read per batch (one SELECT per batch).
+OUTBOX_BATCH = 50
+#: When the outbox store itself fails (disk), retry after this long instead of
+#: dropping the broker connection.
+OUTBOX_RETRY_S = 5.0
+#: A Response Topic longer than this is not a real app's inbox.
+MAX_RESPONSE_TOPIC_LEN = 256
+
+#: MQTT 5 reason codes (and their 3.1.1 CONNACK equivalents 4, 5) for refused credentials.
+_AUTH_REASON_CODES = {4, 5, 134, 135, 140}
+
+
+class LinkState(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandMeta:
+    """What the link knows about a command message besides its payload."""
+
+    topic: str
+    mid: int
+    qos: int
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    received_at: float = 0.0  # time.monotonic()
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    connects: int = 0
+    connect_failures: int = 0
+    auth_failures: int = 0
+    disconnects: int = 0
+    commands: int = 0
+    retained_ignored: int = 0
+    handler_errors: int = 0
+    replies_sent: int = 0
+    replies_dropped: int = 0
+    response_topic_refused: int = 0
+    outbox_sent: int = 0
+    outbox_errors: int = 0
+    state_published: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Outbox(Protocol):
+    """The journal's outbox as the link uses it (sync or async methods both work)."""
+
+    def outbox_pending(self, limit: int) -> Any: ...
+
+    def outbox_ack(self, row_id: int) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    payload: bytes
+    response_topic: str | None
+    correlation_data: bytes | None
+
+
+class _ConfigProblem(Exception):
+    """TLS material unreadable: needs a human; wait the full backoff."""
+
+
+OnCommand = Callable[[bytes, CommandMeta], Awaitable[bytes]]
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _row_fields(row: Any) -> tuple[int, str, bytes, bool]:
+    if hasattr(row, "topic"):
+        return int(row.id), str(row.topic), bytes(row.payload), bool(row.retain)
+    row_id, topic, payload, retain = row
+    return int(row_id), str(topic), bytes(payload), bool(retain)
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
+    """Full jitter: uniform over [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0.0, min(cap_s, base_s * (2 ** min(attempt, 30))))  # noqa: S311
+
+
+class MqttLink:
+    """The agent's MQTT session; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        terminal_id: str,
+        status_payload: Callable[[bool], bytes],
+        on_command: OnCommand,
+        outbox: Outbox,
+        state_payload: Callable[[], bytes],
+        backoff_base_s: float = RECONNECT_BASE_S,
+        backoff_cap_s: float = RECONNECT_CAP_S,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        op_timeout_s: float = OP_TIMEOUT_S,
+    ) -> None:
+        self._cfg = cfg
+        self._tid = terminal_id
+        self._status_payload = status_payload
+        self._on_command = on_command
+        self._outbox = outbox
+        self._state_payload = state_payload
+        self._backoff_base_s = backoff_base_s
+        self._backoff_cap_s = backoff_cap_s
+        self._command_timeout_s = command_timeout_s
+        self._op_timeout_s = op_timeout_s
+        prefix = f"lobbypay/v1/{terminal_id}"
+        self.prefix = prefix
+        self.cmd_topic = f"{prefix}/cmd"
+        self.reply_topic = f"{prefix}/reply"
+        self.status_topic = f"{prefix}/status"
+        self.state_topic = f"{prefix}/state"
+        self.client_id = cfg.client_id or f"lobbypay-{terminal_id}"
+        self.counters = LinkCounters()
+        self.state = LinkState.IDLE
+        self.last_error: str | None = None
+        self._v5 = cfg.protocol == "5"
+        self._purged = False
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
+        self._outbox_wake = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._reply_ready = asyncio.Event()
+        self._replies: collections.deque[_Reply] = collections.deque()
+        self._command_slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
+        self._commands: set[asyncio.Task[None]] = set()
+        self._tls: ssl.SSLContext | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def connected(self) -> bool:
+        return self.state is LinkState.CONNECTED
+
+    def wake_outbox(self) -> None:
+        """New outbox rows exist. Cheap, non-blocking; many calls coalesce into one drain."""
+        self._outbox_wake.set()
+
+    def publish_state(self) -> None:
+        """Republish the retained state soon; the payload is built at send time (latest wins)."""
+        self._state_dirty.set()
+
+    async def stop(self) -> None:
+        """Publish ``online: false`` (retained), disconnect cleanly, and end ``run()``."""
+        self._stop.set()
+        if self._running:
+            await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Keep the session up until ``stop()`` (or cancellation)."""
+        if self._running:
+            raise RuntimeError("MqttLink.run() is already running")
+        self._running = True
+        self._stopped.clear()
+        try:
+            await self._connection_loop()
+        finally:
+            for task in list(self._commands):
+                task.cancel()
+            if self._commands:
+                await asyncio.gather(*self._commands, return_exceptions=True)
+            self.state = LinkState.STOPPED
+            self._running = False
+            self._stopped.set()
+
+    # ------------------------------------------------------------------ connection loop
+
+    async def _connection_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self.state = LinkState.CONNECTING
+            delay: float | None = None
+            try:
+                if not self._purged:
+                    await self._purge_session()
+                client = await self._make_client()
+                async with client:
+                    attempt = 0
+                    self.counters.connects += 1
+                    self.last_error = None
+                    log.info("mqtt connected to %s:%d", self._cfg.host, self._cfg.port)
+                    await self._session(client)
+                if self._stop.is_set():
+                    return
+            except _ConfigProblem as exc:
+                self.counters.connect_failures += 1
+                self.last_error = f"tls: {exc}"
+                delay = self._backoff_cap_s
+                log.error("mqtt TLS setup failed (%s); retrying in %.0f s", exc, delay)
+            except aiomqtt.MqttError as exc:
+                if self.state is LinkState.CONNECTED:
+                    self.counters.disconnects += 1
+                    log.warning("mqtt connection lost: %s", exc)
+                    self.last_error = f"disconnected: {exc}"
+                else:
+                    self.counters.connect_failures += 1
+                    self.last_error = f"connect: {exc}"
+                    if _is_auth_error(exc):
+                        self.counters.auth_failures += 1
+                        delay = self._backoff_cap_s
+                        self.last_error = f"auth: {exc}"
+                        log.error("mqtt broker refused our credentials (%s); retrying in %.0f s",
+                                  exc, delay)
+                    else:
+                        log.warning("mqtt connect to %s:%d failed: %s",
+                                    self._cfg.host, self._cfg.port, exc)
+            except Exception as exc:  # noqa: BLE001 - the link must outlive its own bugs
+                self.counters.disconnects += 1
+                self.last_error = f"internal: {type(exc).__name__}"
+                log.exception("mqtt session failed unexpectedly")
+            if self._stop.is_set():
+                return
+            self.state = LinkState.BACKOFF
+            if delay is None:
+                delay = backoff_delay(attempt, self._backoff_base_s, self._backoff_cap_s)
+                attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _purge_session(self) -> None:
+        """Once per process: drop whatever session the broker kept for our client id.
+
+        Commands queued for a previous run of the agent are stale (their apps have given
+        up). A clean-start session cannot simply be kept instead: mosquitto does not
+        persist clean-started sessions across its own restart, so the real session
+        below always resumes (clean_start/clean_session false) and this short
+        connection (no will, session expiry 0) clears the old one first.
+        """
+        async with await self._make_client(purge=True):
+            pass
+        self._purged = True
+
+    async def _make_client(self, *, purge: bool = False) -> aiomqtt.Client:
+        cfg = self._cfg
+        if cfg.tls and self._tls is None:
+            try:
+                self._tls = await asyncio.to_thread(_build_tls_context, cfg)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise _ConfigProblem(_short(exc)) from None
+        kwargs: dict[str, Any] = {}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if purge else SESSION_EXPIRY_S
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=purge,
+                          properties=props)
+        else:
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=purge)
+        if not purge:
+            kwargs["will"] = aiomqtt.Will(
+                self.status_topic, self._status_payload(False), qos=1, retain=True
+            )
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            identifier=self.client_id,
+            keepalive=cfg.keepalive_s,
+            timeout=self._op_timeout_s,
+            tls_context=self._tls,
+            logger=logging.getLogger("lobbypay.mqtt.paho"),
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ one session
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.cmd_topic, qos=1)
+        await client.publish(self.status_topic, self._status_payload(True), qos=1, retain=True)
+        self.state = LinkState.CONNECTED
+        self._state_dirty.set()
+        self._outbox_wake.set()
+        loops = {
+            asyncio.create_task(self._rx_loop(client), name="lobbypay.mqtt.rx_loop"),
+            asyncio.create_task(self._reply_loop(client), name="lobbypay.mqtt.reply_loop"),
+            asyncio.create_task(self._state_loop(client), name="lobbypay.mqtt.state_loop"),
+            asyncio.create_task(self._outbox_loop(client), name="lobbypay.mqtt.outbox_loop"),
+        }
+        stop_wait = asyncio.create_task(self._stop.wait(), name="lobbypay.mqtt.stop_wait")
+        try:
+            done, _ = await asyncio.wait(loops | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Cancelled without stop(): still tell the apps we are going.
+            await self._cancel(loops | {stop_wait})
+            with contextlib.suppress(Exception):
+                await client.publish(self.status_topic, self._status_payload(False), qos=1,
+                                     retain=True, timeout=STOP_PUBLISH_TIMEOUT_S)
+            raise
+        await self._cancel(loops | {stop_wait})
+        for task in done:
+            if task is not stop_wait and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        # stop(): replies already computed go out first, then offline, then DISCONNECT.
+        self.state = LinkState.STOPPING
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with asyncio.timeout(STOP_PUBLISH_TIMEOUT_S):
+                await self._flush_replies(client)
+        await client.publish(self.status_topic, self._status_payload(False), qos=1, retain=True,
+                             timeout=STOP_PUBLISH_TIMEOUT_S)
+        log.info("mqtt offline status published; disconnecting")
+
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _rx_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if message.retain:
+                self.counters.retained_ignored += 1
+                log.warning("ignoring a retained message on %s (%d bytes); apps must not "
+                            "retain commands", self.cmd_topic, len(message.payload or b""))
+                continue
+            self.counters.commands += 1
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            meta = self._meta(message)
+            await self._command_slots.acquire()
+            task = asyncio.create_task(self._handle(payload, meta), name="lobbypay.mqtt.command")
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+
+    def _meta(self, message: aiomqtt.Message) -> CommandMeta:
+        response_topic: str | None = None
+        correlation: bytes | None = None
+        props = message.properties
+        if props is not None:
+            rt = getattr(props, "ResponseTopic", None)
+            if isinstance(rt, str) and rt:
+                response_topic = rt
+            cd = getattr(props, "CorrelationData", None)
+            if isinstance(cd, bytes | bytearray):
+                correlation = bytes(cd)
+        return CommandMeta(
+            topic=str(message.topic), mid=message.mid, qos=message.qos,
+            response_topic=response_topic, correlation_data=correlation,
+            received_at=time.monotonic(),
+        )
+
+    async def _handle(self, payload: bytes, meta: CommandMeta) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self._command_timeout_s):
+                    reply = await self._on_command(payload, meta)
+                if not isinstance(reply, bytes | bytearray) or not reply:
+                    raise TypeError(f"on_command returned {type(reply).__name__}, not bytes")
+            except TimeoutError:
+                self.counters.handler_errors += 1
+                log.error("command handler did not answer within %.0f s", self._command_timeout_s)
+                rid, command = peek_envelope(payload)
+                reply = error_reply(rid, command, Code.INTERNAL_ERROR,
+                                    "the agent did not finish this command in time")
+            except Exception as exc:  # noqa: BLE001 - the app's handler; never kill the link
+                self.counters.handler_errors += 1
+                log.error("command handler failed: %s", type(exc).__name__, exc_info=exc)
+                rid, command = peek_envelope(payload)
+                reply = error_reply(rid, command, Code.INTERNAL_ERROR,
+                                    "the agent failed to handle this command")
+            self._queue_reply(_Reply(bytes(reply), meta.response_topic, meta.correlation_data))
+        finally:
+            self._command_slots.release()
+
+    def _queue_reply(self, reply: _Reply) -> None:
+        if len(self._replies) >= MAX_PENDING_REPLIES:
+            self._replies.popleft()
+            self.counters.replies_dropped += 1
+            log.warning("reply queue full; dropped the oldest unsent reply")
+        self._replies.append(reply)
+        self._reply_ready.set()
+
+    async def _reply_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._reply_ready.clear()
+            await self._flush_replies(client)
+            await self._reply_ready.wait()
+
+    async def _flush_replies(self, client: aiomqtt.Client) -> None:
+        while self._replies:
+            reply = self._replies[0]
+            await self._publish_reply(client, reply)
+            # only now: a reply whose publish failed stays first in line for the next session
+            self._replies.popleft()
+            self.counters.replies_sent += 1
+
+    async def _publish_reply(self, client: aiomqtt.Client, reply: _Reply) -> None:
+        props: Properties | None = None
+        if self._v5 and reply.correlation_data is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = reply.correlation_data
+        await client.publish(self.reply_topic, reply.payload, qos=1, properties=props)
+        target = reply.response_topic
+        if self._v5 and target is not None and target != self.reply_topic:
+            if not self._response_topic_ok(target):
+                self.counters.response_topic_refused += 1
+                log.warning("refusing a Response Topic (wildcards, $-topic, ours, or too long)")
+                return
+            await client.publish(target, reply.payload, qos=1, properties=props)
+
+    def _response_topic_ok(self, topic: str) -> bool:
+        return (
+            len(topic.encode("utf-8", "replace")) <= MAX_RESPONSE_TOPIC_LEN
+            and not any(ch in topic for ch in "+#\0")
+            and not topic.startswith("$")
+            and not topic.startswith(self.prefix + "/")
+        )
+
+    async def _state_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._state_dirty.clear()
+            try:
+                payload = self._state_payload()
+            except Exception as exc:  # noqa: BLE001 - the app's callback
+                log.error("state payload failed: %s", type(exc).__name__, exc_info=exc)
+                payload = None
+            if payload is not None:
+                await client.publish(self.state_topic, payload, qos=1, retain=True)
+                self.counters.state_published += 1
+            await self._state_dirty.wait()
+
+    async def _outbox_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._outbox_wake.clear()
+            try:
+                await self._drain_outbox(client)
+            except aiomqtt.MqttError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
+                self.counters.outbox_errors += 1
+                log.error("outbox read/ack failed: %s; retrying in %.0f s",
+                          type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
+                await asyncio.sleep(OUTBOX_RETRY_S)
+                self._outbox_wake.set()
+            await self._outbox_wake.wait()
+
+    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        while True:
+            rows = await _maybe_await(self._outbox.outbox_pending(OUTBOX_BATCH))
+            if not rows:
+                return
+            for row in rows:
+                row_id, topic, payload, retain = _row_fields(row)
+                await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
+                await _maybe_await(self._outbox.outbox_ack(row_id))
+                self.counters.outbox_sent += 1
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho drops such a socket unclosed, which
+    would hold a file descriptor until the garbage collector runs (one per retry)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _build_tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.sslsocket_class = _ClosingSSLSocket
+    if cfg.certfile:
+        ctx.load_cert_chain(cfg.certfile, cfg.keyfile)
+    return ctx
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    if not isinstance(exc, aiomqtt.MqttCodeError):
+        return False
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in _AUTH_REASON_CODES
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:200])
