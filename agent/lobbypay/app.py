@@ -1,0 +1,227 @@
+"""The composition root: build every adapter from the config and run them in one TaskGroup.
+
+This is the only module that knows every concrete class. Order at start-up:
+
+1. logging, the journal (session counter +1), the athena client, the reader and display
+   drivers, the engine;
+2. ``engine.start()``: crash recovery from the journal (jobs left ``submitting`` become
+   ``unknown`` and are reconciled; jobs left ``pending`` end ``expired``);
+3. one TaskGroup runs the MQTT link, the reader, the display writer, the watchdog;
+4. READY=1 to systemd.
+
+SIGTERM/SIGINT set the stop event: the MQTT link publishes ``online: false`` itself, the
+tasks are cancelled, the journal is closed, and ``run_agent`` returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from lobbypay import __version__
+from lobbypay.core import protocol
+from lobbypay.core.commands import Command
+from lobbypay.core.config import Config
+from lobbypay.core.errors import Code, DomainError
+from lobbypay.engine import Engine
+from lobbypay.shell.athena import AthenaClient
+from lobbypay.shell.journal import Journal
+from lobbypay.shell.logsafe import setup_logging
+from lobbypay.shell.mqtt import MqttLink
+from lobbypay.shell.notify import Notifier
+from lobbypay_hw import DISPLAYS, READERS
+
+log = logging.getLogger("lobbypay.app")
+
+#: How many recent request_ids keep their reply in memory for QoS 1 redeliveries. A
+#: redelivery comes within seconds; charge.start / charge.cancel replies are also kept
+#: in the journal, so they survive a restart.
+REPLY_CACHE_SIZE = 2048
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def iso_utc(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sim_reader_socket(cfg: Config) -> str:
+    """Where the sim reader listens when reader.path is not set."""
+    return cfg.reader.path or os.path.join(cfg.terminal.state_dir, "sim-reader.sock")
+
+
+class Dispatcher:
+    """Decodes commands, answers redeliveries from a cache, and routes to the engine."""
+
+    def __init__(self, engine: Engine, journal: Journal) -> None:
+        self.engine = engine
+        self.journal = journal
+        self._replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
+
+    async def handle(self, payload: bytes) -> bytes:
+        try:
+            cmd = protocol.decode_command(payload)
+        except protocol.ProtocolError as exc:
+            return protocol.error_reply(exc.request_id, exc.command, exc.code, exc.message)
+        fut = self._replies.get(cmd.request_id)
+        if fut is not None:
+            self._replies.move_to_end(cmd.request_id)
+            return await asyncio.shield(fut)
+        stored = self.journal.get_reply(cmd.request_id)
+        if stored is not None:
+            return stored
+        fut = asyncio.get_running_loop().create_future()
+        self._replies[cmd.request_id] = fut
+        while len(self._replies) > REPLY_CACHE_SIZE:
+            self._replies.popitem(last=False)
+        try:
+            reply = await self._route(cmd)
+        except BaseException as exc:
+            # Cancelled or crashed: answer nothing from the cache for this id next time.
+            self._replies.pop(cmd.request_id, None)
+            if not fut.done():
+                fut.cancel()
+            if isinstance(exc, Exception):
+                log.exception("command %s failed inside the agent", cmd.type)
+                return protocol.error_reply(
+                    cmd.request_id, cmd.type, Code.INTERNAL_ERROR,
+                    "the agent failed to process this command; nothing was changed",
+                )
+            raise
+        fut.set_result(reply)
+        if cmd.type in ("charge.start", "charge.cancel"):
+            self.journal.put_reply(cmd.request_id, reply)
+        return reply
+
+    async def _route(self, cmd: Command) -> bytes:
+        e = self.engine
+        try:
+            match cmd.type:
+                case "ping":
+                    fields: dict[str, Any] = {"state": e.state()}
+                case "balance.get":
+                    fields = await e.balance_get(cmd)  # type: ignore[arg-type]
+                case "charge.start":
+                    fields = await e.charge_start(cmd)  # type: ignore[arg-type]
+                case "charge.cancel":
+                    fields = e.charge_cancel(cmd)  # type: ignore[arg-type]
+                case "charge.get":
+                    fields = e.charge_get(cmd)  # type: ignore[arg-type]
+                case "charge.list":
+                    fields = e.charge_list(cmd)  # type: ignore[arg-type]
+                case _:  # pragma: no cover - decode_command only builds known types
+                    raise DomainError(Code.UNKNOWN_COMMAND, f"unknown command {cmd.type}")
+        except DomainError as exc:
+            return protocol.error_reply(
+                cmd.request_id, cmd.type, exc.code, exc.message, **exc.extra
+            )
+        return protocol.encode_reply(cmd.request_id, cmd.type, **fields)
+
+
+async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
+                    notifier: Notifier | None = None) -> int:
+    """Run the agent until ``stop`` is set (or SIGTERM/SIGINT). Returns the exit code."""
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    notifier = notifier or Notifier()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    clock = SystemClock()
+    t = cfg.terminal
+    os.makedirs(t.state_dir, mode=0o700, exist_ok=True)
+    journal = Journal(t.state_dir)
+    session = journal.next_session()
+    started_at = iso_utc(clock.now())
+    a = cfg.athena
+    assert a.client_secret is not None, "load_config reads the secret"
+    athena = AthenaClient(
+        a.base_url, a.practice_id, a.client_id, a.client_secret,
+        timeout_s=a.timeout_s, rate_limit_rps=a.rate_limit_rps, scope=a.token_scope,
+    )
+    r, d = cfg.reader, cfg.display
+    reader = READERS[r.driver](
+        path=sim_reader_socket(cfg) if r.driver == "sim" else r.path,
+        baudrate=r.baudrate, grab=r.grab,
+    )
+    display = DISPLAYS[d.driver](path=d.path, baudrate=d.baudrate, rows=d.rows, cols=d.cols)
+    prefix = f"lobbypay/v1/{t.id}"
+
+    link: MqttLink | None = None
+
+    def wake_outbox() -> None:
+        if link is not None:
+            link.wake_outbox()
+
+    def state_changed() -> None:
+        if link is not None:
+            link.publish_state()
+
+    engine = Engine(
+        terminal_id=t.id, department_id=t.department_id, max_charge=t.max_charge,
+        reconcile_settle_s=a.reconcile_settle_s, athena_timeout_s=a.timeout_s,
+        athena=athena, journal=journal, display=display, reader=reader, clock=clock,
+        outbox_wakeup=wake_outbox, on_state_change=state_changed,
+        events_topic=f"{prefix}/events",
+    )
+    dispatcher = Dispatcher(engine, journal)
+
+    def status_payload(online: bool) -> bytes:
+        return protocol.encode_json({
+            "v": 1, "online": online, "session": session, "since": started_at,
+            "version": __version__,
+        })
+
+    def state_payload() -> bytes:
+        return protocol.encode_json(engine.state())
+
+    async def on_command(payload: bytes, meta: object) -> bytes:
+        return await dispatcher.handle(payload)
+
+    link = MqttLink(
+        cfg.mqtt, terminal_id=t.id, status_payload=status_payload, on_command=on_command,
+        outbox=journal, state_payload=state_payload,
+    )
+
+    log.info("lobbypay %s starting: terminal %s, session %d, reader %s, display %s",
+             __version__, t.id, session, r.driver, d.driver)
+    try:
+        await engine.start()
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(link.run(), name="lobbypay.mqtt.run"),
+                tg.create_task(reader.run(engine.on_reader_event), name="lobbypay.reader.run"),
+                tg.create_task(display.run(), name="lobbypay.display.run"),
+                tg.create_task(notifier.watchdog_loop(), name="lobbypay.notify.watchdog_loop"),
+            ]
+            notifier.ready(f"terminal {t.id} session {session}")
+            await stop.wait()
+            log.info("stopping")
+            notifier.stopping()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await link.stop()
+            for task in tasks:
+                task.cancel()
+    finally:
+        await engine.aclose()
+        await athena.aclose()
+        journal.close()
+    log.info("stopped")
+    return 0
+
