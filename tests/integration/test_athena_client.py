@@ -14,15 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-
 from lobbypay.core.athena import (
+    Approved,
     AthenaAuthError,
     AthenaBadResponse,
     AthenaError,
     AthenaRejected,
     AthenaThrottled,
     AthenaUnavailable,
-    Approved,
     Declined,
     NotFound,
     OutcomeUnknown,
@@ -131,10 +130,15 @@ async def test_token_is_cached(sim: AthenaSim, make_client: MakeClient) -> None:
         await client.ping()
     assert sim.token_requests == 1
     (token_call,) = api_calls(sim, "token")
-    assert token_call["form"] == {"grant_type": "client_credentials", "scope": "athena/service/Athenanet.MDP.*"}
+    assert token_call["form"] == {
+        "grant_type": "client_credentials",
+        "scope": "athena/service/Athenanet.MDP.*",
+    }
 
 
-async def test_concurrent_callers_share_one_token_fetch(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_concurrent_callers_share_one_token_fetch(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     client = make_client()
     results = await asyncio.gather(*(client.get_patient("60178", "1") for _ in range(20)))
     assert len(results) == 20
@@ -154,7 +158,9 @@ async def test_token_refreshed_early(sim: AthenaSim, make_client: MakeClient) ->
     assert all(c["status"] == 200 for c in sim.calls)  # never a 401
 
 
-async def test_failed_early_refresh_keeps_the_valid_token(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_failed_early_refresh_keeps_the_valid_token(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     clock = ShiftClock()
     client = make_client(clock=clock)
     await client.ping()
@@ -164,7 +170,9 @@ async def test_failed_early_refresh_keeps_the_valid_token(sim: AthenaSim, make_c
     assert sim.token_requests == 2
 
 
-async def test_401_on_get_fetches_one_new_token_and_retries_once(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_401_on_get_fetches_one_new_token_and_retries_once(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     client = make_client()
     await client.ping()
     sim.expire_tokens()
@@ -202,7 +210,9 @@ async def test_over_qps_403_is_throttling(sim: AthenaSim, make_client: MakeClien
     assert [c["status"] for c in api_calls(sim, "receipts")] == [403, 403, 200]
 
 
-async def test_throttle_without_retry_after_backs_off(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_throttle_without_retry_after_backs_off(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     client = make_client()
     await client.ping()
     sim.add_fault("over_qps", endpoint="ping", count=2)  # no Retry-After header
@@ -211,7 +221,9 @@ async def test_throttle_without_retry_after_backs_off(sim: AthenaSim, make_clien
     assert time.monotonic() - started >= 0.25 + 0.5  # jittered 0.25-0.5 s, then 0.5-1 s
 
 
-async def test_throttle_longer_than_the_deadline_fails_fast(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_throttle_longer_than_the_deadline_fails_fast(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     client = make_client(timeout_s=2.0)
     await client.ping()
     sim.add_fault("throttle", endpoint="ping", retry_after=30)
@@ -275,12 +287,12 @@ async def test_bad_ids_are_refused_before_sending(sim: AthenaSim, make_client: M
     [
         ({"kind": "html", "endpoint": "patient", "status": 200}, AthenaBadResponse),
         ({"kind": "body", "endpoint": "patient", "body": "{garbage"}, AthenaBadResponse),
-        ({"kind": "body", "endpoint": "patient", "body": "{\"patientid\": 1}"}, AthenaBadResponse),
+        ({"kind": "body", "endpoint": "patient", "body": '{"patientid": 1}'}, AthenaBadResponse),
         ({"kind": "body", "endpoint": "patient", "body": "[]"}, NotFound),
         ({"kind": "body", "endpoint": "patient", "body": "[1, 2]"}, AthenaBadResponse),
         ({"kind": "html", "endpoint": "patient", "status": 400}, AthenaBadResponse),
         ({"kind": "html", "endpoint": "patient", "status": 502, "count": 5}, AthenaUnavailable),
-        ({"kind": "body", "endpoint": "patient", "body": "\"x\"", "status": 418}, AthenaRejected),
+        ({"kind": "body", "endpoint": "patient", "body": '"x"', "status": 418}, AthenaRejected),
     ],
 )
 async def test_wrong_shapes_give_typed_errors(
@@ -308,8 +320,12 @@ async def test_wrong_shapes_on_other_reads(
 ) -> None:
     client = make_client()
     sim.add_fault("body", endpoint=endpoint, body=body)
-    args = {"list_receipts": ("60178", "1"), "get_departments": (), "get_appointment": ("1001",),
-            "ping": ()}[call]
+    args = {
+        "list_receipts": ("60178", "1"),
+        "get_departments": (),
+        "get_appointment": ("1001",),
+        "ping": (),
+    }[call]
     with pytest.raises(AthenaBadResponse):
         await getattr(client, call)(*args)
 
@@ -317,8 +333,12 @@ async def test_wrong_shapes_on_other_reads(
 async def test_departments_cached_and_paged(make_client: MakeClient) -> None:
     with AthenaSim(page_size=1) as paged:
         clock = ShiftClock()
-        client = make_client(base_url=paged.base_url, client_id=paged.client_id,
-                             client_secret=paged.client_secret, clock=clock)
+        client = make_client(
+            base_url=paged.base_url,
+            client_id=paged.client_id,
+            client_secret=paged.client_secret,
+            clock=clock,
+        )
         first = await client.get_departments()
         assert [d["departmentid"] for d in first] == ["1", "2", "5", "7"]
         assert len(api_calls(paged, "departments")) == 4
@@ -366,7 +386,9 @@ async def test_token_lockout_is_remembered(sim: AthenaSim, make_client: MakeClie
     assert sim.token_requests == 2
 
 
-async def test_token_lockout_without_retry_after_lasts_the_minute(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_token_lockout_without_retry_after_lasts_the_minute(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     clock = ShiftClock()
     clock.wall = datetime(2026, 11, 27, 14, 0, 50, tzinfo=UTC)
     client = make_client(clock=clock)
@@ -394,7 +416,7 @@ async def test_client_side_token_budget(sim: AthenaSim, make_client: MakeClient)
 
 
 async def test_bad_credentials(sim: AthenaSim, make_client: MakeClient) -> None:
-    client = make_client(client_secret="wrong-secret-value")
+    client = make_client(client_secret="wrong-secret-value")  # noqa: S106
     with pytest.raises(AthenaAuthError) as info:
         await client.ping()
     assert "wrong-secret-value" not in str(info.value)
@@ -440,17 +462,33 @@ async def test_approved_declined_duplicate(sim: AthenaSim, make_client: MakeClie
     result = await client.collect_payment("60178", claim_form())
     assert isinstance(result, Approved) and result.epayment_id == "90001"
     assert sim.claim_balance("5569") == "0.00"
-    dup = await client.collect_payment("60178", claim_form(claimpayment=json.dumps([{"5570": "25.50"}]),
-                                                          otheramount="25.50"))
+    dup = await client.collect_payment(
+        "60178", claim_form(claimpayment=json.dumps([{"5570": "25.50"}]), otheramount="25.50")
+    )
     assert isinstance(dup, Approved)
-    again = await client.collect_payment("60178", {"departmentid": "1", "trackdata": track(),
-                                                   "otheramount": "25.50"})
+    again = await client.collect_payment(
+        "60178", {"departmentid": "1", "trackdata": track(), "otheramount": "25.50"}
+    )
     assert isinstance(again, Declined) and "duplicate" in again.errortext.lower()
-    allowed = await client.collect_payment("60178", {"departmentid": "1", "trackdata": track(),
-                                                     "otheramount": "25.50", "allowduplicatepayments": "true"})
+    allowed = await client.collect_payment(
+        "60178",
+        {
+            "departmentid": "1",
+            "trackdata": track(),
+            "otheramount": "25.50",
+            "allowduplicatepayments": "true",
+        },
+    )
     assert isinstance(allowed, Approved)
-    declined = await client.collect_payment("60179", {"departmentid": "1", "trackdata": track("4000000000000002"),
-                                                      "copayamount": "30.00", "appointmentid": "1002"})
+    declined = await client.collect_payment(
+        "60179",
+        {
+            "departmentid": "1",
+            "trackdata": track("4000000000000002"),
+            "copayamount": "30.00",
+            "appointmentid": "1002",
+        },
+    )
     assert isinstance(declined, Declined) and declined.errortext.startswith("Declined")
 
 
@@ -461,7 +499,9 @@ async def test_rejection_carries_missing_fields(sim: AthenaSim, make_client: Mak
     assert info.value.missing_fields == ("departmentid",)
     assert info.value.status == 400
     with pytest.raises(AthenaRejected) as copay:
-        await client.collect_payment("60179", {"departmentid": "1", "trackdata": track(), "copayamount": "30.00"})
+        await client.collect_payment(
+            "60179", {"departmentid": "1", "trackdata": track(), "copayamount": "30.00"}
+        )
     assert copay.value.missing_fields == ("appointmentid",)
     with pytest.raises(AthenaRejected):
         await client.collect_payment("60178", {"departmentid": "1", "trackdata": 5})  # type: ignore[dict-item]
@@ -474,15 +514,49 @@ POST_OUTCOMES: list[tuple[str, dict[str, Any] | None, type[Any], bool]] = [
     ("declined", {"kind": "decline_next"}, Declined, False),
     ("rejected 400", {"kind": "echo_error"}, AthenaRejected, False),
     ("500", {"kind": "status", "endpoint": "collectpayment", "status": 500}, OutcomeUnknown, False),
-    ("502 after charging", {"kind": "status", "endpoint": "collectpayment", "status": 502, "apply": True},
-     OutcomeUnknown, True),
-    ("429", {"kind": "throttle", "endpoint": "collectpayment", "retry_after": 0}, AthenaThrottled, False),
-    ("403 over qps", {"kind": "over_qps", "endpoint": "collectpayment", "retry_after": 0}, AthenaThrottled, False),
-    ("403 plain", {"kind": "status", "endpoint": "collectpayment", "status": 403}, AthenaRejected, False),
+    (
+        "502 after charging",
+        {"kind": "status", "endpoint": "collectpayment", "status": 502, "apply": True},
+        OutcomeUnknown,
+        True,
+    ),
+    (
+        "429",
+        {"kind": "throttle", "endpoint": "collectpayment", "retry_after": 0},
+        AthenaThrottled,
+        False,
+    ),
+    (
+        "403 over qps",
+        {"kind": "over_qps", "endpoint": "collectpayment", "retry_after": 0},
+        AthenaThrottled,
+        False,
+    ),
+    (
+        "403 plain",
+        {"kind": "status", "endpoint": "collectpayment", "status": 403},
+        AthenaRejected,
+        False,
+    ),
     ("401", {"kind": "expire_tokens"}, AthenaUnavailable, False),
-    ("html 200", {"kind": "html", "endpoint": "collectpayment", "status": 200}, OutcomeUnknown, False),
-    ("garbage 200", {"kind": "body", "endpoint": "collectpayment", "body": "{garb"}, OutcomeUnknown, False),
-    ("empty array", {"kind": "body", "endpoint": "collectpayment", "body": "[]"}, OutcomeUnknown, False),
+    (
+        "html 200",
+        {"kind": "html", "endpoint": "collectpayment", "status": 200},
+        OutcomeUnknown,
+        False,
+    ),
+    (
+        "garbage 200",
+        {"kind": "body", "endpoint": "collectpayment", "body": "{garb"},
+        OutcomeUnknown,
+        False,
+    ),
+    (
+        "empty array",
+        {"kind": "body", "endpoint": "collectpayment", "body": "[]"},
+        OutcomeUnknown,
+        False,
+    ),
     ("timeout, charged", {"kind": "slow", "seconds": 2.0, "apply": True}, OutcomeUnknown, True),
     ("timeout, not charged", {"kind": "slow", "seconds": 2.0}, OutcomeUnknown, False),
     ("dropped, charged", {"kind": "drop", "apply": True}, OutcomeUnknown, True),
@@ -490,7 +564,9 @@ POST_OUTCOMES: list[tuple[str, dict[str, Any] | None, type[Any], bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "fault", "outcome", "charged"), POST_OUTCOMES, ids=[o[0] for o in POST_OUTCOMES])
+@pytest.mark.parametrize(
+    ("case", "fault", "outcome", "charged"), POST_OUTCOMES, ids=[o[0] for o in POST_OUTCOMES]
+)
 async def test_post_is_sent_once_and_never_leaks_the_card(
     sim: AthenaSim,
     make_client: MakeClient,
@@ -529,7 +605,13 @@ async def test_post_is_sent_once_and_never_leaks_the_card(
     for record in caplog.records:
         texts += [record.getMessage(), repr(record.args), record.exc_text or ""]
     if isinstance(got, AthenaError):
-        texts += [str(got), repr(got), repr(got.args), got.message, getattr(got, "detailed", None) or ""]
+        texts += [
+            str(got),
+            repr(got),
+            repr(got.args),
+            got.message,
+            getattr(got, "detailed", None) or "",
+        ]
         assert got.__cause__ is None
         assert not isinstance(got.__context__, httpx.HTTPError)
     else:
@@ -553,7 +635,9 @@ async def test_401_on_post_refreshes_for_next_time(sim: AthenaSim, make_client: 
     assert sim.token_requests == 2
 
 
-async def test_token_failure_before_post_means_not_sent(sim: AthenaSim, make_client: MakeClient) -> None:
+async def test_token_failure_before_post_means_not_sent(
+    sim: AthenaSim, make_client: MakeClient
+) -> None:
     client = make_client()
     sim.add_fault("status", endpoint="token", status=503)
     with pytest.raises(AthenaUnavailable) as info:

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from lobbypay.core.athena import parse_eastern_datetime, parse_receipts
 from lobbypay.core.money import parse_athena_amount
 from lobbypay.sim.athena import AthenaSim, iter_fixture_patients
@@ -37,8 +36,11 @@ def sim() -> Iterator[AthenaSim]:
 @pytest.fixture
 def http(sim: AthenaSim) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sim.base_url, timeout=5) as client:
-        resp = client.post("/oauth2/v1/token", auth=(sim.client_id, sim.client_secret),
-                           data={"grant_type": "client_credentials", "scope": "athena/service/Athenanet.MDP.*"})
+        resp = client.post(
+            "/oauth2/v1/token",
+            auth=(sim.client_id, sim.client_secret),
+            data={"grant_type": "client_credentials", "scope": "athena/service/Athenanet.MDP.*"},
+        )
         assert resp.status_code == 200
         client.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
         yield client
@@ -50,8 +52,13 @@ def pay(http: httpx.Client, patient: str, practice: str = "195900", **form: str)
     return http.post(f"/v1/{practice}/patients/{patient}/collectpayment", data=form)
 
 
-def patient(http: httpx.Client, pid: str, dept: str = "1", practice: str = "195900", **q: str) -> dict[str, Any]:
-    resp = http.get(f"/v1/{practice}/patients/{pid}", params={"showbalancedetails": "true", "departmentid": dept, **q})
+def patient(
+    http: httpx.Client, pid: str, dept: str = "1", practice: str = "195900", **q: str
+) -> dict[str, Any]:
+    resp = http.get(
+        f"/v1/{practice}/patients/{pid}",
+        params={"showbalancedetails": "true", "departmentid": dept, **q},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert isinstance(body, list) and len(body) == 1
@@ -64,25 +71,48 @@ def patient(http: httpx.Client, pid: str, dept: str = "1", practice: str = "1959
 
 def test_token_endpoint_checks_credentials(sim: AthenaSim) -> None:
     with httpx.Client(base_url=sim.base_url) as c:
-        ok = c.post("/oauth2/v1/token", auth=(sim.client_id, sim.client_secret),
-                    data={"grant_type": "client_credentials"})
+        ok = c.post(
+            "/oauth2/v1/token",
+            auth=(sim.client_id, sim.client_secret),
+            data={"grant_type": "client_credentials"},
+        )
         assert ok.status_code == 200
-        assert ok.json()["token_type"] == "Bearer" and ok.json()["expires_in"] == 3600
-        assert c.post("/oauth2/v1/token", auth=(sim.client_id, "nope"),
-                      data={"grant_type": "client_credentials"}).status_code == 401
-        assert c.post("/oauth2/v1/token", data={"grant_type": "client_credentials"}).status_code == 401
-        assert c.post("/oauth2/v1/token", auth=(sim.client_id, sim.client_secret),
-                      data={"grant_type": "password"}).status_code == 400
+        assert ok.json()["token_type"] == "Bearer"  # noqa: S105
+        assert ok.json()["expires_in"] == 3600
+        assert (
+            c.post(
+                "/oauth2/v1/token",
+                auth=(sim.client_id, "nope"),
+                data={"grant_type": "client_credentials"},
+            ).status_code
+            == 401
+        )
+        assert (
+            c.post("/oauth2/v1/token", data={"grant_type": "client_credentials"}).status_code == 401
+        )
+        assert (
+            c.post(
+                "/oauth2/v1/token",
+                auth=(sim.client_id, sim.client_secret),
+                data={"grant_type": "password"},
+            ).status_code
+            == 400
+        )
         assert c.get("/v1/195900/ping").status_code == 401
-        assert c.get("/v1/195900/ping", headers={"Authorization": "Bearer made-up"}).status_code == 401
+        assert (
+            c.get("/v1/195900/ping", headers={"Authorization": "Bearer made-up"}).status_code == 401
+        )
     assert sim.token_requests == 4
 
 
 def test_tokens_expire() -> None:
     with AthenaSim(token_ttl_s=1) as short:
         with httpx.Client(base_url=short.base_url) as c:
-            tok = c.post("/oauth2/v1/token", auth=(short.client_id, short.client_secret),
-                         data={"grant_type": "client_credentials"}).json()
+            tok = c.post(
+                "/oauth2/v1/token",
+                auth=(short.client_id, short.client_secret),
+                data={"grant_type": "client_credentials"},
+            ).json()
             assert tok["expires_in"] == 1
             hdr = {"Authorization": f"Bearer {tok['access_token']}"}
             assert c.get("/v1/195900/ping", headers=hdr).json() == {"pong": "true"}
@@ -162,8 +192,14 @@ def test_unknown_ids(http: httpx.Client) -> None:
 
 def test_approval_lowers_balances_and_makes_a_receipt(sim: AthenaSim, http: httpx.Client) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
-    r = pay(http, "60178", copayamount="25.00", appointmentid="1001", otheramount="65.50",
-            claimpayment=json.dumps([{"5569": "40.00"}, {"5570": "25.50"}]))
+    r = pay(
+        http,
+        "60178",
+        copayamount="25.00",
+        appointmentid="1001",
+        otheramount="65.50",
+        claimpayment=json.dumps([{"5569": "40.00"}, {"5570": "25.50"}]),
+    )
     assert r.status_code == 200
     assert r.json() == [{"success": "true", "epaymentid": 90001, "errortext": ""}]
     assert sim.claim_balance("5569") == "0.00" and sim.claim_balance("5570") == "0.00"
@@ -203,23 +239,53 @@ def test_strings_patient_gets_string_epaymentid(http: httpx.Client) -> None:
         ({"otheramount": "abc"}, "Invalid otheramount.", None),
         ({"otheramount": "-5.00"}, "Invalid otheramount.", None),
         ({}, "A payment amount is required.", None),
-        ({"otheramount": "50.00", "claimpayment": json.dumps([{"5569": "40.00"}])},
-         "The claimpayment amounts must add up to otheramount.", None),
+        (
+            {"otheramount": "50.00", "claimpayment": json.dumps([{"5569": "40.00"}])},
+            "The claimpayment amounts must add up to otheramount.",
+            None,
+        ),
         ({"otheramount": "10.00", "claimpayment": "not json"}, "Invalid claimpayment.", None),
-        ({"otheramount": "10.00", "claimpayment": json.dumps([{"5569": 10}])}, "Invalid claimpayment.", None),
-        ({"otheramount": "20.00", "claimpayment": json.dumps([{"5569": "10.00"}, {"5569": "10.00"}])},
-         "Invalid claimpayment.", None),
-        ({"otheramount": "10.00", "claimpayment": json.dumps([{"9999": "10.00"}])}, "Invalid claim ID.", None),
-        ({"otheramount": "10.00", "claimpayment": json.dumps([{"5571": "10.00"}])},
-         "Claim is not eligible for payment.", None),
-        ({"otheramount": "10.00", "claimpayment": json.dumps([{"7001": "10.00"}])},
-         "Claim is not eligible for payment.", None),
-        ({"otheramount": "40.01", "claimpayment": json.dumps([{"5569": "40.01"}])},
-         "Payment exceeds the claim balance.", None),
+        (
+            {"otheramount": "10.00", "claimpayment": json.dumps([{"5569": 10}])},
+            "Invalid claimpayment.",
+            None,
+        ),
+        (
+            {
+                "otheramount": "20.00",
+                "claimpayment": json.dumps([{"5569": "10.00"}, {"5569": "10.00"}]),
+            },
+            "Invalid claimpayment.",
+            None,
+        ),
+        (
+            {"otheramount": "10.00", "claimpayment": json.dumps([{"9999": "10.00"}])},
+            "Invalid claim ID.",
+            None,
+        ),
+        (
+            {"otheramount": "10.00", "claimpayment": json.dumps([{"5571": "10.00"}])},
+            "Claim is not eligible for payment.",
+            None,
+        ),
+        (
+            {"otheramount": "10.00", "claimpayment": json.dumps([{"7001": "10.00"}])},
+            "Claim is not eligible for payment.",
+            None,
+        ),
+        (
+            {"otheramount": "40.01", "claimpayment": json.dumps([{"5569": "40.01"}])},
+            "Payment exceeds the claim balance.",
+            None,
+        ),
     ],
 )
 def test_collectpayment_validation(
-    sim: AthenaSim, http: httpx.Client, form: dict[str, str], error: str | None, missing: list[str] | None
+    sim: AthenaSim,
+    http: httpx.Client,
+    form: dict[str, str],
+    error: str | None,
+    missing: list[str] | None,
 ) -> None:
     r = pay(http, "60178", **form)
     assert r.status_code == 400, r.text
@@ -234,7 +300,13 @@ def test_collectpayment_validation(
 
 
 def test_other_group_claim_is_fine_from_its_own_department(http: httpx.Client) -> None:
-    r = pay(http, "60178", departmentid="5", otheramount="90.00", claimpayment=json.dumps([{"7001": "90.00"}]))
+    r = pay(
+        http,
+        "60178",
+        departmentid="5",
+        otheramount="90.00",
+        claimpayment=json.dumps([{"7001": "90.00"}]),
+    )
     assert r.json()[0]["success"] == "true"
 
 
@@ -255,11 +327,16 @@ def test_declines(sim: AthenaSim, http: httpx.Client, pan: str, exp: str, text: 
 
 
 def test_duplicate_rule(http: httpx.Client) -> None:
-    assert pay(http, "60179", copayamount="30.00", appointmentid="1002").json()[0]["success"] == "true"
+    assert (
+        pay(http, "60179", copayamount="30.00", appointmentid="1002").json()[0]["success"] == "true"
+    )
     dup = pay(http, "60179", otheramount="30.00").json()[0]
     assert dup["success"] == "false" and "Duplicate" in dup["errortext"]
     assert pay(http, "60179", otheramount="31.00").json()[0]["success"] == "true"
-    assert pay(http, "60179", otheramount="30.00", allowduplicatepayments="true").json()[0]["success"] == "true"
+    assert (
+        pay(http, "60179", otheramount="30.00", allowduplicatepayments="true").json()[0]["success"]
+        == "true"
+    )
     assert pay(http, "60180", otheramount="30.00").json()[0]["success"] == "true"  # another patient
 
 
@@ -272,15 +349,24 @@ def test_unapplied_amount_becomes_credit(http: httpx.Client) -> None:
 
 
 def test_calls_are_recorded_without_card_data(sim: AthenaSim, http: httpx.Client) -> None:
-    pay(http, "60178", otheramount="40.00", claimpayment=json.dumps([{"5569": "40.00"}]),
-        nameoncard="GARY SANDBOXTEST", cardsecuritycode="123")
+    pay(
+        http,
+        "60178",
+        otheramount="40.00",
+        claimpayment=json.dumps([{"5569": "40.00"}]),
+        nameoncard="GARY SANDBOXTEST",
+        cardsecuritycode="123",
+    )
     pay(http, "60178", otheramount="5.00", trackdata=track())
     call = sim.calls[-2]
     assert call["method"] == "POST" and call["endpoint"] == "collectpayment"
     tdata = call["form"]["trackdata"]
     assert tdata["last4"] == "1111" and len(tdata["trackdata_sha256"]) == 64
     assert sim.calls[-1]["form"]["trackdata"] == tdata  # same track, same digest
-    assert call["form"]["nameoncard"] == "[redacted]" and call["form"]["cardsecuritycode"] == "[redacted]"
+    assert (
+        call["form"]["nameoncard"] == "[redacted]"
+        and call["form"]["cardsecuritycode"] == "[redacted]"
+    )
     remote = http.get("/_sim/calls").json()
     assert remote["collectpayment_posts"] == {"195900/60178": 2}
     assert sim.post_count("60178") == 2
@@ -294,16 +380,21 @@ def test_faults_over_http(sim: AthenaSim, http: httpx.Client) -> None:
     assert http.post("/_sim/faults", json={"kind": "status", "count": 0}).status_code == 400
     assert http.post("/_sim/faults", json={"kind": "slow"}).status_code == 400
     assert http.post("/_sim/faults", json={"kind": "status", "bogus": 1}).status_code == 400
-    r = http.post("/_sim/faults", json=[
-        {"kind": "status", "endpoint": "ping", "status": 503, "count": 2},
-        {"kind": "decline_next"},
-    ])
+    r = http.post(
+        "/_sim/faults",
+        json=[
+            {"kind": "status", "endpoint": "ping", "status": 503, "count": 2},
+            {"kind": "decline_next"},
+        ],
+    )
     assert r.json() == {"ok": True, "faults": 2}
     assert len(http.get("/_sim/faults").json()["faults"]) == 2
     assert [http.get("/v1/195900/ping").status_code for _ in range(3)] == [503, 503, 200]
     declined = pay(http, "60179", copayamount="30.00", appointmentid="1002").json()[0]
     assert declined["success"] == "false"
-    assert pay(http, "60179", copayamount="30.00", appointmentid="1002").json()[0]["success"] == "true"
+    assert (
+        pay(http, "60179", copayamount="30.00", appointmentid="1002").json()[0]["success"] == "true"
+    )
     assert http.post("/_sim/faults", json={"kind": "expire_tokens"}).status_code == 200
     assert http.get("/v1/195900/ping").status_code == 401
 
@@ -328,7 +419,9 @@ def test_reset_restores_fixtures(sim: AthenaSim, http: httpx.Client) -> None:
         ({"kind": "status", "status": 500}, 500, "application/json"),
     ],
 )
-def test_gateway_faults(sim: AthenaSim, http: httpx.Client, fault: dict[str, Any], status: int, ctype: str) -> None:
+def test_gateway_faults(
+    sim: AthenaSim, http: httpx.Client, fault: dict[str, Any], status: int, ctype: str
+) -> None:
     sim.add_fault(endpoint="departments", **fault)
     r = http.get("/v1/195900/departments")
     assert r.status_code == status and r.headers["content-type"] == ctype
@@ -363,9 +456,14 @@ def test_drop_and_slow_faults(sim: AthenaSim, http: httpx.Client) -> None:
 def test_token_lockout_fault(sim: AthenaSim) -> None:
     sim.add_fault("token_lockout", seconds=0.3, retry_after=0.3)
     with httpx.Client(base_url=sim.base_url) as c:
+
         def token() -> httpx.Response:
-            return c.post("/oauth2/v1/token", auth=(sim.client_id, sim.client_secret),
-                          data={"grant_type": "client_credentials"})
+            return c.post(
+                "/oauth2/v1/token",
+                auth=(sim.client_id, sim.client_secret),
+                data={"grant_type": "client_credentials"},
+            )
+
         locked = token()
         assert locked.status_code == 429 and locked.headers["retry-after"] == "0.3"
         time.sleep(0.35)
@@ -381,9 +479,12 @@ def test_stop_does_not_wait_for_slow_answers() -> None:
 
     def post() -> None:
         try:
-            httpx.post(f"{sim.base_url}/v1/195900/patients/60179/collectpayment",
-                       data={"departmentid": "1", "trackdata": track(), "otheramount": "1.00"},
-                       headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+            httpx.post(
+                f"{sim.base_url}/v1/195900/patients/60179/collectpayment",
+                data={"departmentid": "1", "trackdata": track(), "otheramount": "1.00"},
+                headers={"Authorization": f"Bearer {tok}"},
+                timeout=10,
+            )
         except httpx.HTTPError:
             pass
 
@@ -407,22 +508,38 @@ def test_money_numbers_read_back_exactly(http: httpx.Client) -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "agent")}
-    with subprocess.Popen([sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          cwd=ROOT) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    ) as proc:
         try:
             assert proc.stdout is not None and proc.stderr is not None
             info = json.loads(proc.stdout.readline())
             assert set(info) == {"base_url", "practice_id", "client_id", "client_secret"}
-            assert info["practice_id"] == "195900" and info["base_url"].startswith("http://127.0.0.1:")
+            assert info["practice_id"] == "195900" and info["base_url"].startswith(
+                "http://127.0.0.1:"
+            )
             with httpx.Client(base_url=info["base_url"], timeout=5) as c:
-                tok = c.post("/oauth2/v1/token", auth=(info["client_id"], info["client_secret"]),
-                             data={"grant_type": "client_credentials"}).json()["access_token"]
+                tok = c.post(
+                    "/oauth2/v1/token",
+                    auth=(info["client_id"], info["client_secret"]),
+                    data={"grant_type": "client_credentials"},
+                ).json()["access_token"]
                 c.headers["Authorization"] = f"Bearer {tok}"
                 assert c.post("/_sim/faults", json={"kind": "decline_next"}).status_code == 200
-                r = c.post("/v1/195900/patients/60179/collectpayment",
-                           data={"departmentid": "1", "trackdata": track(), "copayamount": "30.00",
-                                 "appointmentid": "1002"})
+                r = c.post(
+                    "/v1/195900/patients/60179/collectpayment",
+                    data={
+                        "departmentid": "1",
+                        "trackdata": track(),
+                        "copayamount": "30.00",
+                        "appointmentid": "1002",
+                    },
+                )
                 assert r.json()[0]["success"] == "false"
                 assert c.get("/_sim/calls").json()["collectpayment_posts"] == {"195900/60179": 1}
             proc.send_signal(signal.SIGTERM)

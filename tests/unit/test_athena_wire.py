@@ -9,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from lobbypay.core.athena import (
     RECEIPT_CLOCK_SKEW,
+    Approved,
     AthenaBadResponse,
     AthenaParseError,
-    Approved,
     Declined,
     ErrorBody,
     Receipt,
@@ -42,12 +41,16 @@ CANARY_PAN = "4111111111111111"
         ([{"success": "true", "epaymentid": "123456"}], Approved("123456")),
         ([{"success": True, "epaymentid": 7}], Approved("7")),
         ([{"success": "TRUE", "epaymentid": " 42 "}], Approved("42")),
-        ([{"success": "false", "errortext": "Declined - card has been declined"}],
-         Declined("Declined - card has been declined")),
+        (
+            [{"success": "false", "errortext": "Declined - card has been declined"}],
+            Declined("Declined - card has been declined"),
+        ),
         ([{"success": False, "errortext": None}], Declined("declined (athena gave no reason)")),
         ([{"success": "false"}], Declined("declined (athena gave no reason)")),
-        ([{"success": "false", "epaymentid": "", "errortext": "Duplicate payment"}],
-         Declined("Duplicate payment")),
+        (
+            [{"success": "false", "epaymentid": "", "errortext": "Duplicate payment"}],
+            Declined("Duplicate payment"),
+        ),
     ],
 )
 def test_parse_payment_result_reads_athena_shapes(body: object, expected: object) -> None:
@@ -85,7 +88,12 @@ def test_parse_error_is_a_bad_response() -> None:
 
 
 def test_decline_text_is_scrubbed_of_card_data() -> None:
-    body = [{"success": "false", "errortext": f"Card {CANARY_PAN} declined; track ;{CANARY_PAN}=2812101?"}]
+    body = [
+        {
+            "success": "false",
+            "errortext": f"Card {CANARY_PAN} declined; track ;{CANARY_PAN}=2812101?",
+        }
+    ]
     result = parse_payment_result(body)
     assert isinstance(result, Declined)
     assert CANARY_PAN not in result.errortext
@@ -118,8 +126,18 @@ def test_parse_eastern_datetime(text: str, utc: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "11/27/2026", "27.11.2026 09:03", "13/01/2026 09:00:00", "11/27/2026 13:00 PM",
-             "yesterday", "2026-02-30T10:00:00", 20261127, None]
+    "text",
+    [
+        "",
+        "11/27/2026",
+        "27.11.2026 09:03",
+        "13/01/2026 09:00:00",
+        "11/27/2026 13:00 PM",
+        "yesterday",
+        "2026-02-30T10:00:00",
+        20261127,
+        None,
+    ],
 )
 def test_parse_eastern_datetime_refuses(text: object) -> None:
     with pytest.raises(AthenaParseError):
@@ -141,7 +159,11 @@ RECEIPT = {
 
 
 def test_parse_receipts_envelope_and_bare_array() -> None:
-    want = [Receipt("90001", Cents(6550), "1111", datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC), "PAYMENT")]
+    want = [
+        Receipt(
+            "90001", Cents(6550), "1111", datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC), "PAYMENT"
+        )
+    ]
     assert parse_receipts({"receipts": [RECEIPT], "totalcount": 1}) == want
     assert parse_receipts([RECEIPT]) == want
     assert parse_receipts({"receipts": [], "totalcount": 0}) == []
@@ -167,7 +189,9 @@ def test_parse_receipts_string_money_and_ids() -> None:
         ("type", None, "type", None),
     ],
 )
-def test_parse_receipts_optional_fields(field: str, value: object, attr: str, expected: object) -> None:
+def test_parse_receipts_optional_fields(
+    field: str, value: object, attr: str, expected: object
+) -> None:
     (receipt,) = parse_receipts([{**RECEIPT, field: value}])
     assert getattr(receipt, attr) == expected
 
@@ -191,7 +215,9 @@ def test_parse_receipts_refuses_unreadable(body: object) -> None:
 
 
 def test_parse_list_page_follows_next() -> None:
-    assert parse_list_page({"departments": [1], "next": "/v1/1/departments?offset=1"}, "departments") == (
+    assert parse_list_page(
+        {"departments": [1], "next": "/v1/1/departments?offset=1"}, "departments"
+    ) == (
         [1],
         "/v1/1/departments?offset=1",
     )
@@ -248,9 +274,14 @@ def test_match_receipt_needs_aware_time() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"error": "Missing parameters.", "missingfields": ["departmentid"]},
-         ErrorBody("Missing parameters.", None, ("departmentid",))),
-        ({"error": "Bad", "detailedmessage": "more", "missingfields": "a, b"}, ErrorBody("Bad", "more", ("a", "b"))),
+        (
+            {"error": "Missing parameters.", "missingfields": ["departmentid"]},
+            ErrorBody("Missing parameters.", None, ("departmentid",)),
+        ),
+        (
+            {"error": "Bad", "detailedmessage": "more", "missingfields": "a, b"},
+            ErrorBody("Bad", "more", ("a", "b")),
+        ),
         ({"detailedmessage": "only detail"}, ErrorBody("only detail", "only detail", ())),
         ([{"error": "in an array"}], ErrorBody("in an array", None, ())),
         ({"error": "x", "missingfields": [1, "ok", "bad name!"]}, ErrorBody("x", None, ("ok",))),
@@ -266,8 +297,10 @@ def test_parse_error_body(body: object, expected: ErrorBody | None) -> None:
 
 def test_parse_error_body_masks_secrets_and_card_data() -> None:
     track = f"%B{CANARY_PAN}^DOE/JOHN^2812101?"
-    err = parse_error_body({"error": f"bad trackdata {track}", "detailedmessage": f"echo xyzsecret {CANARY_PAN}"},
-                           ("xyzsecret",))
+    err = parse_error_body(
+        {"error": f"bad trackdata {track}", "detailedmessage": f"echo xyzsecret {CANARY_PAN}"},
+        ("xyzsecret",),
+    )
     assert err is not None
     assert CANARY_PAN not in err.error + (err.detailed or "")
     assert "DOE/JOHN" not in err.error
@@ -281,10 +314,20 @@ def test_clean_peer_text_caps_and_strips() -> None:
 
 
 def test_parse_token() -> None:
-    assert parse_token({"access_token": "abc", "token_type": "Bearer", "expires_in": 3600}) == ("abc", 3600.0)
+    assert parse_token({"access_token": "abc", "token_type": "Bearer", "expires_in": 3600}) == (
+        "abc",
+        3600.0,
+    )
     assert parse_token({"access_token": "abc", "expires_in": "120"}) == ("abc", 120.0)
-    for bad in [{}, {"access_token": ""}, {"access_token": "a b"}, {"access_token": "a", "expires_in": 0},
-                {"access_token": "a", "expires_in": True}, [], "x"]:
+    for bad in [
+        {},
+        {"access_token": ""},
+        {"access_token": "a b"},
+        {"access_token": "a", "expires_in": 0},
+        {"access_token": "a", "expires_in": True},
+        [],
+        "x",
+    ]:
         with pytest.raises(AthenaParseError):
             parse_token(bad)
 
@@ -299,14 +342,32 @@ def test_is_throttle_text() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["success", "epaymentid", "errortext", "receipts", "amount", "requestdate",
-                         "cardnumberlast4digits", "error", "detailedmessage", "missingfields",
-                         "access_token", "expires_in", "totalcount", "next", "type"])
-        | st.text(max_size=8),
-        children,
-        max_size=6,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "success",
+                    "epaymentid",
+                    "errortext",
+                    "receipts",
+                    "amount",
+                    "requestdate",
+                    "cardnumberlast4digits",
+                    "error",
+                    "detailedmessage",
+                    "missingfields",
+                    "access_token",
+                    "expires_in",
+                    "totalcount",
+                    "next",
+                    "type",
+                ]
+            )
+            | st.text(max_size=8),
+            children,
+            max_size=6,
+        )
     ),
     max_leaves=25,
 )
@@ -315,8 +376,13 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_parsers_raise_only_their_typed_error(value: object) -> None:
-    for parse in (parse_payment_result, parse_receipts, parse_token, parse_eastern_datetime,
-                  lambda v: parse_list_page(v, "receipts")):
+    for parse in (
+        parse_payment_result,
+        parse_receipts,
+        parse_token,
+        parse_eastern_datetime,
+        lambda v: parse_list_page(v, "receipts"),
+    ):
         try:
             parse(value)
         except AthenaParseError:
@@ -327,13 +393,18 @@ def test_parsers_raise_only_their_typed_error(value: object) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.fixed_dictionaries({
-            "epaymentid": st.integers(min_value=0, max_value=10**9) | st.from_regex(r"\A[0-9]{1,9}\Z"),
-            "amount": st.integers(min_value=-10**6, max_value=10**8).map(format_cents),
-            "cardnumberlast4digits": st.from_regex(r"\A[0-9]{4}\Z"),
-            "requestdate": st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1))
-            .map(lambda d: d.strftime("%m/%d/%Y %H:%M:%S")),
-        }),
+        st.fixed_dictionaries(
+            {
+                "epaymentid": st.integers(min_value=0, max_value=10**9)
+                | st.from_regex(r"\A[0-9]{1,9}\Z"),
+                "amount": st.integers(min_value=-(10**6), max_value=10**8).map(format_cents),
+                "cardnumberlast4digits": st.from_regex(r"\A[0-9]{4}\Z"),
+                "requestdate": st.datetimes(
+                    min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - naive on purpose: wall text
+                    max_value=datetime(2090, 1, 1),  # noqa: DTZ001
+                ).map(lambda d: d.strftime("%m/%d/%Y %H:%M:%S")),
+            }
+        ),
         max_size=5,
     )
 )
@@ -362,6 +433,12 @@ def test_core_athena_is_pure() -> None:
         "bad = {'asyncio', 'httpx', 'socket', 'sqlite3'} & set(sys.modules)\n"
         "print(sorted(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": "agent"}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    out = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": "agent"},
+        cwd=str(__import__("pathlib").Path(__file__).parents[2]),
+    )
     assert out.stdout.strip() == "[]"

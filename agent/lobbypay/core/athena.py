@@ -167,7 +167,7 @@ def _parse_flag(value: object, what: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise AthenaParseError(f"{what} is not \"true\"/\"false\" ({_kind(value)})")
+    raise AthenaParseError(f'{what} is not "true"/"false" ({_kind(value)})')
 
 
 def parse_payment_result(body: object) -> PaymentResult:
@@ -223,7 +223,9 @@ def parse_eastern_datetime(value: object) -> datetime:
                 if not 1 <= h <= 12:
                     raise ValueError("hour out of range for AM/PM")
                 h = h % 12 + (12 if ampm.lower() == "pm" else 0)
-            local = datetime(int(year), int(month), int(day), h, int(minute), int(second or 0))
+            local = datetime(
+                int(year), int(month), int(day), h, int(minute), int(second or 0), tzinfo=ATHENA_TZ
+            )
         elif len(text) >= 16 and text[4:5] == "-" and text[10:11] in ("T", " "):
             local = datetime.fromisoformat(text)
         else:
@@ -377,7 +379,9 @@ def parse_error_body(body: object, secrets: tuple[str, ...] = ()) -> ErrorBody |
         for name in raw_missing:
             if isinstance(name, str) and _FIELD_NAME_RE.match(name.strip()):
                 names.append(name.strip())
-    return ErrorBody(error or detailed or "athena reported an error", detailed or None, tuple(names))
+    return ErrorBody(
+        error or detailed or "athena reported an error", detailed or None, tuple(names)
+    )
 
 
 def parse_token(body: object) -> tuple[str, float]:

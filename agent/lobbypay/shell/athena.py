@@ -64,7 +64,7 @@ from lobbypay.ports import Clock
 _log = logging.getLogger("lobbypay.athena")
 
 DEFAULT_SCOPE: Final = "athena/service/Athenanet.MDP.*"
-TOKEN_PATH: Final = "/oauth2/v1/token"
+TOKEN_PATH: Final = "/oauth2/v1/token"  # noqa: S105 - a path, not a secret
 #: Fetch a new token this long before ``expires_in`` runs out (athena: "should be cached";
 #: go-athenahealth refreshes a minute early and found it cured intermittent 401s).
 TOKEN_REFRESH_MARGIN_S: Final = 60.0
@@ -231,7 +231,9 @@ class AthenaClient:
         self._timeout_s = float(timeout_s)
         self._clock: Clock = clock or SystemClock()
         self._limiter = (
-            _RateLimiter(rate_limit_rps, self._clock) if rate_limit_rps and rate_limit_rps > 0 else None
+            _RateLimiter(rate_limit_rps, self._clock)
+            if rate_limit_rps and rate_limit_rps > 0
+            else None
         )
         headers = {"Accept": "application/json", "User-Agent": f"lobbypay/{__version__}"}
         timeout = httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
@@ -285,7 +287,10 @@ class AthenaClient:
     async def get_patient(self, patient_id: str, department_id: str) -> list[dict[str, Any]]:
         template = "/patients/{patientid}"
         path = f"/patients/{self._check_id(patient_id, 'patient id')}"
-        params = {"showbalancedetails": "true", "departmentid": self._check_id(department_id, "department id")}
+        params = {
+            "showbalancedetails": "true",
+            "departmentid": self._check_id(department_id, "department id"),
+        }
         body = await self._guard_read(self._get_json(template, path, params))
         if not isinstance(body, list) or not all(isinstance(p, dict) for p in body):
             raise AthenaBadResponse(f"GET {template}: expected an array of patients")
@@ -311,7 +316,9 @@ class AthenaClient:
         cached = self._departments
         if cached is not None and self._clock.monotonic() < cached[0]:
             return copy.deepcopy(cached[1])
-        items = await self._guard_read(self._get_list("/departments", "/departments", None, "departments"))
+        items = await self._guard_read(
+            self._get_list("/departments", "/departments", None, "departments")
+        )
         if not all(isinstance(d, dict) for d in items):
             raise AthenaBadResponse("GET /departments: a department is not an object")
         departments: list[dict[str, Any]] = [d for d in items if isinstance(d, dict)]
@@ -376,8 +383,13 @@ class AthenaClient:
         # 2. The POST, once.
         rid = str(uuid.uuid4())
         result = await self._send(
-            "POST", f"{self._api}{path}", template, token, rid,
-            data=data, client=self._post_http,
+            "POST",
+            f"{self._api}{path}",
+            template,
+            token,
+            rid,
+            data=data,
+            client=self._post_http,
             total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S,
         )
         del data
@@ -401,30 +413,50 @@ class AthenaClient:
             _log.warning("athena %s: unreadable 2xx (%s), X-Request-Id %s", what, message, rid)
             raise OutcomeUnknown(
                 f"{what}: HTTP {status} unreadable ({message}); outcome unknown",
-                status=status, request_id=rid,
+                status=status,
+                request_id=rid,
             )
         if status == 401:
             # The gateway refused the bearer token before routing the call: not processed.
             self._invalidate(token)
-            raise AthenaUnavailable(f"{what}: not processed: token refused (HTTP 401)", status=401, request_id=rid)
+            raise AthenaUnavailable(
+                f"{what}: not processed: token refused (HTTP 401)", status=401, request_id=rid
+            )
         if self._is_throttled(resp):
             # Throttling is the gateway's answer, given instead of forwarding the call.
-            raise AthenaThrottled(f"{what}: not processed: throttled (HTTP {status})", status=status, request_id=rid)
+            raise AthenaThrottled(
+                f"{what}: not processed: throttled (HTTP {status})", status=status, request_id=rid
+            )
         err = parse_error_body(body, secrets) if body is not _NOT_JSON else None
         if status == 404:
             text = err.error if err else "not found"
-            raise NotFound(f"{what}: {text}", status=404, request_id=rid,
-                           detailed=err.detailed if err else None)
+            raise NotFound(
+                f"{what}: {text}",
+                status=404,
+                request_id=rid,
+                detailed=err.detailed if err else None,
+            )
         if 400 <= status < 500 and err is not None:
             raise AthenaRejected(
-                f"{what}: {err.error}", status=status, request_id=rid,
-                detailed=err.detailed, missing_fields=err.missing_fields,
+                f"{what}: {err.error}",
+                status=status,
+                request_id=rid,
+                detailed=err.detailed,
+                missing_fields=err.missing_fields,
             )
         if status == 403:
             raise AthenaRejected(f"{what}: forbidden (HTTP 403)", status=403, request_id=rid)
         # 5xx, 3xx, 4xx without athena's error body: no proof either way.
-        _log.warning("athena %s: HTTP %s (%s): outcome unknown, X-Request-Id %s", what, status, _body_kind(resp), rid)
-        raise OutcomeUnknown(f"{what}: HTTP {status}; outcome unknown", status=status, request_id=rid)
+        _log.warning(
+            "athena %s: HTTP %s (%s): outcome unknown, X-Request-Id %s",
+            what,
+            status,
+            _body_kind(resp),
+            rid,
+        )
+        raise OutcomeUnknown(
+            f"{what}: HTTP {status}; outcome unknown", status=status, request_id=rid
+        )
 
     # ------------------------------------------------------------ reads, generic
 
@@ -480,7 +512,9 @@ class AthenaClient:
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 raise AthenaUnavailable(f"{what}: timed out", request_id=rid)
-            result = await self._send("GET", url, template, token, rid, params=params, total_s=remaining)
+            result = await self._send(
+                "GET", url, template, token, rid, params=params, total_s=remaining
+            )
             if isinstance(result, _SendFailure):
                 if result.timed_out or failures >= GET_SERVER_RETRIES:
                     raise AthenaUnavailable(f"{what}: {result.what}", request_id=rid)
@@ -492,15 +526,20 @@ class AthenaClient:
             if 200 <= status < 300:
                 body = _decode_json(resp)
                 if body is _NOT_JSON:
-                    raise AthenaBadResponse(f"{what}: HTTP {status} is not JSON ({_body_kind(resp)})",
-                                            status=status, request_id=rid)
+                    raise AthenaBadResponse(
+                        f"{what}: HTTP {status} is not JSON ({_body_kind(resp)})",
+                        status=status,
+                        request_id=rid,
+                    )
                 return body
             if status == 401:
                 self._invalidate(token)
                 if not retried_401:
                     retried_401 = True
                     continue
-                raise AthenaAuthError(f"{what}: token refused twice (HTTP 401)", status=401, request_id=rid)
+                raise AthenaAuthError(
+                    f"{what}: token refused twice (HTTP 401)", status=401, request_id=rid
+                )
             if self._is_throttled(resp):
                 delay = _retry_after_s(resp, self._clock.now())
                 if delay is None:
@@ -508,34 +547,55 @@ class AthenaClient:
                     delay = random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
                 throttled += 1
                 if self._clock.monotonic() + delay >= deadline:
-                    raise AthenaThrottled(f"{what}: throttled (HTTP {status}) past the deadline",
-                                          status=status, request_id=rid)
-                _log.warning("athena %s throttled (HTTP %s); retrying in %.2f s, X-Request-Id %s",
-                             what, status, delay, rid)
+                    raise AthenaThrottled(
+                        f"{what}: throttled (HTTP {status}) past the deadline",
+                        status=status,
+                        request_id=rid,
+                    )
+                _log.warning(
+                    "athena %s throttled (HTTP %s); retrying in %.2f s, X-Request-Id %s",
+                    what,
+                    status,
+                    delay,
+                    rid,
+                )
                 await asyncio.sleep(delay)
                 continue
             if status >= 500:
                 if failures < GET_SERVER_RETRIES:
                     failures += 1
                     _log.warning("athena %s: HTTP %s; retrying, X-Request-Id %s", what, status, rid)
-                    await self._pause(SERVER_BACKOFF_BASE_S * 2 ** (failures - 1), deadline, what, rid)
+                    await self._pause(
+                        SERVER_BACKOFF_BASE_S * 2 ** (failures - 1), deadline, what, rid
+                    )
                     continue
                 raise AthenaUnavailable(f"{what}: HTTP {status}", status=status, request_id=rid)
             body = _decode_json(resp)
             err = parse_error_body(body) if body is not _NOT_JSON else None
             if status == 404:
-                raise NotFound(f"{what}: {err.error if err else 'not found'}", status=404, request_id=rid,
-                               detailed=err.detailed if err else None)
+                raise NotFound(
+                    f"{what}: {err.error if err else 'not found'}",
+                    status=404,
+                    request_id=rid,
+                    detailed=err.detailed if err else None,
+                )
             if 400 <= status < 500:
                 if body is _NOT_JSON:
-                    raise AthenaBadResponse(f"{what}: HTTP {status} without an error body ({_body_kind(resp)})",
-                                            status=status, request_id=rid)
+                    raise AthenaBadResponse(
+                        f"{what}: HTTP {status} without an error body ({_body_kind(resp)})",
+                        status=status,
+                        request_id=rid,
+                    )
                 raise AthenaRejected(
-                    f"{what}: {err.error if err else f'HTTP {status}'}", status=status, request_id=rid,
+                    f"{what}: {err.error if err else f'HTTP {status}'}",
+                    status=status,
+                    request_id=rid,
                     detailed=err.detailed if err else None,
                     missing_fields=err.missing_fields if err else (),
                 )
-            raise AthenaBadResponse(f"{what}: unexpected HTTP {status}", status=status, request_id=rid)
+            raise AthenaBadResponse(
+                f"{what}: unexpected HTTP {status}", status=status, request_id=rid
+            )
 
     async def _pause(self, base_s: float, deadline: float, what: str, rid: str) -> None:
         delay = random.uniform(base_s / 2, base_s)  # noqa: S311 - jitter, not crypto
@@ -573,10 +633,17 @@ class AthenaClient:
                     method, url, params=params, data=data, headers=headers, timeout=timeout
                 )
                 await resp.aread()
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.UnsupportedProtocol,
+            httpx.LocalProtocolError,
+        ) as exc:
             # Raised before a byte of the request went out.
-            failure = _SendFailure(False, isinstance(exc, httpx.TimeoutException), type(exc).__name__)
+            failure = _SendFailure(
+                False, isinstance(exc, httpx.TimeoutException), type(exc).__name__
+            )
         except httpx.TimeoutException as exc:  # read or write timeout: may have been sent
             failure = _SendFailure(True, True, type(exc).__name__)
         except TimeoutError:  # our overall bound: somewhere mid-exchange
@@ -585,12 +652,24 @@ class AthenaClient:
             failure = _SendFailure(True, False, type(exc).__name__)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if failure is not None:
-            _log.debug("athena %s %s failed: %s after %.1f ms, X-Request-Id %s",
-                       method, template, failure.what, elapsed_ms, rid)
+            _log.debug(
+                "athena %s %s failed: %s after %.1f ms, X-Request-Id %s",
+                method,
+                template,
+                failure.what,
+                elapsed_ms,
+                rid,
+            )
             return failure
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("athena %s %s -> %s in %.1f ms, X-Request-Id %s",
-                       method, template, resp.status_code, elapsed_ms, rid)
+            _log.debug(
+                "athena %s %s -> %s in %.1f ms, X-Request-Id %s",
+                method,
+                template,
+                resp.status_code,
+                elapsed_ms,
+                rid,
+            )
         return resp
 
     def _is_throttled(self, resp: httpx.Response) -> bool:
@@ -618,8 +697,14 @@ class AthenaClient:
             return await self._shared_fetch(deadline)
         except AthenaError as exc:
             # Early refresh failed but the old token is still good: keep using it.
-            if current is not None and self._token is current and self._clock.monotonic() < current.usable_until:
-                _log.warning("athena token refresh failed (%s); using the current token", exc.message)
+            if (
+                current is not None
+                and self._token is current
+                and self._clock.monotonic() < current.usable_until
+            ):
+                _log.warning(
+                    "athena token refresh failed (%s); using the current token", exc.message
+                )
                 return current.value
             raise
 
@@ -645,14 +730,17 @@ class AthenaClient:
         now = self._clock.monotonic()
         if now < self._token_locked_until:
             raise AthenaThrottled(
-                f"{what}: locked out by athena for another {self._token_locked_until - now:.0f} s", status=429
+                f"{what}: locked out by athena for another {self._token_locked_until - now:.0f} s",
+                status=429,
             )
         while self._token_requests and self._token_requests[0] <= now - 60.0:
             self._token_requests.popleft()
         if len(self._token_requests) >= self._token_budget:
-            wait = self._token_requests[0] + 60.0 - now
-            raise AthenaThrottled(f"{what}: {self._token_budget} token requests in the last minute; "
-                                  f"next allowed in {wait:.0f} s")
+            next_in = self._token_requests[0] + 60.0 - now
+            raise AthenaThrottled(
+                f"{what}: {self._token_budget} token requests in the last minute; "
+                f"next allowed in {next_in:.0f} s"
+            )
         self._token_requests.append(now)
         rid = str(uuid.uuid4())
         started = time.perf_counter()
@@ -669,8 +757,13 @@ class AthenaClient:
         if failure is not None:
             raise AthenaUnavailable(f"{what}: {failure}", request_id=rid)
         status = resp.status_code
-        _log.debug("athena POST %s -> %s in %.1f ms, X-Request-Id %s",
-                   TOKEN_PATH, status, (time.perf_counter() - started) * 1000, rid)
+        _log.debug(
+            "athena POST %s -> %s in %.1f ms, X-Request-Id %s",
+            TOKEN_PATH,
+            status,
+            (time.perf_counter() - started) * 1000,
+            rid,
+        )
         if status == 200:
             body = _decode_json(resp)
             parsed: tuple[str, float] | None = None
@@ -687,19 +780,27 @@ class AthenaClient:
             self._token = _Token(value, now + ttl_s - margin, now + ttl_s - guard)
             return value
         if status == 429:
-            wait = _retry_after_s(resp, self._clock.now())
-            if wait is None:  # "blocked ... for the remainder of the minute"
+            retry_after = _retry_after_s(resp, self._clock.now())
+            if retry_after is not None:
+                wait = retry_after
+            else:  # "blocked ... for the remainder of the minute"
                 wall = self._clock.now()
                 wait = 60.0 - wall.second - wall.microsecond / 1e6
             self._token_locked_until = self._clock.monotonic() + wait + TOKEN_LOCKOUT_SLACK_S
-            _log.warning("athena token endpoint locked us out for %.0f s, X-Request-Id %s", wait, rid)
-            raise AthenaThrottled(f"{what}: locked out (HTTP 429) for {wait:.0f} s", status=429, request_id=rid)
+            _log.warning(
+                "athena token endpoint locked us out for %.0f s, X-Request-Id %s", wait, rid
+            )
+            raise AthenaThrottled(
+                f"{what}: locked out (HTTP 429) for {wait:.0f} s", status=429, request_id=rid
+            )
         if status >= 500:
             raise AthenaUnavailable(f"{what}: HTTP {status}", status=status, request_id=rid)
         if 400 <= status < 500:
             err = parse_error_body(_decode_json(resp), (self._client_secret,))
             text = err.error if err else f"HTTP {status}"
-            raise AthenaAuthError(f"{what}: credentials refused: {text}", status=status, request_id=rid)
+            raise AthenaAuthError(
+                f"{what}: credentials refused: {text}", status=status, request_id=rid
+            )
         raise AthenaBadResponse(f"{what}: unexpected HTTP {status}", status=status, request_id=rid)
 
     # ------------------------------------------------------------ small checks

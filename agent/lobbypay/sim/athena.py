@@ -184,9 +184,10 @@ def read_track(trackdata: str, now: datetime) -> _Card | None:
         return None
     if t1 is not None:
         pan, yy, mm = t1.group(1), t1.group(3), t1.group(4)
-    else:
-        assert t2 is not None
+    elif t2 is not None:
         pan, yy, mm = t2.group(1), t2.group(2), t2.group(3)
+    else:  # pragma: no cover - excluded by the first check
+        return None
     month = int(mm)
     if not 1 <= month <= 12:
         return None
@@ -241,7 +242,9 @@ class Fault:
             raise ValueError("status must be an HTTP status code")
         seconds = data.get("seconds")
         if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= 600
         ):
             raise ValueError("seconds must be a number between 0 and 600")
         retry_after = data.get("retry_after")
@@ -281,7 +284,9 @@ def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None
     return _Reply(status, json.dumps(payload).encode(), headers=headers or {})
 
 
-def _error(status: int, error: str, detailed: str | None = None, missing: list[str] | None = None) -> _Reply:
+def _error(
+    status: int, error: str, detailed: str | None = None, missing: list[str] | None = None
+) -> _Reply:
     body: dict[str, Any] = {"error": error}
     if detailed is not None:
         body["detailedmessage"] = detailed
@@ -348,8 +353,10 @@ class AthenaSim:
         self.port = server.server_address[1]
         self._stopping.clear()
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="lobbypay.sim.athena", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="lobbypay.sim.athena",
+            daemon=True,
         )
         self._thread.start()
         return self.base_url
@@ -369,7 +376,10 @@ class AthenaSim:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -474,18 +484,24 @@ class AthenaSim:
                     "credit_cents": parse_money(p.get("credit", "0")) or 0,
                 }
                 for r in p.get("receipts", []):
-                    receipts.append({
-                        "patientid": patient_id,
-                        "epaymentid": r["epaymentid"],
-                        "amount_cents": parse_money(r["amount"]),
-                        "last4": r["last4"],
-                        "brand": r["brand"],
-                        "departmentid": r["departmentid"],
-                        "at": started - timedelta(days=r["days_ago"]),
-                    })
+                    receipts.append(
+                        {
+                            "patientid": patient_id,
+                            "epaymentid": r["epaymentid"],
+                            "amount_cents": parse_money(r["amount"]),
+                            "last4": r["last4"],
+                            "brand": r["brand"],
+                            "departmentid": r["departmentid"],
+                            "at": started - timedelta(days=r["days_ago"]),
+                        }
+                    )
             appointments = {}
             for appt_id, a in src["appointments"].items():
-                appointments[appt_id] = {**a, "copay_cents": parse_money(a["copay"]), "collected_cents": 0}
+                appointments[appt_id] = {
+                    **a,
+                    "copay_cents": parse_money(a["copay"]),
+                    "collected_cents": 0,
+                }
             self._practices[pid] = {
                 "enterprise": src["enterprise"],
                 "departments": [dict(d) for d in src["departments"]],
@@ -600,13 +616,19 @@ class AthenaSim:
             return None
         if fault.kind == "status":
             status = fault.status or 503
-            return fault, _error(status, "Service Unavailable" if status >= 500 else f"HTTP {status}")
+            return fault, _error(
+                status, "Service Unavailable" if status >= 500 else f"HTTP {status}"
+            )
         if fault.kind == "throttle":
             retry = fault.retry_after if fault.retry_after is not None else 1
             return fault, _json_reply(
                 fault.status or 429,
-                {"fault": {"faultstring": "Rate limit quota violation. Quota limit exceeded.",
-                           "detail": {"errorcode": "policies.ratelimit.QuotaViolation"}}},
+                {
+                    "fault": {
+                        "faultstring": "Rate limit quota violation. Quota limit exceeded.",
+                        "detail": {"errorcode": "policies.ratelimit.QuotaViolation"},
+                    }
+                },
                 {"Retry-After": f"{retry:g}"},
             )
         if fault.kind == "over_qps":
@@ -616,8 +638,8 @@ class AthenaSim:
             return fault, _Reply(403, OVER_QPS_HTML.encode(), "text/html", hdrs)
         if fault.kind == "html":
             return fault, _Reply(fault.status or 502, ERROR_HTML.encode(), "text/html")
-        assert fault.body is not None
-        return fault, _Reply(fault.status or 200, fault.body.encode(), "application/json")
+        body = fault.body or ""
+        return fault, _Reply(fault.status or 200, body.encode(), "application/json")
 
     def _route(self, method: str, path: str) -> tuple[str, str | None, dict[str, str]]:
         if path == "/oauth2/v1/token" and method == "POST":
@@ -665,8 +687,11 @@ class AthenaSim:
             retry = getattr(self, "_token_lock_retry_after", None)
             if retry is not None:
                 hdrs["Retry-After"] = f"{retry:g}"
-            return _json_reply(429, {"error": "Too Many Requests",
-                                     "detailedmessage": "Token request limit exceeded"}, hdrs)
+            return _json_reply(
+                429,
+                {"error": "Too Many Requests", "detailedmessage": "Token request limit exceeded"},
+                hdrs,
+            )
         fault = self._take_fault("token", ("status", "throttle", "html", "body"))
         if fault is not None:
             if fault.kind == "throttle":
@@ -674,8 +699,7 @@ class AthenaSim:
             if fault.kind == "html":
                 return _Reply(fault.status or 502, ERROR_HTML.encode(), "text/html")
             if fault.kind == "body":
-                assert fault.body is not None
-                return _Reply(fault.status or 200, fault.body.encode())
+                return _Reply(fault.status or 200, (fault.body or "").encode())
             return _error(fault.status or 503, "Service Unavailable")
         auth = headers.get("authorization", "")
         ok = False
@@ -694,12 +718,15 @@ class AthenaSim:
         token = secrets.token_urlsafe(24)
         with self._lock:
             self._tokens[token] = time.monotonic() + self.token_ttl_s
-        return _json_reply(200, {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": self.token_ttl_s,
-            "scope": form.get("scope", ""),
-        })
+        return _json_reply(
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.token_ttl_s,
+                "scope": form.get("scope", ""),
+            },
+        )
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         auth = headers.get("authorization", "")
@@ -736,16 +763,25 @@ class AthenaSim:
             practice = self._practices[practice_id]
             patient = practice["patients"].get(patient_id)
             if patient is None:
-                return _error(404, "The patient could not be found.", f"No patient with id {patient_id}")
+                return _error(
+                    404, "The patient could not be found.", f"No patient with id {patient_id}"
+                )
             dept = query.get("departmentid")
             if dept is not None and self._group_of(practice, dept) is None:
                 return _error(400, "Invalid departmentid.")
             show_details = query.get("showbalancedetails", "").lower() == "true"
             show_all = query.get("showallclaims", "").lower() == "true"
-            return _json_reply(200, [self._render_patient(practice, patient_id, patient, show_details, show_all)])
+            return _json_reply(
+                200, [self._render_patient(practice, patient_id, patient, show_details, show_all)]
+            )
 
     def _render_patient(
-        self, practice: dict[str, Any], patient_id: str, patient: dict[str, Any], details: bool, show_all: bool
+        self,
+        practice: dict[str, Any],
+        patient_id: str,
+        patient: dict[str, Any],
+        details: bool,
+        show_all: bool,
     ) -> dict[str, Any]:
         strings = patient.get("style") == "strings"
         enterprise = practice["enterprise"]
@@ -767,7 +803,9 @@ class AthenaSim:
             by_group.setdefault(group, []).append(claim)
 
         balances = []
-        for group in sorted(set(by_group) | ({primary_group} if patient["credit_cents"] else set())):
+        for group in sorted(
+            set(by_group) | ({primary_group} if patient["credit_cents"] else set())
+        ):
             claims = by_group.get(group, [])
             total = sum(c["balance_cents"] for c in claims)
             if group == primary_group:
@@ -800,11 +838,15 @@ class AthenaSim:
             shown = [c for c in claims if c["balance_cents"] or show_all]
             if not shown:
                 continue
-            cbd.append({
-                "providergroupid": (ident(group) if enterprise else ""),
-                "departmentids": ",".join(groups.get(group, all_depts) if enterprise else all_depts),
-                "claimdetails": [self._render_claim(c, strings, money, ident) for c in shown],
-            })
+            cbd.append(
+                {
+                    "providergroupid": (ident(group) if enterprise else ""),
+                    "departmentids": ",".join(
+                        groups.get(group, all_depts) if enterprise else all_depts
+                    ),
+                    "claimdetails": [self._render_claim(c, strings, money, ident) for c in shown],
+                }
+            )
         out["claimbalancedetails"] = cbd
         return out
 
@@ -854,19 +896,24 @@ class AthenaSim:
             def money(cents: int) -> Any:
                 return money_text(cents) if strings else money_number(cents)
 
-            return _json_reply(200, [{
-                "appointmentid": appointment_id,
-                "patientid": a["patientid"],
-                "departmentid": a["departmentid"],
-                "date": a["date"],
-                "starttime": a["starttime"],
-                "appointmentstatus": "f",
-                "copay": {
-                    "insurancecopay": money(a["copay_cents"]),
-                    "collectedforappointment": money(a["collected_cents"]),
-                    "collectedforother": money(0),
-                },
-            }])
+            return _json_reply(
+                200,
+                [
+                    {
+                        "appointmentid": appointment_id,
+                        "patientid": a["patientid"],
+                        "departmentid": a["departmentid"],
+                        "date": a["date"],
+                        "starttime": a["starttime"],
+                        "appointmentstatus": "f",
+                        "copay": {
+                            "insurancecopay": money(a["copay_cents"]),
+                            "collectedforappointment": money(a["collected_cents"]),
+                            "collectedforother": money(0),
+                        },
+                    }
+                ],
+            )
 
     def _receipts(self, practice_id: str, patient_id: str, query: Mapping[str, str]) -> _Reply:
         with self._lock:
@@ -884,22 +931,32 @@ class AthenaSim:
             for r in practice["receipts"]:
                 if r["patientid"] != patient_id or r["departmentid"] != dept:
                     continue
-                rows.append({
-                    "amount": money_text(r["amount_cents"]) if strings else money_number(r["amount_cents"]),
-                    "cardnumberlast4digits": r["last4"],
-                    "cardtypeabbreviation": r["brand"],
-                    "cardtypename": {"VI": "Visa", "MC": "MasterCard", "AX": "American Express",
-                                     "DI": "Discover"}.get(r["brand"], "Other"),
-                    "contractid": "",
-                    "epaymentid": r["epaymentid"] if strings else int(r["epaymentid"]),
-                    "requestdate": eastern_text(r["at"]),
-                    "type": "PAYMENT",
-                })
+                rows.append(
+                    {
+                        "amount": money_text(r["amount_cents"])
+                        if strings
+                        else money_number(r["amount_cents"]),
+                        "cardnumberlast4digits": r["last4"],
+                        "cardtypeabbreviation": r["brand"],
+                        "cardtypename": {
+                            "VI": "Visa",
+                            "MC": "MasterCard",
+                            "AX": "American Express",
+                            "DI": "Discover",
+                        }.get(r["brand"], "Other"),
+                        "contractid": "",
+                        "epaymentid": r["epaymentid"] if strings else int(r["epaymentid"]),
+                        "requestdate": eastern_text(r["at"]),
+                        "type": "PAYMENT",
+                    }
+                )
             return _json_reply(200, {"receipts": rows, "totalcount": len(rows)})
 
     # ------------------------------------------------------------ the payment
 
-    def _collect_with_faults(self, practice_id: str, ids: dict[str, str], form: dict[str, str]) -> _Reply:
+    def _collect_with_faults(
+        self, practice_id: str, ids: dict[str, str], form: dict[str, str]
+    ) -> _Reply:
         slow = self._take_fault("collectpayment", ("slow",))
         if slow is not None:
             seconds = slow.seconds or 0.0
@@ -908,7 +965,9 @@ class AthenaSim:
                 reply.delay_s = seconds
                 return reply
             # athena's application never got to it; the gateway gives up after the wait
-            return _Reply(504, ERROR_HTML.replace("502 Bad", "504").encode(), "text/html", delay_s=seconds)
+            return _Reply(
+                504, ERROR_HTML.replace("502 Bad", "504").encode(), "text/html", delay_s=seconds
+            )
         drop = self._take_fault("collectpayment", ("drop",))
         if drop is not None:
             if drop.apply:
@@ -917,11 +976,16 @@ class AthenaSim:
         echo = self._take_fault("collectpayment", ("echo_error",))
         if echo is not None:
             # A careless error text that quotes the request (the client must scrub it).
-            return _error(400, f"Invalid trackdata: {form.get('trackdata', '')}",
-                          f"Could not read card {form.get('trackdata', '')}")
+            return _error(
+                400,
+                f"Invalid trackdata: {form.get('trackdata', '')}",
+                f"Could not read card {form.get('trackdata', '')}",
+            )
         return self._collect(practice_id, ids, form)
 
-    def _collect(self, practice_id: str | None, ids: dict[str, str], form: Mapping[str, str]) -> _Reply:
+    def _collect(
+        self, practice_id: str | None, ids: dict[str, str], form: Mapping[str, str]
+    ) -> _Reply:
         if practice_id is None or practice_id not in self._practices:
             return _error(404, "Service not registered with API gateway.")
         try:
@@ -937,7 +1001,9 @@ class AthenaSim:
             raise _Rejected(_error(404, "The patient could not be found."))
         dept = form.get("departmentid", "")
         if not dept:
-            raise _Rejected(_error(400, "Missing parameters.", "departmentid is required", ["departmentid"]))
+            raise _Rejected(
+                _error(400, "Missing parameters.", "departmentid is required", ["departmentid"])
+            )
         dept_group = self._group_of(practice, dept)
         if dept_group is None:
             raise _Rejected(_error(400, "Invalid departmentid."))
@@ -945,18 +1011,31 @@ class AthenaSim:
         track = form.get("trackdata", "")
         if not track:
             if form.get("accountnumber"):
-                raise _Rejected(_error(400, "Keyed entry is not enabled for this simulator; send trackdata."))
-            raise _Rejected(_error(
-                400, "Missing parameters.", "trackdata or keyed card details are required",
-                ["accountnumber", "expirationmonthmm", "expirationyearyyyy", "nameoncard",
-                 "billingaddress", "billingzip"],
-            ))
+                raise _Rejected(
+                    _error(400, "Keyed entry is not enabled for this simulator; send trackdata.")
+                )
+            raise _Rejected(
+                _error(
+                    400,
+                    "Missing parameters.",
+                    "trackdata or keyed card details are required",
+                    [
+                        "accountnumber",
+                        "expirationmonthmm",
+                        "expirationyearyyyy",
+                        "nameoncard",
+                        "billingaddress",
+                        "billingzip",
+                    ],
+                )
+            )
         if form.get("ecommercemode", "").lower() == "true":
             raise _Rejected(_error(400, "trackdata may not be used in ecommerce mode."))
         card = read_track(track, now)
         if card is None:
-            raise _Rejected(_error(400, "Invalid track data.",
-                                   "trackdata must include start and end sentinels"))
+            raise _Rejected(
+                _error(400, "Invalid track data.", "trackdata must include start and end sentinels")
+            )
 
         amounts: dict[str, int] = {}
         for name in ("copayamount", "otheramount", "amount"):
@@ -972,8 +1051,14 @@ class AthenaSim:
         appt_id = form.get("appointmentid", "")
         appointment = None
         if copay and not appt_id:
-            raise _Rejected(_error(400, "Missing parameters.", "copayamount requires appointmentid",
-                                   ["appointmentid"]))
+            raise _Rejected(
+                _error(
+                    400,
+                    "Missing parameters.",
+                    "copayamount requires appointmentid",
+                    ["appointmentid"],
+                )
+            )
         if appt_id:
             appointment = practice["appointments"].get(appt_id)
             if appointment is None or appointment["patientid"] != patient_id:
@@ -985,14 +1070,19 @@ class AthenaSim:
             claim_pay = self._claims_for(practice, patient, dept_group, raw_claims)
             claimed = sum(c for _, c in claim_pay)
             if claimed != other:
-                raise _Rejected(_error(
-                    400, "The claimpayment amounts must add up to otheramount.",
-                    f"claimpayment sums to {money_text(claimed)}, otheramount is {money_text(other)}",
-                ))
+                raise _Rejected(
+                    _error(
+                        400,
+                        "The claimpayment amounts must add up to otheramount.",
+                        f"claimpayment sums to {money_text(claimed)}, "
+                        f"otheramount is {money_text(other)}",
+                    )
+                )
         total = copay + other
         if total <= 0:
-            raise _Rejected(_error(400, "A payment amount is required.",
-                                   "send copayamount and/or otheramount"))
+            raise _Rejected(
+                _error(400, "A payment amount is required.", "send copayamount and/or otheramount")
+            )
 
         def declined(text: str) -> _Reply:
             return _json_reply(200, [{"success": "false", "errortext": text}])
@@ -1000,7 +1090,12 @@ class AthenaSim:
         allow_dup = form.get("allowduplicatepayments", "").lower() in ("true", "y", "yes", "1")
         if not allow_dup:
             for p_id, pat, cents, at in self._approved:
-                if p_id == practice_id and pat == patient_id and cents == total and now - at < DUPLICATE_WINDOW:
+                if (
+                    p_id == practice_id
+                    and pat == patient_id
+                    and cents == total
+                    and now - at < DUPLICATE_WINDOW
+                ):
                     return declined(DUPLICATE_TEXT)
         if not card.luhn:
             return declined(INVALID_CARD_TEXT)
@@ -1013,37 +1108,46 @@ class AthenaSim:
         epayment_id = str(self._next_epayment)
         self._next_epayment += 1
         self._approved.append((practice_id, patient_id, total, now))
-        practice["receipts"].append({
-            "patientid": patient_id,
-            "epaymentid": epayment_id,
-            "amount_cents": total,
-            "last4": card.pan_last4,
-            "brand": card.brand[0],
-            "departmentid": dept,
-            "at": now,
-        })
+        practice["receipts"].append(
+            {
+                "patientid": patient_id,
+                "epaymentid": epayment_id,
+                "amount_cents": total,
+                "last4": card.pan_last4,
+                "brand": card.brand[0],
+                "departmentid": dept,
+                "at": now,
+            }
+        )
         for claim, cents in claim_pay:
             claim["balance_cents"] -= cents
-            claim["transactions"].append({
-                "id": len(claim["transactions"]) + 1,
-                "date": now.astimezone(EASTERN).strftime("%m/%d/%Y"),
-                "amount_cents": -cents,
-                "type": "PAYMENT",
-                "description": "Patient payment (credit card)",
-                "epaymentid": epayment_id,
-                "transfertype": "p",
-            })
+            claim["transactions"].append(
+                {
+                    "id": len(claim["transactions"]) + 1,
+                    "date": now.astimezone(EASTERN).strftime("%m/%d/%Y"),
+                    "amount_cents": -cents,
+                    "type": "PAYMENT",
+                    "description": "Patient payment (credit card)",
+                    "epaymentid": epayment_id,
+                    "transfertype": "p",
+                }
+            )
         if appointment is not None and copay:
             appointment["collected_cents"] += copay
         unapplied = other - sum(c for _, c in claim_pay)
         if unapplied > 0:
             patient["credit_cents"] += unapplied
         strings = patient.get("style") == "strings"
-        return _json_reply(200, [{
-            "success": "true",
-            "epaymentid": epayment_id if strings else int(epayment_id),
-            "errortext": "",
-        }])
+        return _json_reply(
+            200,
+            [
+                {
+                    "success": "true",
+                    "epaymentid": epayment_id if strings else int(epayment_id),
+                    "errortext": "",
+                }
+            ],
+        )
 
     def _claims_for(
         self, practice: dict[str, Any], patient: dict[str, Any], dept_group: str, raw: str
@@ -1066,7 +1170,9 @@ class AthenaSim:
             ((claim_id, raw_amount),) = entry.items()
             cents = parse_money(raw_amount) if isinstance(raw_amount, str) else None
             if cents is None or cents <= 0:
-                raise bad("Invalid claimpayment.", f"amount for claim {claim_id} is not a positive amount")
+                raise bad(
+                    "Invalid claimpayment.", f"amount for claim {claim_id} is not a positive amount"
+                )
             if claim_id in seen:
                 raise bad("Invalid claimpayment.", f"claim {claim_id} appears twice")
             seen.add(claim_id)
@@ -1074,14 +1180,23 @@ class AthenaSim:
             if claim is None:
                 raise bad("Invalid claim ID.", f"claim {claim_id} is not a claim of this patient")
             if not claim["clean"]:
-                raise bad("Claim is not eligible for payment.",
-                          f"claim {claim_id} is on a payment plan or contract")
-            if practice["enterprise"] and self._group_of(practice, claim["departmentid"]) != dept_group:
-                raise bad("Claim is not eligible for payment.",
-                          f"claim {claim_id} belongs to another provider group")
+                raise bad(
+                    "Claim is not eligible for payment.",
+                    f"claim {claim_id} is on a payment plan or contract",
+                )
+            if (
+                practice["enterprise"]
+                and self._group_of(practice, claim["departmentid"]) != dept_group
+            ):
+                raise bad(
+                    "Claim is not eligible for payment.",
+                    f"claim {claim_id} belongs to another provider group",
+                )
             if cents > claim["balance_cents"]:
-                raise bad("Payment exceeds the claim balance.",
-                          f"claim {claim_id} balance is {money_text(claim['balance_cents'])}")
+                raise bad(
+                    "Payment exceeds the claim balance.",
+                    f"claim {claim_id} balance is {money_text(claim['balance_cents'])}",
+                )
             out.append((claim, cents))
         return out
 
@@ -1090,11 +1205,14 @@ class AthenaSim:
     def _control(self, method: str, path: str, body: bytes) -> _Reply:
         if path == "/_sim/calls" and method == "GET":
             with self._lock:
-                return _json_reply(200, {
-                    "calls": self._calls,
-                    "collectpayment_posts": self._posts,
-                    "token_requests": self.token_requests,
-                })
+                return _json_reply(
+                    200,
+                    {
+                        "calls": self._calls,
+                        "collectpayment_posts": self._posts,
+                        "token_requests": self.token_requests,
+                    },
+                )
         if path == "/_sim/faults" and method == "GET":
             return _json_reply(200, {"faults": self.faults})
         if path == "/_sim/faults" and method == "POST":
@@ -1113,9 +1231,13 @@ class AthenaSim:
         if path == "/_sim/receipts" and method == "GET":
             with self._lock:
                 rows = [
-                    {**{k: v for k, v in r.items() if k not in ("at", "amount_cents")},
-                     "amount": money_text(r["amount_cents"]), "requestdate": eastern_text(r["at"])}
-                    for p in self._practices.values() for r in p["receipts"]
+                    {
+                        **{k: v for k, v in r.items() if k not in ("at", "amount_cents")},
+                        "amount": money_text(r["amount_cents"]),
+                        "requestdate": eastern_text(r["at"]),
+                    }
+                    for p in self._practices.values()
+                    for r in p["receipts"]
                 ]
             return _json_reply(200, {"receipts": rows})
         return _error(404, "unknown simulator control path")
@@ -1199,19 +1321,30 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _serve_forever_cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lobbypay.sim.athena",
-                                     description="Run the athena simulator on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lobbypay.sim.athena", description="Run the athena simulator on loopback."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--practice", default=DEFAULT_PRACTICE, help="practice id printed for clients")
+    parser.add_argument(
+        "--practice", default=DEFAULT_PRACTICE, help="practice id printed for clients"
+    )
     parser.add_argument("--client-id")
     parser.add_argument("--client-secret")
-    parser.add_argument("--token-ttl", type=int, default=3600, help="expires_in of issued tokens (s)")
+    parser.add_argument(
+        "--token-ttl", type=int, default=3600, help="expires_in of issued tokens (s)"
+    )
     parser.add_argument("--page-size", type=int, help="page list endpoints with this size")
     args = parser.parse_args(argv)
-    sim = AthenaSim(host=args.host, port=args.port, practice_id=args.practice,
-                    client_id=args.client_id, client_secret=args.client_secret,
-                    token_ttl_s=args.token_ttl, page_size=args.page_size)
+    sim = AthenaSim(
+        host=args.host,
+        port=args.port,
+        practice_id=args.practice,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        token_ttl_s=args.token_ttl,
+        page_size=args.page_size,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -1220,8 +1353,17 @@ def _serve_forever_cli(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     base_url = sim.start()
-    print(json.dumps({"base_url": base_url, "practice_id": sim.practice_id,
-                      "client_id": sim.client_id, "client_secret": sim.client_secret}), flush=True)
+    print(
+        json.dumps(
+            {
+                "base_url": base_url,
+                "practice_id": sim.practice_id,
+                "client_id": sim.client_id,
+                "client_secret": sim.client_secret,
+            }
+        ),
+        flush=True,
+    )
     try:
         while not stop.wait(0.2):
             pass
