@@ -137,7 +137,7 @@ class MqttTestClient:
         await self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     async def wait_for(
-        self, predicate: Callable[[Received], bool], *, timeout: float = WAIT_TIMEOUT_S,
+        self, predicate: Callable[[Received], bool], *, timeout: float = WAIT_TIMEOUT_S,  # noqa: ASYNC109
         count: int = 1,
     ) -> Received:
         """The ``count``-th message (in arrival order) matching ``predicate``."""
@@ -152,7 +152,7 @@ class MqttTestClient:
         return [m for m in self.messages if m.topic == topic]
 
     async def reply_to(self, request_id: str, *, topic_suffix: str = "/reply",
-                       timeout: float = WAIT_TIMEOUT_S) -> dict[str, Any]:
+                       timeout: float = WAIT_TIMEOUT_S) -> dict[str, Any]:  # noqa: ASYNC109
         """The reply (JSON) carrying ``request_id``."""
         msg = await self.wait_for(
             lambda m: m.topic.endswith(topic_suffix) and _rid(m) == request_id, timeout=timeout

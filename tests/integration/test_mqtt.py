@@ -18,20 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lobbypay import schemas
 from lobbypay.core import protocol
 from lobbypay.core.commands import ChargeGet, Ping
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
 from lobbypay.shell.mqtt import CommandMeta, LinkState, MqttLink
+
 from tests.fakes.mosquitto import Mosquitto, TlsFiles
 from tests.fakes.mqtt_client import MqttTestClient, Received
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = {
     "v": 1, "job_id": None, "job_state": "idle", "screen": ["Welcome"],
-    "reader": {"driver": "sim", "connected": True}, "display": {"driver": "none", "connected": True},
+    "reader": {"driver": "sim", "connected": True},
+    "display": {"driver": "none", "connected": True},
     "athena": {"last_ok_at": None, "last_error": None}, "outbox": 0,
 }
 
@@ -113,7 +114,7 @@ def make_link(broker: Mosquitto, tid: str, app: FakeApp, outbox: FakeOutbox | No
     )
 
 
-async def eventually(pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def eventually(pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -455,7 +456,9 @@ async def test_last_will_on_kill_9(mosquitto: Mosquitto, unique_tid: str) -> Non
         asyncio.run(main())
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO / "agent")}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - started once, before any awaiting
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=env
+    )
     try:
         async with MqttTestClient(mosquitto.host, mosquitto.port) as c:
             await c.subscribe(f"lobbypay/v1/{unique_tid}/status")
@@ -495,8 +498,8 @@ async def test_tls_client_cert_and_password(
     app = FakeApp()
     link = make_link(broker, unique_tid, app, tls=True, ca_file=str(tls_files.ca),
                      certfile=str(tls_files.client_cert), keyfile=str(tls_files.client_key),
-                     username="agent", password="s3cret")
-    async with MqttTestClient(broker.host, broker.port, username="app", password="app-pw",
+                     username="agent", password="s3cret")  # noqa: S106
+    async with MqttTestClient(broker.host, broker.port, username="app", password="app-pw",  # noqa: S106
                               tls_context=client_tls(tls_files)) as c, running(link):
         await c.subscribe(link.reply_topic)
         await c.publish(link.cmd_topic, cmd("ping", "tls-1"))
@@ -508,7 +511,7 @@ async def test_wrong_password_is_reported_as_auth_failure(
     mosquitto_factory: Callable[..., Mosquitto], unique_tid: str, proto: str
 ) -> None:
     broker = mosquitto_factory(users={"agent": "s3cret"})
-    link = make_link(broker, unique_tid, FakeApp(), username="agent", password="wrong",
+    link = make_link(broker, unique_tid, FakeApp(), username="agent", password="wrong",  # noqa: S106
                      protocol=proto)
     async with running(link, wait_connected=False):
         await eventually(lambda: link.counters.auth_failures >= 1, what="auth failure")

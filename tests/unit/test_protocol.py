@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from lobbypay.core.commands import (
     BalanceGet,
     ChargeCancel,
@@ -313,7 +312,9 @@ def test_first_failure_wins_in_field_order() -> None:
         (b"[" * 50_000, (None, None)),
     ],
 )
-def test_peek_envelope_never_raises(payload: bytes, expected: tuple[str | None, str | None]) -> None:
+def test_peek_envelope_never_raises(
+    payload: bytes, expected: tuple[str | None, str | None]
+) -> None:
     assert peek_envelope(payload) == expected
 
 

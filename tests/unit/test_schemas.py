@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from lobbypay import schemas
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import ProtocolError, decode_command, encode_reply, error_reply
+
 from tests.unit.test_protocol import FIELD_CASES, SPEC_CHARGE_START
 
 # --- golden messages, copied from protocol.md (sections 4, 5, 8)

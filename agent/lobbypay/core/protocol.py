@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -355,7 +355,7 @@ def _ping(f: _Fields) -> Ping:
     return Ping(request_id=f.request_id)
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "balance.get": _balance_get,
     "charge.start": _charge_start,
     "charge.cancel": _charge_cancel,

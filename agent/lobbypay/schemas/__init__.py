@@ -18,7 +18,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-COMMAND_KINDS = ("balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping")
+COMMAND_KINDS = (
+    "balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping",
+)
 MESSAGE_KINDS = ("reply", "charge.event", "status", "state")
 KINDS = COMMAND_KINDS + MESSAGE_KINDS
 BASE_URI = "https://schemas.lobbypay.invalid/v1/"
@@ -43,7 +45,7 @@ def load(name: str) -> dict[str, Any]:
 
 @cache
 def _validators() -> dict[str, Any]:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
     from referencing import Registry, Resource
 
     registry: Registry[Any] = Registry().with_resources(

@@ -343,7 +343,7 @@ class MqttLink:
                 raise _ConfigProblem(_short(exc)) from None
         kwargs: dict[str, Any] = {}
         if self._v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0 if purge else SESSION_EXPIRY_S
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=purge,
                           properties=props)
@@ -489,7 +489,7 @@ class MqttLink:
     async def _publish_reply(self, client: aiomqtt.Client, reply: _Reply) -> None:
         props: Properties | None = None
         if self._v5 and reply.correlation_data is not None:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = reply.correlation_data
         await client.publish(self.reply_topic, reply.payload, qos=1, properties=props)
         target = reply.response_topic
