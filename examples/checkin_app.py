@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--department", help="athena department id (default: the terminal's)")
     p.add_argument("--appointment", help="appointment id (needed to collect a copay)")
     p.add_argument("--copay", default=None,
-                   help='copay to collect, e.g. "25.00" (default: the appointment\'s expected copay)')
+                   help='copay to collect, e.g. "25.00" (default: the expected copay)')
     p.add_argument("--claims", default="all",
                    help='collectible claims to pay: "all", "none" or claim ids "5569,5571"')
     p.add_argument("--job-id", default=None, help="idempotency key (default: a new one)")
@@ -99,11 +99,7 @@ def describe(event: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-async def run(args: argparse.Namespace) -> int:
-    password = None
-    if args.password_file:
-        with open(args.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
+async def run(args: argparse.Namespace, password: str | None) -> int:
     async with TerminalClient(args.terminal, args.host, args.port, username=args.username,
                               password=password, tls=True if args.tls else None) as term:
         status = await term.status()
@@ -123,7 +119,8 @@ async def run(args: argparse.Namespace) -> int:
             print("nothing to charge")
             return 0
         print(f"charge: copay {copay} + {len(claims)} claim(s) = {total:.2f}")
-        if not args.yes and input("start? [y/N] ").strip().lower() != "y":
+        answer = "y" if args.yes else await asyncio.to_thread(input, "start? [y/N] ")
+        if answer.strip().lower() != "y":
             return 0
 
         job_id = args.job_id or f"checkin-{uuid.uuid4().hex[:12]}"
@@ -163,8 +160,12 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    password = None
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as f:
+            password = f.read().strip()
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, password))
     except CommandError as exc:
         print(f"terminal said no: {exc.code}: {exc.message}", file=sys.stderr)
         return 2

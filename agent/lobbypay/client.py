@@ -26,6 +26,10 @@ What it does for you (see docs/client.md):
 It uses aiomqtt (paho underneath) and never logs payloads.
 """
 
+# The public API takes ``timeout`` arguments on purpose (protocol replies have deadlines
+# the caller chooses); each is applied with asyncio.timeout inside.
+# ruff: noqa: ASYNC109
+
 from __future__ import annotations
 
 import asyncio
@@ -131,7 +135,9 @@ def wire_amount(value: object, name: str = "amount") -> str:
     elif isinstance(value, str):
         text = value
     else:
-        raise TypeError(f"{name}: pass a str like \"12.34\" or a Decimal, not {type(value).__name__}")
+        raise TypeError(
+            f"{name}: pass a str like \"12.34\" or a Decimal, not {type(value).__name__}"
+        )
     if not WIRE_AMOUNT_RE.match(text):
         raise InvalidAmount(f"{name}: must look like \"12.34\" (1-7 digits, 2 decimals)")
     return text
@@ -165,7 +171,9 @@ def _claims_to_wire(claims: Iterable[object]) -> builtins.list[dict[str, str]]:
         elif isinstance(claim, tuple) and len(claim) == 2:
             claim_id, amount = claim
         else:
-            raise TypeError(f"claims[{i}]: pass {{'claim_id': ..., 'amount': ...}} or (claim_id, amount)")
+            raise TypeError(
+                f"claims[{i}]: pass {{'claim_id': ..., 'amount': ...}} or (claim_id, amount)"
+            )
         out.append({
             "claim_id": _check_id(claim_id, f"claims[{i}].claim_id"),
             "amount": wire_amount(amount, f"claims[{i}].amount"),
@@ -342,7 +350,8 @@ class TerminalClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for fut in [*self._pending.values(), *(f for fs in self._final_waiters.values() for f in fs)]:
+        waiters = [f for fs in self._final_waiters.values() for f in fs]
+        for fut in [*self._pending.values(), *waiters]:
             if not fut.done():
                 fut.set_exception(NotConnected("client closed"))
         for stream in builtins.list(self._streams):
@@ -362,7 +371,7 @@ class TerminalClient:
     def _new_mqtt(self, first: bool) -> aiomqtt.Client:
         kwargs: dict[str, Any] = {}
         if self._protocol is aiomqtt.ProtocolVersion.V5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             kwargs["properties"] = props
             kwargs["clean_start"] = first
@@ -399,7 +408,8 @@ class TerminalClient:
         attempt = 0
         while True:
             mqtt = self._mqtt
-            assert mqtt is not None
+            if mqtt is None:  # pragma: no cover - _connect() set it before we got here
+                raise RuntimeError("receive loop without a connection")
             try:
                 async for message in mqtt.messages:
                     self._dispatch(message)
@@ -437,7 +447,9 @@ class TerminalClient:
             latest = log_.latest if log_ else None
             if latest is not None and latest.get("final") is True:
                 continue
-            task = asyncio.create_task(self._refresh(job_id), name=f"lobbypay.client.refresh[{job_id}]")
+            task = asyncio.create_task(
+                self._refresh(job_id), name=f"lobbypay.client.refresh[{job_id}]"
+            )
             self._refreshers.add(task)
             task.add_done_callback(self._refreshers.discard)
 
@@ -534,7 +546,8 @@ class TerminalClient:
         if reply.get("ok") is not True:
             err = reply.get("error")
             err = err if isinstance(err, dict) else {}
-            raise CommandError(str(err.get("code", "unknown_error")), str(err.get("message", "")), reply)
+            code, message = str(err.get("code", "unknown_error")), str(err.get("message", ""))
+            raise CommandError(code, message, reply)
         return reply
 
     async def ping(self, timeout: float = 10) -> dict[str, Any]:

@@ -9,22 +9,20 @@ behaviour is tested elsewhere; here we test the client's side of the contract.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
-import shutil
-import socket
-import subprocess
+import ssl
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
-
 from lobbypay.client import (
     CommandError,
     NotConnected,
@@ -34,71 +32,13 @@ from lobbypay.client import (
 )
 from lobbypay.core.money import InvalidAmount
 
-pytestmark = pytest.mark.broker
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from tests.fakes.mosquitto import Mosquitto, TlsFiles, free_port
 
 
-# ---------------------------------------------------------------- broker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A mosquitto on 127.0.0.1:<free port> that the test can stop and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.host = "127.0.0.1"
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("mosquitto exited at start") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not listen in 10 s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.proc = None
-
-
+# The shared broker fixture (tests/conftest.py): a real mosquitto on a free port.
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not os.access(MOSQUITTO, os.X_OK):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"mosquitto not found at {MOSQUITTO}")
-        pytest.skip(f"mosquitto not found at {MOSQUITTO}")
-    b = Broker(tmp_path)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    return mosquitto
 
 
 # ---------------------------------------------------------------- fake terminal
@@ -111,8 +51,21 @@ def _now() -> str:
 class FakeTerminal:
     """Answers protocol v1 commands for one terminal id; the test drives job events."""
 
-    def __init__(self, broker: Broker, tid: str) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        tid: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.broker = broker
+        self.auth: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "tls_context": tls_context,
+        }
         self.tid = tid
         self.base = f"lobbypay/v1/{tid}"
         self.commands: list[dict[str, Any]] = []  # every command received, in order
@@ -133,8 +86,11 @@ class FakeTerminal:
 
     async def connect(self) -> None:
         self.mqtt = aiomqtt.Client(
-            self.broker.host, self.broker.port, identifier=f"fake-{self.tid}",
+            self.broker.host,
+            self.broker.port,
+            identifier=f"fake-{self.tid}",
             protocol=aiomqtt.ProtocolVersion.V5,
+            **self.auth,
         )
         await self.mqtt.__aenter__()
         await self.mqtt.subscribe(f"{self.base}/cmd", qos=1)
@@ -144,7 +100,9 @@ class FakeTerminal:
         for t in [self._task, *self._handlers]:
             if t is not None:
                 t.cancel()
-        await asyncio.gather(*[t for t in [self._task, *self._handlers] if t], return_exceptions=True)
+        await asyncio.gather(
+            *[t for t in [self._task, *self._handlers] if t], return_exceptions=True
+        )
         if self.mqtt is not None:
             try:
                 await self.mqtt.__aexit__(None, None, None)
@@ -169,17 +127,31 @@ class FakeTerminal:
         await self.mqtt.publish(f"{self.base}/{name}", payload, qos=1, retain=retain)
 
     async def reply(self, cmd: dict[str, Any], **fields: Any) -> None:
-        await self.publish("reply", {
-            "v": 1, "type": "reply", "request_id": cmd.get("request_id"),
-            "command": cmd.get("type"), "ok": True, **fields,
-        })
+        await self.publish(
+            "reply",
+            {
+                "v": 1,
+                "type": "reply",
+                "request_id": cmd.get("request_id"),
+                "command": cmd.get("type"),
+                "ok": True,
+                **fields,
+            },
+        )
 
     async def error(self, cmd: dict[str, Any], code: str, message: str, **extra: Any) -> None:
-        await self.publish("reply", {
-            "v": 1, "type": "reply", "request_id": cmd.get("request_id"),
-            "command": cmd.get("type"), "ok": False,
-            "error": {"code": code, "message": message}, **extra,
-        })
+        await self.publish(
+            "reply",
+            {
+                "v": 1,
+                "type": "reply",
+                "request_id": cmd.get("request_id"),
+                "command": cmd.get("type"),
+                "ok": False,
+                "error": {"code": code, "message": message},
+                **extra,
+            },
+        )
 
     async def _handle(self, payload: Any) -> None:
         cmd = json.loads(payload)
@@ -200,18 +172,26 @@ class FakeTerminal:
             if cmd["patient_id"] == "404":
                 await self.error(cmd, "patient_not_found", "no such patient")
             else:
-                await self.reply(cmd, patient_id=cmd["patient_id"], department_id="1",
-                                 provider_group_id=None,
-                                 collectible=[{"claim_id": "5569", "service_date": "09/15/2021",
-                                               "balance": "40.00"}],
-                                 not_collectible=[{"claim_id": "5570", "balance": "12.00",
-                                                   "reason": "not_clean"}],
-                                 collectible_total="40.00", copay={"expected": "25.00"})
+                await self.reply(
+                    cmd,
+                    patient_id=cmd["patient_id"],
+                    department_id="1",
+                    provider_group_id=None,
+                    collectible=[
+                        {"claim_id": "5569", "service_date": "09/15/2021", "balance": "40.00"}
+                    ],
+                    not_collectible=[
+                        {"claim_id": "5570", "balance": "12.00", "reason": "not_clean"}
+                    ],
+                    collectible_total="40.00",
+                    copay={"expected": "25.00"},
+                )
         elif kind == "charge.start":
             job_id = cmd["job_id"]
             if self.active is not None and self.active != job_id:
-                await self.error(cmd, "terminal_busy", "another job is active",
-                                 active_job_id=self.active)
+                await self.error(
+                    cmd, "terminal_busy", "another job is active", active_job_id=self.active
+                )
             elif job_id in self.jobs:
                 await self.reply(cmd, job_id=job_id, state=self.jobs[job_id][-1]["state"])
             else:
@@ -232,56 +212,81 @@ class FakeTerminal:
                 await self.error(cmd, "unknown_job", "not active")
             else:
                 await self.reply(cmd, job_id=cmd["job_id"])
-                await self.emit(cmd["job_id"], "canceled", final=True,
-                                error={"code": "canceled", "message": "canceled by the app"})
+                await self.emit(
+                    cmd["job_id"],
+                    "canceled",
+                    final=True,
+                    error={"code": "canceled", "message": "canceled by the app"},
+                )
         else:
             await self.error(cmd, "unknown_command", f"unknown type {kind!r}")
         assert len(self.jobs) >= before
 
     def state_obj(self) -> dict[str, Any]:
-        return {"v": 1, "job_id": self.active,
-                "job_state": self.jobs[self.active][-1]["state"] if self.active else "idle",
-                "screen": ["Welcome", ""], "reader": {"driver": "sim", "connected": True},
-                "display": {"driver": "none", "connected": True},
-                "athena": {"last_ok_at": None, "last_error": None}, "outbox": 0}
+        return {
+            "v": 1,
+            "job_id": self.active,
+            "job_state": self.jobs[self.active][-1]["state"] if self.active else "idle",
+            "screen": ["Welcome", ""],
+            "reader": {"driver": "sim", "connected": True},
+            "display": {"driver": "none", "connected": True},
+            "athena": {"last_ok_at": None, "last_error": None},
+            "outbox": 0,
+        }
 
-    def make_event(self, job_id: str, state: str, *, final: bool = False,
-                   **fields: Any) -> dict[str, Any]:
+    def make_event(
+        self, job_id: str, state: str, *, final: bool = False, **fields: Any
+    ) -> dict[str, Any]:
         events = self.jobs.setdefault(job_id, [])
-        ev = {"v": 1, "type": "charge.event", "job_id": job_id, "seq": len(events) + 1,
-              "state": state, "final": final, "at": _now(),
-              "amounts": {"copay": "25.00", "other": "0.00", "total": "25.00", "claims": []},
-              "error": None, **fields}
+        ev = {
+            "v": 1,
+            "type": "charge.event",
+            "job_id": job_id,
+            "seq": len(events) + 1,
+            "state": state,
+            "final": final,
+            "at": _now(),
+            "amounts": {"copay": "25.00", "other": "0.00", "total": "25.00", "claims": []},
+            "error": None,
+            **fields,
+        }
         events.append(ev)
         if final or state == "unknown":
             self.active = None
         return ev
 
-    async def emit(self, job_id: str, state: str, *, publish: bool = True, **kw: Any) -> dict[str, Any]:
+    async def emit(
+        self, job_id: str, state: str, *, publish: bool = True, **kw: Any
+    ) -> dict[str, Any]:
         ev = self.make_event(job_id, state, **kw)
         if publish:
             await self.publish("events", ev)
         return ev
 
     async def online(self) -> None:
-        await self.publish("status", {"v": 1, "online": True, "session": 3, "since": _now(),
-                                      "version": "0.1.0"}, retain=True)
+        await self.publish(
+            "status",
+            {"v": 1, "online": True, "session": 3, "since": _now(), "version": "0.1.0"},
+            retain=True,
+        )
         await self.publish("state", self.state_obj(), retain=True)
 
 
 @pytest.fixture
-def tid() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
+def tid(unique_tid: str) -> str:
+    return unique_tid
 
 
 @pytest.fixture
-async def terminal(broker: Broker, tid: str) -> AsyncIterator[FakeTerminal]:
+async def terminal(broker: Mosquitto, tid: str) -> AsyncIterator[FakeTerminal]:
     async with FakeTerminal(broker, tid) as term:
         yield term
 
 
 @pytest.fixture
-async def client(broker: Broker, tid: str, terminal: FakeTerminal) -> AsyncIterator[TerminalClient]:
+async def client(
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
+) -> AsyncIterator[TerminalClient]:
     async with TerminalClient(tid, broker.host, broker.port, reconnect_max_s=0.3) as c:
         yield c
 
@@ -304,14 +309,16 @@ async def test_concurrent_commands_get_their_own_replies(
 ) -> None:
     # The terminal answers in reverse order; each caller must get its own reply.
     tags = list(range(6))
-    replies = await asyncio.gather(*[
-        client.command("ping", tag=t, delay=0.05 * (len(tags) - t)) for t in tags
-    ])
+    replies = await asyncio.gather(
+        *[client.command("ping", tag=t, delay=0.05 * (len(tags) - t)) for t in tags]
+    )
     assert [r["tag"] for r in replies] == tags
     assert len({r["request_id"] for r in replies}) == len(tags)
 
 
-async def test_other_apps_replies_are_ignored(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_other_apps_replies_are_ignored(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     terminal.silent.add("ping")
     task = asyncio.create_task(client.ping(timeout=3))
     while not terminal.commands:
@@ -326,7 +333,9 @@ async def test_other_apps_replies_are_ignored(client: TerminalClient, terminal: 
     assert (await task)["tag"] == "ours"
 
 
-async def test_error_reply_raises_command_error(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_error_reply_raises_command_error(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     with pytest.raises(CommandError) as info:
         await client.balance("404")
     assert info.value.code == "patient_not_found"
@@ -337,7 +346,9 @@ async def test_error_reply_raises_command_error(client: TerminalClient, terminal
     assert unknown.value.code == "unknown_command"
 
 
-async def test_terminal_busy_carries_active_job(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_terminal_busy_carries_active_job(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     await client.charge("j-1", "60178", copay="25.00", appointment_id="1234")
     with pytest.raises(CommandError) as info:
         await client.charge("j-2", "60178", copay="10.00", appointment_id="1234")
@@ -356,23 +367,35 @@ async def test_no_reply_is_timeout(client: TerminalClient, terminal: FakeTermina
     assert client._pending == {}  # noqa: SLF001
 
 
-async def test_balance_and_charge_wire_format(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_balance_and_charge_wire_format(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     bal = await client.balance("60178", department_id="1", appointment_id="1234")
     assert bal["collectible_total"] == "40.00"
     assert terminal.commands[-1] == {
-        "v": 1, "type": "balance.get", "request_id": bal["request_id"],
-        "patient_id": "60178", "department_id": "1", "appointment_id": "1234",
+        "v": 1,
+        "type": "balance.get",
+        "request_id": bal["request_id"],
+        "patient_id": "60178",
+        "department_id": "1",
+        "appointment_id": "1234",
     }
     start = await client.charge(
-        "j-9", "60178", copay=Decimal("25"), appointment_id="1234",
+        "j-9",
+        "60178",
+        copay=Decimal("25"),
+        appointment_id="1234",
         claims=[{"claim_id": "5569", "amount": "40.00"}, ("5571", Decimal("3.5"))],
-        deadline_s=60, expires_at="2099-01-01T00:00:00Z",
+        deadline_s=60,
+        expires_at="2099-01-01T00:00:00Z",
     )
     assert start["state"] == "pending" and start["job_id"] == "j-9"
     cmd = terminal.commands[-1]
     assert cmd["copay"] == "25.00"
-    assert cmd["claims"] == [{"claim_id": "5569", "amount": "40.00"},
-                             {"claim_id": "5571", "amount": "3.50"}]
+    assert cmd["claims"] == [
+        {"claim_id": "5569", "amount": "40.00"},
+        {"claim_id": "5571", "amount": "3.50"},
+    ]
     assert cmd["allow_duplicate"] is False and cmd["deadline_s"] == 60
     assert cmd["expires_at"] == "2099-01-01T00:00:00Z"
 
@@ -415,7 +438,9 @@ def test_wire_amount_table() -> None:
 # ---------------------------------------------------------------- events
 
 
-async def test_events_deduped_on_job_and_seq(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_events_deduped_on_job_and_seq(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     stream = client.events()
     await client.charge("j-d", "60178", copay="25.00", appointment_id="1234")
     card = {"brand": "visa", "last4": "1111"}
@@ -423,8 +448,9 @@ async def test_events_deduped_on_job_and_seq(client: TerminalClient, terminal: F
     await terminal.publish("events", ev2)  # QoS 1 redelivery of the same (job_id, seq)
     await terminal.publish("events", terminal.jobs["j-d"][0])  # stale: seq 1 again
     await terminal.emit("j-d", "submitting", card=card)
-    await terminal.publish("events", {"v": 1, "type": "charge.event", "job_id": "j-d",
-                                      "seq": "4"})  # malformed: ignored
+    await terminal.publish(
+        "events", {"v": 1, "type": "charge.event", "job_id": "j-d", "seq": "4"}
+    )  # malformed: ignored
     await terminal.emit("j-d", "succeeded", final=True, card=card, epayment_id="123456")
     await terminal.publish("events", terminal.jobs["j-d"][-1])  # final redelivered
     got: list[tuple[str, int]] = []
@@ -447,8 +473,9 @@ async def test_job_stream_replays_and_ends_at_final(
     await asyncio.sleep(0.2)  # both events already arrived before we iterate
     other = await terminal.emit("j-other", "pending")
     assert other["job_id"] == "j-other"
-    await terminal.emit("j-r", "declined", final=True,
-                        error={"code": "declined", "message": "Card declined"})
+    await terminal.emit(
+        "j-r", "declined", final=True, error={"code": "declined", "message": "Card declined"}
+    )
     states = []
     async with asyncio.timeout(5):
         async for ev in client.events("j-r"):
@@ -459,7 +486,9 @@ async def test_job_stream_replays_and_ends_at_final(
         assert [e["seq"] async for e in client.events("j-r")] == [1, 2, 3]
 
 
-async def test_wait_final_passes_through_unknown(client: TerminalClient, terminal: FakeTerminal) -> None:
+async def test_wait_final_passes_through_unknown(
+    client: TerminalClient, terminal: FakeTerminal
+) -> None:
     await client.charge("j-u", "60178", copay="25.00", appointment_id="1234")
     waiter = asyncio.create_task(client.wait_final("j-u", timeout=5))
     await terminal.emit("j-u", "card_read", card={"brand": "visa", "last4": "1111"})
@@ -473,11 +502,12 @@ async def test_wait_final_passes_through_unknown(client: TerminalClient, termina
 
 
 async def test_wait_final_for_job_that_ended_before_we_subscribed(
-    broker: Broker, tid: str, terminal: FakeTerminal
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
 ) -> None:
     terminal.make_event("j-old", "pending")
-    terminal.make_event("j-old", "failed", final=True,
-                        error={"code": "not_charged", "message": "no receipt"})
+    terminal.make_event(
+        "j-old", "failed", final=True, error={"code": "not_charged", "message": "no receipt"}
+    )
     async with TerminalClient(tid, broker.host, broker.port) as c:
         final = await c.wait_final("j-old", timeout=3)
     assert final["state"] == "failed" and final["error"]["code"] == "not_charged"
@@ -492,18 +522,22 @@ async def test_wait_final_times_out(client: TerminalClient, terminal: FakeTermin
 
 
 async def test_reconnect_recovers_missed_final_with_charge_get(
-    broker: Broker, tid: str, terminal: FakeTerminal
+    mosquitto_factory: Callable[..., Mosquitto], tid: str
 ) -> None:
-    async with TerminalClient(tid, broker.host, broker.port, reconnect_max_s=0.2) as c:
+    broker = mosquitto_factory(persistence=False)  # a restart loses sessions and queues
+    async with (
+        FakeTerminal(broker, tid) as terminal,
+        TerminalClient(tid, broker.host, broker.port, reconnect_max_s=0.2) as c,
+    ):
         await c.charge("j-x", "60178", copay="25.00", appointment_id="1234")
         waiter = asyncio.create_task(c.wait_final("j-x", timeout=20))
         await asyncio.sleep(0.1)
         await terminal.disconnect()
-        broker.stop()  # no persistence: sessions and queued messages are gone
+        broker.stop()
         async with asyncio.timeout(5):
             while c.connected:
                 await asyncio.sleep(0.02)
-        # the job ends while the app is away: its event never reaches the app
+        # the job ends while the app is away: its events never reach the app
         terminal.make_event("j-x", "card_read", card={"brand": "visa", "last4": "1111"})
         terminal.make_event("j-x", "succeeded", final=True, epayment_id="991")
         broker.start()
@@ -517,7 +551,7 @@ async def test_reconnect_recovers_missed_final_with_charge_get(
 
 
 async def test_command_sent_while_disconnected_goes_out_after_reconnect(
-    broker: Broker, tid: str, terminal: FakeTerminal
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
 ) -> None:
     async with TerminalClient(tid, broker.host, broker.port, reconnect_max_s=0.2) as c:
         await terminal.disconnect()
@@ -552,7 +586,9 @@ async def test_cancel_get_list(client: TerminalClient, terminal: FakeTerminal) -
 # ---------------------------------------------------------------- retained topics, fleet
 
 
-async def test_status_and_state_from_retained(broker: Broker, tid: str, terminal: FakeTerminal) -> None:
+async def test_status_and_state_from_retained(
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
+) -> None:
     async with TerminalClient(tid, broker.host, broker.port) as c:
         assert await c.status(timeout=0.3) is None  # nothing retained yet
     await terminal.online()
@@ -563,15 +599,18 @@ async def test_status_and_state_from_retained(broker: Broker, tid: str, terminal
     assert state is not None and state["job_state"] == "idle"
 
 
-async def test_fleet_collects_every_terminal(broker: Broker) -> None:
+async def test_fleet_collects_every_terminal(broker: Mosquitto) -> None:
     tids = [f"f-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for t in tids:
         async with FakeTerminal(broker, t) as term:
             await term.online()
     # one terminal that went offline (its last will / clean stop) and has no state
     async with FakeTerminal(broker, "gone-1") as term:
-        await term.publish("status", {"v": 1, "online": False, "session": 1, "since": _now(),
-                                      "version": "0.1.0"}, retain=True)
+        await term.publish(
+            "status",
+            {"v": 1, "online": False, "session": 1, "since": _now(), "version": "0.1.0"},
+            retain=True,
+        )
     found = await fleet(broker.host, broker.port, timeout=0.8)
     assert set(found) == {*tids, "gone-1"}
     for t in tids:
@@ -582,7 +621,7 @@ async def test_fleet_collects_every_terminal(broker: Broker) -> None:
 
 
 async def test_connect_failure_is_not_connected() -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(NotConnected):
         async with TerminalClient("t-1", "127.0.0.1", port):
             pass
@@ -601,21 +640,41 @@ def test_bad_terminal_id_rejected() -> None:
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "checkin_app.py"
 
 
-async def _run_example(broker: Broker, tid: str, *args: str) -> asyncio.subprocess.Process:
+async def _run_example(broker: Mosquitto, tid: str, *args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "agent")}
     return await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLE_APP), "--host", broker.host, "--port", str(broker.port),
-        "--terminal", tid, *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        str(EXAMPLE_APP),
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--terminal",
+        tid,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
 
 
 async def test_example_app_charges_copay_and_clean_claims(
-    broker: Broker, tid: str, terminal: FakeTerminal
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
 ) -> None:
     await terminal.online()
-    proc = await _run_example(broker, tid, "--patient", "60178", "--appointment", "1234",
-                              "--claims", "all", "--yes", "--job-id", "ex-1")
+    proc = await _run_example(
+        broker,
+        tid,
+        "--patient",
+        "60178",
+        "--appointment",
+        "1234",
+        "--claims",
+        "all",
+        "--yes",
+        "--job-id",
+        "ex-1",
+    )
     async with asyncio.timeout(15):
         while "ex-1" not in terminal.jobs or not terminal.jobs["ex-1"]:
             await asyncio.sleep(0.02)
@@ -637,22 +696,70 @@ async def test_example_app_charges_copay_and_clean_claims(
 
 
 async def test_example_app_reports_declines_and_offline_terminals(
-    broker: Broker, tid: str, terminal: FakeTerminal
+    broker: Mosquitto, tid: str, terminal: FakeTerminal
 ) -> None:
     proc = await _run_example(broker, tid, "--patient", "60178", "--yes")
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 2 and "not online" in err.decode()
 
     await terminal.online()
-    proc = await _run_example(broker, tid, "--patient", "60178", "--claims", "5569", "--yes",
-                              "--job-id", "ex-2")
+    proc = await _run_example(
+        broker, tid, "--patient", "60178", "--claims", "5569", "--yes", "--job-id", "ex-2"
+    )
     async with asyncio.timeout(15):
         while "ex-2" not in terminal.jobs or not terminal.jobs["ex-2"]:
             await asyncio.sleep(0.02)
-        await terminal.emit("ex-2", "declined", final=True,
-                            error={"code": "declined", "message": "Insufficient funds"})
+        await terminal.emit(
+            "ex-2",
+            "declined",
+            final=True,
+            error={"code": "declined", "message": "Insufficient funds"},
+        )
         out, err = await proc.communicate()
     assert proc.returncode == 1, out.decode() + err.decode()
     assert "declined  (declined: Insufficient funds)" in out.decode()
     start = next(c for c in terminal.commands if c["type"] == "charge.start")
     assert start["copay"] == "0.00"  # no appointment: no copay
+
+
+# ---------------------------------------------------------------- credentials and TLS
+
+
+async def test_password_and_tls_broker(
+    mosquitto_factory: Callable[..., Mosquitto], tls_files: TlsFiles, tid: str
+) -> None:
+    broker = mosquitto_factory(users={"app": "app-pw", "term": "term-pw"}, tls=tls_files)
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+    async with FakeTerminal(
+        broker, tid, username="term", password="term-pw", tls_context=ctx
+    ) as term:
+        await term.online()
+        async with TerminalClient(
+            tid, broker.host, broker.port, username="app", password="app-pw", tls=ctx
+        ) as c:
+            assert (await c.ping())["ok"] is True
+            assert (await c.status() or {}).get("online") is True
+        found = await fleet(
+            broker.host, broker.port, username="app", password="app-pw", tls=ctx, timeout=0.5
+        )
+        assert set(found) == {tid}
+        with pytest.raises(NotConnected):
+            async with TerminalClient(
+                tid, broker.host, broker.port, username="app", password="wrong", tls=ctx
+            ):
+                pass
+
+
+# paho 2.2 leaves the socket of a failed TLS handshake unclosed (_ssl_wrap_socket does not
+# close it on error); it surfaces as an "unraisable" ResourceWarning when collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_untrusted_broker_certificate_is_not_connected(
+    mosquitto_factory: Callable[..., Mosquitto], tls_files: TlsFiles, tid: str
+) -> None:
+    broker = mosquitto_factory(users={"app": "app-pw"}, tls=tls_files)
+    with pytest.raises(NotConnected):  # the system CAs do not know the test CA
+        async with TerminalClient(
+            tid, broker.host, broker.port, username="app", password="app-pw", tls=True
+        ):
+            pass
+    gc.collect()  # let the leaked socket's warning land here, not in a later test

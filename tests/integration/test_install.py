@@ -20,10 +20,9 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from lobbypay import __version__
 import lobbypay.core.config as config_module
+import pytest
+from lobbypay import __version__
 from lobbypay.core.config import Config, parse_config
 from lobbypay.shell.loadconf import load_config
 
@@ -36,8 +35,14 @@ BASH = shutil.which("bash") or "/bin/bash"
 def repo(tmp_path: Path) -> Path:
     """A copy of the parts of the repository the scripts read, with at least one udev rule."""
     dst = tmp_path / "repo"
-    for rel in ("scripts/install", "scripts/uninstall", "systemd/lobbypay.service",
-                "config/lobbypay.example.toml", "docs/install.md", "docs/client.md"):
+    for rel in (
+        "scripts/install",
+        "scripts/uninstall",
+        "systemd/lobbypay.service",
+        "config/lobbypay.example.toml",
+        "docs/install.md",
+        "docs/client.md",
+    ):
         src = REPO / rel
         if src.exists():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -47,14 +52,20 @@ def repo(tmp_path: Path) -> Path:
     for rule in (REPO / "config" / "udev").glob("*.rules"):
         shutil.copy2(rule, udev / rule.name)
     if not any(udev.glob("*.rules")):  # the real rule is not written yet: a stand-in
-        (udev / "70-lobbypay.rules").write_text('SUBSYSTEM=="tty", ATTRS{idVendor}=="0801", '
-                                                'SYMLINK+="lobbypay-reader"\n')
+        (udev / "70-lobbypay.rules").write_text(
+            'SUBSYSTEM=="tty", ATTRS{idVendor}=="0801", SYMLINK+="lobbypay-reader"\n'
+        )
     return dst
 
 
 def run(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([BASH, str(script), *args], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PIP_NO_INPUT": "1"})
+    res = subprocess.run(
+        [BASH, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
     if check:
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
@@ -112,8 +123,13 @@ def test_install_creates_files_with_modes(repo: Path, tmp_path: Path) -> None:
         assert mode(rule) == 0o644
     assert not (root / "opt" / "lobbypay" / "venv").exists()  # --no-venv
     # nothing against the real system: printed as skipped
-    for cmd in ("useradd", "systemctl daemon-reload", "systemctl enable", "udevadm control",
-                "chown root:lobbypay"):
+    for cmd in (
+        "useradd",
+        "systemctl daemon-reload",
+        "systemctl enable",
+        "udevadm control",
+        "chown root:lobbypay",
+    ):
         assert f"(skipped: --root) {cmd}" in res.stdout, cmd
     # with placeholders in place it does not try to start the service
     assert "systemctl start" not in res.stdout and "not starting" in res.stderr
@@ -137,7 +153,9 @@ def test_install_twice_is_idempotent_and_keeps_edits(repo: Path, tmp_path: Path)
     assert mode(cfg) == 0o640
     assert "kept your config" in third.stdout
     assert secret.read_text() == "s3cret-from-ops\n" and mode(secret) == 0o600
-    assert (root / "etc" / "lobbypay" / "lobbypay.toml.example").read_bytes() == EXAMPLE.read_bytes()
+    assert (
+        root / "etc" / "lobbypay" / "lobbypay.toml.example"
+    ).read_bytes() == EXAMPLE.read_bytes()
 
 
 def test_secret_file_option(repo: Path, tmp_path: Path) -> None:
@@ -149,8 +167,15 @@ def test_secret_file_option(repo: Path, tmp_path: Path) -> None:
     assert dest.read_text() == "athena-secret-value\n" and mode(dest) == 0o600
     assert "placeholder" not in res.stderr
     assert "athena-secret-value" not in res.stdout + res.stderr
-    bad = run(repo / "scripts" / "install", "--root", str(root), "--no-venv",
-              "--athena-secret-file", str(tmp_path / "missing"), check=False)
+    bad = run(
+        repo / "scripts" / "install",
+        "--root",
+        str(root),
+        "--no-venv",
+        "--athena-secret-file",
+        str(tmp_path / "missing"),
+        check=False,
+    )
     assert bad.returncode != 0 and "not readable" in bad.stderr
 
 
@@ -170,7 +195,8 @@ def test_dry_run_changes_nothing(repo: Path, tmp_path: Path) -> None:
     root.mkdir()
     res = install(repo, root, "--dry-run", "--athena-secret-file", str(EXAMPLE))
     assert list(root.iterdir()) == []
-    assert f"+ install -m 0644 {repo}/systemd/lobbypay.service {root}/etc/systemd/system/lobbypay.service" in res.stdout
+    unit_dest = f"{root}/etc/systemd/system/lobbypay.service"
+    assert f"+ install -m 0644 {repo}/systemd/lobbypay.service {unit_dest}" in res.stdout
     assert f"+ install -m 0600 {EXAMPLE} {root}/etc/lobbypay/athena-client-secret" in res.stdout
     assert "dry run: nothing changed" in res.stdout
     # on an installed root too
@@ -256,10 +282,17 @@ def _build_wheel(dest: Path) -> Path:
             if "__pycache__" not in f.parts:
                 add(zf, f"lobbypay/{f.relative_to(pkg)}", f.read_bytes())
         info = f"{name}.dist-info"
-        add(zf, f"{info}/METADATA",
-            f"Metadata-Version: 2.1\nName: lobbypay\nVersion: {__version__}\n".encode())
-        add(zf, f"{info}/WHEEL",
-            b"Wheel-Version: 1.0\nGenerator: test_install\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        add(
+            zf,
+            f"{info}/METADATA",
+            f"Metadata-Version: 2.1\nName: lobbypay\nVersion: {__version__}\n".encode(),
+        )
+        add(
+            zf,
+            f"{info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: test_install\n"
+            b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         add(zf, f"{info}/entry_points.txt", b"[console_scripts]\nlobbypay = lobbypay.cli:main\n")
         records.append(f"{info}/RECORD,,")
         zf.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
@@ -276,25 +309,41 @@ def test_venv_step_installs_the_package(repo: Path, tmp_path: Path) -> None:
     run(repo / "scripts" / "install", *args)
     venv = root / "opt" / "lobbypay" / "venv"
     assert (venv / "bin" / "lobbypay").exists()
-    res = subprocess.run([str(venv / "bin" / "python"), "-c",
-                          "import lobbypay, lobbypay.client; print(lobbypay.__version__, lobbypay.__file__)"],
-                         capture_output=True, text=True, timeout=60,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    res = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import lobbypay, lobbypay.client; print(lobbypay.__version__, lobbypay.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     # lobbypay.client needs aiomqtt, absent with --no-deps: import lobbypay alone then
     if res.returncode != 0:
         assert "aiomqtt" in res.stderr or "paho" in res.stderr, res.stderr
-        res = subprocess.run([str(venv / "bin" / "python"), "-c",
-                              "import lobbypay; print(lobbypay.__version__, lobbypay.__file__)"],
-                             capture_output=True, text=True, timeout=60,
-                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        res = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import lobbypay; print(lobbypay.__version__, lobbypay.__file__)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
     assert res.returncode == 0, res.stderr
     version, path = res.stdout.split()
     assert version == __version__ and path.startswith(str(venv))
     # second run reuses the venv
     again = run(repo / "scripts" / "install", *args)
     assert "venv exists" in again.stdout
-    assert "manifest" in again.stdout and "dir /opt/lobbypay/venv" in (
-        root / "opt" / "lobbypay" / "install-manifest").read_text()
+    assert (
+        "manifest" in again.stdout
+        and "dir /opt/lobbypay/venv" in (root / "opt" / "lobbypay" / "install-manifest").read_text()
+    )
 
 
 # ---------------------------------------------------------------- the example config
@@ -309,7 +358,10 @@ def test_example_config_parses_with_production_defaults() -> None:
     assert cfg.athena.client_secret_credential == "athena-client-secret"
     assert cfg.athena.client_secret_file is None
     unit = (REPO / "systemd" / "lobbypay.service").read_text()
-    assert f"LoadCredential={cfg.athena.client_secret_credential}:/etc/lobbypay/athena-client-secret" in unit
+    assert (
+        f"LoadCredential={cfg.athena.client_secret_credential}:/etc/lobbypay/athena-client-secret"
+        in unit
+    )
     assert cfg.mqtt.tls is False and cfg.mqtt.port == 1883
 
 

@@ -90,9 +90,18 @@ def test_devices(unit: dict[str, dict[str, list[str]]]) -> None:
 def test_hardening(unit: dict[str, dict[str, list[str]]]) -> None:
     s = unit["Service"]
     expected_yes = [
-        "NoNewPrivileges", "ProtectHome", "PrivateTmp", "ProtectKernelTunables",
-        "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock", "ProtectControlGroups",
-        "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectClock",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "LockPersonality",
         "MemoryDenyWriteExecute",
     ]
     for key in expected_yes:
@@ -101,7 +110,11 @@ def test_hardening(unit: dict[str, dict[str, list[str]]]) -> None:
     assert one(unit, "Service", "ProtectProc") == "invisible"
     assert s["SystemCallFilter"][0] == "@system-service"
     assert one(unit, "Service", "SystemCallArchitectures") == "native"
-    assert one(unit, "Service", "RestrictAddressFamilies").split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert one(unit, "Service", "RestrictAddressFamilies").split() == [
+        "AF_UNIX",
+        "AF_INET",
+        "AF_INET6",
+    ]
     assert s["CapabilityBoundingSet"] == [""]
     assert one(unit, "Service", "LimitCORE") == "0"
     assert one(unit, "Service", "UMask") == "0077"
@@ -109,7 +122,9 @@ def test_hardening(unit: dict[str, dict[str, list[str]]]) -> None:
 
 def _verifiable_copy(tmp_path: Path) -> Path:
     """The unit with ExecStart pointed at a binary that exists here (verify checks it)."""
-    text = UNIT.read_text().replace("/opt/lobbypay/venv/bin/lobbypay", shutil.which("true") or "/bin/true")
+    text = UNIT.read_text().replace(
+        "/opt/lobbypay/venv/bin/lobbypay", shutil.which("true") or "/bin/true"
+    )
     copy = tmp_path / "lobbypay.service"
     copy.write_text(text)
     return copy
@@ -119,8 +134,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     exe = shutil.which("systemd-analyze")
     if exe is None:
         pytest.skip("systemd-analyze not installed")
-    res = subprocess.run([exe, "verify", str(_verifiable_copy(tmp_path))],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [exe, "verify", str(_verifiable_copy(tmp_path))], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr
     # verify prints unknown keys, bad values and misplaced directives as warnings
     assert "lobbypay.service" not in res.stderr, res.stderr
@@ -130,9 +146,12 @@ def test_systemd_analyze_security_score(tmp_path: Path) -> None:
     exe = shutil.which("systemd-analyze")
     if exe is None:
         pytest.skip("systemd-analyze not installed")
-    res = subprocess.run([exe, "security", "--offline=true", "--no-pager",
-                          str(_verifiable_copy(tmp_path))],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [exe, "security", "--offline=true", "--no-pager", str(_verifiable_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "--offline" in res.stderr or "unrecognized option" in res.stderr:
         pytest.skip("systemd-analyze security --offline needs systemd >= 250")
     m = re.search(r"Overall exposure level for lobbypay\.service: ([0-9.]+)", res.stdout)
@@ -167,8 +186,13 @@ def test_python_runs_with_memory_deny_write_execute() -> None:
     PR_SET_MDWE (Linux >= 6.3) is the kernel's own version of what the directive enforces
     with seccomp: no page may become writable+executable.
     """
-    res = subprocess.run([sys.executable, "-c", MDWE_PROBE], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    res = subprocess.run(
+        [sys.executable, "-c", MDWE_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     if res.stdout.startswith("UNSUPPORTED"):
         pytest.skip(f"kernel without PR_SET_MDWE: {res.stdout.strip()}")
     assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-2000:]
