@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent"))
 
 import httpx  # noqa: E402
-
 from lobbypay.shell.athena import AthenaClient  # noqa: E402
 from lobbypay.sim.athena import AthenaSim  # noqa: E402
 
