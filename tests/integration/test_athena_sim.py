@@ -379,6 +379,9 @@ def test_faults_over_http(sim: AthenaSim, http: httpx.Client) -> None:
     assert http.post("/_sim/faults", json={"kind": "nope"}).status_code == 400
     assert http.post("/_sim/faults", json={"kind": "status", "count": 0}).status_code == 400
     assert http.post("/_sim/faults", json={"kind": "slow"}).status_code == 400
+    assert (
+        http.post("/_sim/faults", json={"kind": "drop", "endpoint": "patient"}).status_code == 400
+    )
     assert http.post("/_sim/faults", json={"kind": "status", "bogus": 1}).status_code == 400
     r = http.post(
         "/_sim/faults",

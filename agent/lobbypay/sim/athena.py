@@ -260,6 +260,8 @@ class Fault:
         body = data.get("body")
         if body is not None and not isinstance(body, str):
             raise ValueError("body must be a string")
+        if kind in ("decline_next", "slow", "drop", "echo_error") and endpoint != "collectpayment":
+            raise ValueError(f"{kind} applies to collectpayment only")
         if kind == "slow" and seconds is None:
             raise ValueError("slow needs seconds")
         if kind == "body" and body is None:
