@@ -763,3 +763,84 @@ async def test_untrusted_broker_certificate_is_not_connected(
         ):
             pass
     gc.collect()  # let the leaked socket's warning land here, not in a later test
+
+
+# ---------------------------------------------------------------- against the real agent
+
+
+@pytest.mark.e2e
+async def test_client_and_example_app_against_the_real_agent(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The same calls against `lobbypay run` (athena simulator, serial reader on a pty)."""
+    from tests.e2e.harness import (
+        CANARY_PAN,
+        CANARY_TRACKS,
+        AgentProcess,
+        AthenaSimProcess,
+        PtyReader,
+    )
+
+    sim, reader = AthenaSimProcess(tmp_path), PtyReader()
+    agent: AgentProcess | None = None
+    try:
+        agent = AgentProcess(tmp_path, mosquitto.port, sim.start(), reader.path)
+        agent.start()
+        async with TerminalClient(agent.terminal_id, mosquitto.host, mosquitto.port) as t:
+            async with asyncio.timeout(15):
+                while not ((await t.status(timeout=0.2)) or {}).get("online"):
+                    await asyncio.sleep(0.05)
+            bal = await t.balance("60178", appointment_id="1001")
+            assert {c["reason"] for c in bal["not_collectible"]} <= {
+                "not_clean",
+                "other_provider_group",
+            }
+            claims = [(c["claim_id"], c["balance"]) for c in bal["collectible"]][:1]
+            events = t.events("j-real")
+            start = await t.charge(
+                "j-real", "60178", copay="25.00", claims=claims, appointment_id="1001"
+            )
+            assert start["state"] == "pending"
+            with pytest.raises(CommandError) as busy:
+                await t.charge("j-other", "60178", copay="1.00", appointment_id="1001")
+            assert busy.value.code == "terminal_busy"
+            assert busy.value.reply["active_job_id"] == "j-real"
+            async with asyncio.timeout(15):
+                while (await t.ping())["state"]["job_state"] != "pending":
+                    await asyncio.sleep(0.05)
+                reader.swipe(CANARY_TRACKS)
+                states = [e["state"] async for e in events]
+            assert states[0] == "pending" and states[-1] == "succeeded"
+            final = await t.wait_final("j-real", timeout=1)
+            assert final["card"] == {"brand": "visa", "last4": "1111"}
+            assert (await t.get("j-real"))["seq"] == final["seq"]
+            assert [j["job_id"] for j in await t.list(limit=5)] == ["j-real"]
+            assert agent.terminal_id in await fleet(mosquitto.host, mosquitto.port, timeout=0.5)
+
+            # the example app, a second job: what is still due (the copay is paid now)
+            proc = await _run_example(
+                mosquitto, agent.terminal_id, "--patient", "60178", "--appointment", "1001",
+                "--claims", "all", "--yes", "--job-id", "j-example",
+            )  # fmt: skip
+            async with asyncio.timeout(20):
+                while True:
+                    state = (await t.ping())["state"]
+                    if state["job_id"] == "j-example" and state["job_state"] == "pending":
+                        break
+                    if proc.returncode is not None:
+                        out, err = await proc.communicate()
+                        pytest.fail(f"example app exited early: {out.decode()}{err.decode()}")
+                    await asyncio.sleep(0.05)
+                reader.swipe(CANARY_TRACKS)
+                out, err = await proc.communicate()
+            assert proc.returncode == 0, out.decode() + err.decode()
+            text = out.decode()
+            assert "succeeded" in text and CANARY_PAN not in text
+            assert "expected copay: 0.00" in text and "= 25.50" in text
+        assert agent.terminate() == 0
+    finally:
+        if agent is not None and agent.proc is not None and agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait()
+        reader.close()
+        sim.stop()
