@@ -224,12 +224,19 @@ level = "debug"
 class AppClient:
     """An MQTT client in the role of the check-in app; records every message it sees."""
 
-    def __init__(self, port: int, terminal_id: str) -> None:
+    def __init__(self, port: int, terminal_id: str, *, identifier: str | None = None,
+                 clean_session: bool | None = None) -> None:
         self.port = port
         self.tid = terminal_id
         self.prefix = f"lobbypay/v1/{terminal_id}"
+        #: a fixed identifier with ``clean_session=False`` keeps the app's session (and its
+        #: queued QoS 1 messages) across a disconnect or a broker restart
+        self.identifier = identifier or f"app-{uuid.uuid4().hex[:6]}"
+        self.clean_session = clean_session
         self.seen: list[tuple[str, bytes]] = []
         self.replies: dict[str, dict[str, Any]] = {}
+        #: every reply in arrival order (also those with ``request_id: null``)
+        self.reply_log: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.retained: dict[str, dict[str, Any]] = {}
         self._cond = asyncio.Condition()
@@ -237,7 +244,8 @@ class AppClient:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AppClient:
-        self._client = aiomqtt.Client("127.0.0.1", self.port, identifier=f"app-{uuid.uuid4().hex[:6]}")
+        self._client = aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier,
+                                      clean_session=self.clean_session)
         await self._client.__aenter__()
         await self._client.subscribe(f"{self.prefix}/#", qos=1)
         self._task = asyncio.create_task(self._rx())
@@ -265,6 +273,7 @@ class AppClient:
             async with self._cond:
                 if topic.endswith("/reply") and isinstance(obj, dict):
                     self.replies[str(obj.get("request_id"))] = obj
+                    self.reply_log.append(obj)
                 elif topic.endswith("/events") and isinstance(obj, dict):
                     self.events.append(obj)
                 elif topic.endswith(("/status", "/state")) and isinstance(obj, dict):
@@ -309,6 +318,25 @@ class AppClient:
     def job_events(self, job_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("job_id") == job_id]
 
+    async def send_wait_next(self, payload: bytes | str, timeout: float = 10) -> dict[str, Any]:
+        """Send a raw payload and return the next reply to arrive (for payloads whose reply
+        carries ``request_id: null``). Use it with one command in flight at a time."""
+        before = len(self.reply_log)
+        await self.send_raw(payload)
+        async with asyncio.timeout(timeout), self._cond:
+            await self._cond.wait_for(lambda: len(self.reply_log) > before)
+            return self.reply_log[before]
+
+    def replies_to(self, rid: str) -> list[bytes]:
+        """Every reply payload seen for ``rid``, raw (to compare redeliveries byte for byte)."""
+        out = []
+        for topic, payload in self.seen:
+            if topic.endswith("/reply"):
+                with contextlib.suppress(ValueError):
+                    if json.loads(payload).get("request_id") == rid:
+                        out.append(payload)
+        return out
+
 
 def assert_no_canary(*, agent: AgentProcess, app: AppClient, pans: tuple[str, ...] = (CANARY_PAN,)) -> None:
     """The canary PAN (and its track text) appears in no MQTT message, log line or state file."""
@@ -322,6 +350,28 @@ def assert_no_canary(*, agent: AgentProcess, app: AppClient, pans: tuple[str, ..
     for path, data in agent.files_bytes():
         for n in needles:
             assert n not in data, f"card data in {path}"
+
+
+def validate_all(app: AppClient) -> None:
+    """Every message the agent sent on its topics validates against the shipped schemas."""
+    from lobbypay import schemas
+
+    kinds = {"reply": "reply", "events": "charge.event", "status": "status", "state": "state"}
+    for topic, payload in app.seen:
+        kind = topic.rsplit("/", 1)[1]
+        if kind not in kinds:
+            continue
+        schemas.validate(kinds[kind], json.loads(payload))
+
+
+async def started(agent: AgentProcess, app: AppClient, session: int | None = None,
+                  timeout: float = 15) -> dict[str, Any]:
+    """Start the agent and wait for its retained ``online: true`` (of ``session`` if given)."""
+    agent.start()
+    return await app.wait_retained(
+        "status",
+        lambda s: s.get("online") is True and (session is None or s.get("session") == session),
+        timeout=timeout)
 
 
 async def wait_until(pred: Any, timeout: float = 10, interval: float = 0.05) -> None:
