@@ -1,10 +1,31 @@
-"""The ``lobbypay`` command line.
+"""The ``lobbypay`` command line: the agent itself, and the maintainers' tools.
+
+``lobbypay run`` is the agent (protocol.md section 9). Everything else is for people and
+scripts looking after terminals; each is described in docs/OPERATIONS.md:
+
+==============  =========================================================================
+run             run the agent in the foreground until SIGTERM
+check-config    validate a config file and read its secret files
+doctor          check config, reader, display, broker, athena, clock and state_dir
+jobs            recent jobs from this terminal's journal (read-only)
+status          this terminal's retained ``status`` and ``state``
+fleet           every terminal on a broker, from the retained topics
+balance         ``balance.get`` through the terminal
+charge          ``charge.start`` through the terminal; ``--wait`` prints events to the end
+swipe           a test card into a ``sim`` reader's socket (no hardware needed)
+demo            the whole system on loopback, scripted or ``--interactive``
+==============  =========================================================================
+
+Connection options (``--host``, ``--port``, ``--terminal``, ...) default from ``--config``
+(default /etc/lobbypay/lobbypay.toml), so on a terminal ``lobbypay status`` is enough.
+``--json`` prints machine-readable output instead of tables.
 
 Exit codes scripts can rely on:
 
 ====  =====================================================================
 0     success (``run``: stopped cleanly by SIGTERM/SIGINT)
-1     the check or command failed (``doctor`` found a problem, a charge failed)
+1     the check or command failed (``doctor`` found a problem, a charge failed,
+      the agent answered ``ok: false``, the terminal is offline)
 2     invalid configuration or usage (the message names the key)
 3     could not reach the broker / terminal (no reply in time)
 ====  =====================================================================
@@ -14,16 +35,140 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import re
+import socket
+import sqlite3
+import ssl
+import stat
 import sys
+import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import quote
 
 from lobbypay import __version__
 
+if TYPE_CHECKING:
+    from lobbypay.client import TerminalClient
+    from lobbypay.core.config import Config
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_CONFIG = "/etc/lobbypay/lobbypay.toml"
+#: The journal's file name inside state_dir (shell/journal.py DB_NAME).
+JOURNAL_FILE = "journal.sqlite3"
+#: Seconds a command waits for the terminal's reply (balance and charge.start wait for
+#: athena reads, which the agent bounds by athena.timeout_s, 20 s by default).
+REPLY_TIMEOUT_S = 30.0
+#: A clock this far from athena's is wrong enough to warn / to fail (receipt matching
+#: after an unknown outcome compares times; tokens and TLS need a sane clock).
+CLOCK_WARN_S, CLOCK_FAIL_S = 60.0, 300.0
+#: Earliest plausible year: a Pi without RTC or network boots in 1970 or at its build date.
+CLOCK_MIN_YEAR = 2024
+
+# ---------------------------------------------------------------- test cards
+#
+# Well-known public test numbers only (Visa's 4111 1111 1111 1111 and the 4000 0000 0000
+# 0002 "decline" number). The simulator declines PANs ending 0002. Expiry 30/12 is in the
+# future, 20/01 in the past.
+
+TEST_CARDS: dict[str, tuple[str, str]] = {
+    "visa": (
+        "%B4111111111111111^TEST/LOBBYPAY^3012101000000000000000?"
+        ";4111111111111111=30121010000000000000?",
+        "Visa test card ending 1111 (approved)",
+    ),
+    "decline": (
+        "%B4000000000000002^TEST/LOBBYPAY^3012101000000000000000?"
+        ";4000000000000002=30121010000000000000?",
+        "Visa test card ending 0002 (declined)",
+    ),
+    "expired": (
+        "%B4111111111111111^TEST/LOBBYPAY^2001101000000000000000?"
+        ";4111111111111111=20011010000000000000?",
+        "Visa test card ending 1111, expired 01/20",
+    ),
+    # What a reader sends when it could not read either track.
+    "bad": ("%E?;E?", "a bad swipe (the reader could not read the stripe)"),
+}
 
 
-def _load(path: str, *, read_secrets: bool = True):  # type: ignore[no-untyped-def]
+# ---------------------------------------------------------------- output
+
+
+_COLOURS = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33",
+            "blue": "34", "cyan": "36"}
+
+
+class Style:
+    """ANSI colours when writing to a terminal (and NO_COLOR is unset), plain otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    @classmethod
+    def for_stream(cls, stream: TextIO, force_off: bool = False) -> Style:
+        isatty = getattr(stream, "isatty", lambda: False)
+        on = (not force_off and bool(isatty()) and "NO_COLOR" not in os.environ
+              and os.environ.get("TERM") != "dumb")
+        return cls(on)
+
+    def __call__(self, name: str, text: str) -> str:
+        if not self.enabled or not name:
+            return text
+        codes = ";".join(_COLOURS[n] for n in name.split("+"))
+        return f"\033[{codes}m{text}\033[0m"
+
+
+#: A table cell: plain text, or (text, style name) such as ("PASS", "green").
+Cell = str | tuple[str, str]
+
+RESULT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red+bold", "succeeded": "green",
+                "declined": "red", "failed": "red", "expired": "yellow",
+                "canceled": "yellow", "unknown": "yellow", "online": "green",
+                "offline": "red"}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], style: Style,
+          indent: str = "  ") -> str:
+    """Left-aligned columns sized to their longest cell (colour does not count)."""
+    def text(c: Cell) -> str:
+        return c[0] if isinstance(c, tuple) else c
+
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(text(c)))
+    lines = [indent + "  ".join(style("bold", h.ljust(widths[i]))
+                                for i, h in enumerate(headers)).rstrip()]
+    for row in rows:
+        cells = []
+        for i, c in enumerate(row):
+            padded = text(c).ljust(widths[i])
+            cells.append(style(c[1], padded) if isinstance(c, tuple) else padded)
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def fail(message: str, code: int) -> int:
+    print(f"lobbypay: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- config and connections
+
+
+def _load(path: str, *, read_secrets: bool = True) -> Config:
     from lobbypay.core.config import ConfigError
     from lobbypay.shell.loadconf import load_config
 
@@ -34,35 +179,762 @@ def _load(path: str, *, read_secrets: bool = True):  # type: ignore[no-untyped-d
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or DEFAULT_CONFIG)
+
+
+def _optional_config(args: argparse.Namespace) -> Config | None:
+    """The config without its athena secret (a maintainer may not be allowed to read it).
+
+    A missing *default* config is fine when the connection options are given; a config
+    named with --config must exist and be valid.
+    """
+    path = _config_path(args)
+    if args.config is None and not os.path.exists(path):
+        return None
+    return _load(path, read_secrets=False)
+
+
+@dataclass
+class Connection:
+    terminal_id: str | None
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = None
+    protocol: str = "5"
+    config: Config | None = None
+
+    def client(self) -> TerminalClient:
+        from lobbypay.client import TerminalClient
+
+        assert self.terminal_id is not None
+        return TerminalClient(
+            self.terminal_id, self.host, self.port, username=self.username,
+            password=self.password, tls=self.tls, protocol=self.protocol,
+            client_id=f"lobbypay-cli-{uuid.uuid4().hex[:12]}",
+        )
+
+
+def _tls_context(ca_file: str | None, certfile: str | None, keyfile: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _connection(args: argparse.Namespace, *, need_terminal: bool = True) -> Connection:
+    """Broker and terminal from the command line, falling back to the config file."""
+    from lobbypay.core.config import ConfigError
+
+    cfg = _optional_config(args)
+    m = cfg.mqtt if cfg else None
+    host = args.host or (m.host if m else "127.0.0.1")
+    port = args.port or (m.port if m else 1883)
+    tid = args.terminal or (cfg.terminal.id if cfg else None)
+    if need_terminal and not tid:
+        raise SystemExit(fail(
+            f"no terminal: {_config_path(args)} does not exist; pass --config or --terminal",
+            EXIT_CONFIG))
+    username = args.username or (m.username if m else None)
+    password: str | None = None
+    password_file = args.password_file or (m.password_file if m else None)
+    if password_file:
+        from lobbypay.shell.loadconf import _read_secret
+
+        try:
+            password = _read_secret(password_file, "mqtt.password_file")
+        except ConfigError as exc:
+            raise SystemExit(fail(str(exc), EXIT_CONFIG)) from None
+    use_tls = bool(args.tls or (m.tls if m else False))
+    tls = None
+    if use_tls:
+        ca = args.ca_file or (m.ca_file if m else None)
+        try:
+            tls = _tls_context(ca, m.certfile if m else None, m.keyfile if m else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SystemExit(fail(f"TLS files: {exc}", EXIT_CONFIG)) from None
+    return Connection(tid, host, port, username, password, tls, m.protocol if m else "5", cfg)
+
+
+def _unreachable(conn: Connection, exc: BaseException) -> int:
+    what = "no reply from the terminal in time" if isinstance(exc, TimeoutError) else str(exc)
+    return fail(f"{conn.host}:{conn.port}: {what}", EXIT_UNREACHABLE)
+
+
+# ---------------------------------------------------------------- run, check-config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lobbypay.app import run_agent
 
-    cfg = _load(args.config)
+    cfg = _load(_config_path(args))
     return asyncio.run(run_agent(cfg))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    print(f"{args.config}: ok (terminal {cfg.terminal.id}, department {cfg.terminal.department_id}, "
-          f"reader {cfg.reader.driver}, display {cfg.display.driver}, "
-          f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+    path = _config_path(args)
+    cfg = _load(path)
+    if args.json:
+        print_json({"ok": True, "config": path, "terminal": cfg.terminal.id,
+                    "department_id": cfg.terminal.department_id,
+                    "reader": cfg.reader.driver, "display": cfg.display.driver,
+                    "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}"})
+    else:
+        print(f"{path}: ok (terminal {cfg.terminal.id}, department {cfg.terminal.department_id}, "
+              f"reader {cfg.reader.driver}, display {cfg.display.driver}, "
+              f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- doctor
+
+
+@dataclass
+class Check:
+    name: str
+    result: str  # PASS | WARN | FAIL
+    detail: str
+    hint: str = ""
+
+
+def _check_device(kind: str, path: str | None, mode: int, hint: str) -> Check:
+    if not path:
+        return Check(kind, "FAIL", "no path configured", f"set {kind}.path")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Check(kind, "FAIL", f"{path} does not exist", hint)
+    except OSError as exc:
+        return Check(kind, "FAIL", f"{path}: {exc.strerror}", hint)
+    if not stat.S_ISCHR(st.st_mode):
+        return Check(kind, "FAIL", f"{path} is not a character device", hint)
+    if not os.access(path, mode):
+        verb = "readable" if mode == os.R_OK else "writable"
+        return Check(kind, "FAIL", f"{path} is not {verb} by this user",
+                     "install config/udev/70-lobbypay.rules and run doctor as the lobbypay "
+                     "user (sudo -u lobbypay lobbypay doctor)")
+    return Check(kind, "PASS", f"{path} present")
+
+
+def _doctor_reader(cfg: Config) -> Check:
+    r = cfg.reader
+    if r.driver == "sim":
+        from lobbypay.app import sim_reader_socket
+
+        path = sim_reader_socket(cfg)
+        parent = os.path.dirname(path) or "."
+        if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+            return Check("reader", "PASS", f"sim reader socket {path} present (agent listening)")
+        if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+            return Check("reader", "PASS", f"sim reader: {parent} writable for the socket")
+        if not os.path.exists(parent):
+            return Check("reader", "WARN", f"sim reader: {parent} does not exist yet",
+                         "the agent creates state_dir at start")
+        return Check("reader", "FAIL", f"sim reader: {parent} is not writable",
+                     "point reader.path to a directory the agent's user owns")
+    return _check_device("reader", r.path, os.R_OK,
+                         "plug the reader in; ls -l /dev/lobbypay-reader /dev/serial/by-id "
+                         "/dev/input/by-id; check reader.path")
+
+
+def _doctor_display(cfg: Config) -> Check:
+    d = cfg.display
+    if d.driver == "none":
+        return Check("display", "WARN", "no display configured (display.driver = none)",
+                     "set display.driver and display.path if the terminal has a display")
+    if d.driver == "console":
+        return Check("display", "PASS", "console display (draws on the agent's stdout)")
+    return _check_device("display", d.path, os.W_OK,
+                         "plug the display in; ls -l /dev/lobbypay-display /dev/serial/by-id; "
+                         "check display.path")
+
+
+def _doctor_state_dir(cfg: Config) -> Check:
+    d = cfg.terminal.state_dir
+    if os.path.isdir(d):
+        if os.access(d, os.W_OK | os.X_OK):
+            journal = os.path.join(d, JOURNAL_FILE)
+            extra = " (journal present)" if os.path.exists(journal) else " (no journal yet)"
+            return Check("state_dir", "PASS", f"{d} writable{extra}")
+        return Check("state_dir", "FAIL", f"{d} is not writable by this user",
+                     "chown -R lobbypay: the directory, or run doctor as the lobbypay user")
+    parent = os.path.dirname(os.path.abspath(d))
+    if os.access(parent, os.W_OK | os.X_OK):
+        return Check("state_dir", "WARN", f"{d} does not exist yet (the agent creates it)",
+                     "under systemd StateDirectory=lobbypay creates it")
+    return Check("state_dir", "FAIL", f"{d} does not exist and {parent} is not writable",
+                 "create it: install -d -o lobbypay -m 0700 " + d)
+
+
+def _doctor_clock(now: datetime, athena_date: datetime | None) -> Check:
+    hint = "enable time sync: timedatectl set-ntp true; check systemd-timesyncd"
+    if now.year < CLOCK_MIN_YEAR:
+        return Check("clock", "FAIL", f"system clock says {now:%Y-%m-%d}", hint)
+    if athena_date is None:
+        return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z (athena's clock not reachable "
+                     "to compare)", hint)
+    skew = (now - athena_date).total_seconds()
+    detail = f"{skew:+.0f} s from athena's clock"
+    if abs(skew) >= CLOCK_FAIL_S:
+        return Check("clock", "FAIL", detail, hint)
+    if abs(skew) >= CLOCK_WARN_S:
+        return Check("clock", "WARN", detail, hint)
+    return Check("clock", "PASS", detail)
+
+
+async def _doctor_broker(conn: Connection) -> Check:
+    from lobbypay.client import ClientError
+
+    where = f"{conn.host}:{conn.port}" + (" (TLS)" if conn.tls else "")
+    hint = ("check mqtt.host/port, the broker's listener and firewall, mqtt.username/"
+            "password_file and the TLS files (mosquitto_sub -h HOST -p PORT -t '#' -C 1)")
+    try:
+        async with conn.client() as term:
+            status = await term.status(timeout=1.0)
+    except (ClientError, OSError, TimeoutError) as exc:
+        return Check("broker", "FAIL", f"{where}: {exc}", hint)
+    if status is None:
+        return Check("broker", "WARN", f"{where} reachable; no status from this terminal yet",
+                     "start the agent: systemctl start lobbypay")
+    online = "online" if status.get("online") else "offline"
+    return Check("broker", "PASS",
+                 f"{where} reachable; agent {online} (session {status.get('session')})")
+
+
+async def _athena_date(base_url: str, timeout_s: float) -> datetime | None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            resp = await http.get(base_url + "/")
+    except httpx.HTTPError:
+        return None
+    header = resp.headers.get("date")
+    if not header:
+        return None
+    try:
+        return parsedate_to_datetime(header).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _doctor_athena(cfg: Config) -> Check:
+    from lobbypay.core.athena import AthenaAuthError, AthenaError, AthenaThrottled
+    from lobbypay.shell.athena import AthenaClient
+
+    a = cfg.athena
+    assert a.client_secret is not None
+    try:
+        async with AthenaClient(a.base_url, a.practice_id, a.client_id, a.client_secret,
+                                timeout_s=min(a.timeout_s, 10.0), rate_limit_rps=None,
+                                scope=a.token_scope) as athena:
+            ok = await athena.ping()
+    except AthenaAuthError as exc:
+        return Check("athena", "FAIL", f"credentials refused: {exc.message}",
+                     "check athena.client_id and the client secret file; is the app enabled "
+                     "for this practice?")
+    except AthenaThrottled as exc:
+        return Check("athena", "WARN", f"throttled: {exc.message}",
+                     "athena rate-limits per app; lower athena.rate_limit_rps or wait")
+    except AthenaError as exc:
+        return Check("athena", "FAIL", f"{a.base_url}: {exc.message}",
+                     "check athena.base_url, DNS and the outbound firewall (443)")
+    if not ok:
+        return Check("athena", "FAIL", "token ok, but /ping did not answer pong",
+                     "check athena.practice_id")
+    return Check("athena", "PASS", f"token and ping ok ({a.base_url}, practice {a.practice_id})")
+
+
+async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
+    from lobbypay.core.config import ConfigError
+    from lobbypay.shell.loadconf import load_config
+
+    path = _config_path(args)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        checks.append(Check("config", "FAIL", f"{path}: {exc}",
+                            "fix the key named; see config/lobbypay.example.toml"))
+        checks.append(_doctor_clock(datetime.now(UTC), None))
+        return
+    checks.append(Check("config", "PASS", f"{path} (terminal {cfg.terminal.id})"))
+    checks.append(_doctor_reader(cfg))
+    checks.append(_doctor_display(cfg))
+    conn = _connection(args)
+    checks.append(await _doctor_broker(conn))
+    checks.append(await _doctor_athena(cfg))
+    athena_date = await _athena_date(cfg.athena.base_url, min(cfg.athena.timeout_s, 10.0))
+    checks.append(_doctor_clock(datetime.now(UTC), athena_date))
+    checks.append(_doctor_state_dir(cfg))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks: list[Check] = []
+    asyncio.run(_doctor_async(args, checks))
+    failed = any(c.result == "FAIL" for c in checks)
+    if args.json:
+        print_json({"ok": not failed, "checks": [c.__dict__ for c in checks]})
+    else:
+        st = Style.for_stream(sys.stdout, args.no_color)
+        rows: list[list[Cell]] = [[c.name, (c.result, RESULT_STYLE[c.result]), c.detail]
+                                  for c in checks]
+        print(table(["CHECK", "RESULT", "DETAIL"], rows, st))
+        hints = [c for c in checks if c.result != "PASS" and c.hint]
+        if hints:
+            print()
+            for c in hints:
+                print(f"  {st('bold', c.name)}: {c.hint}")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- jobs (journal)
+
+
+def read_journal_jobs(state_dir: str, limit: int) -> list[dict[str, Any]]:
+    """Latest event of the newest ``limit`` jobs, read-only.
+
+    Opens the SQLite file so that nothing is created or changed: with ``mode=ro`` while the
+    agent runs (its -wal/-shm files exist), ``immutable=1`` when it does not (so a root
+    shell never leaves root-owned -wal/-shm files the agent could not open). Raises
+    FileNotFoundError when there is no journal.
+    """
+    path = Path(state_dir) / JOURNAL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "immutable=1"
+    conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT event, created_at FROM jobs ORDER BY created_order DESC LIMIT ?",
+            (int(limit),),
+        ).fetchall()
+    finally:
+        conn.close()
+    out = []
+    for event_text, created_at in rows:
+        event = json.loads(event_text)
+        event["created_at"] = created_at
+        out.append(event)
+    return out
+
+
+def job_summary(event: dict[str, Any]) -> dict[str, Any]:
+    card = event.get("card") or {}
+    err = event.get("error") or {}
+    return {
+        "job_id": event.get("job_id"),
+        "state": event.get("state"),
+        "total": (event.get("amounts") or {}).get("total"),
+        "card": f"{card.get('brand')} {card.get('last4')}" if card else None,
+        "at": event.get("at"),
+        "epayment_id": event.get("epayment_id"),
+        "error": err.get("code") if err else None,
+    }
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    cfg = _load(_config_path(args), read_secrets=False)
+    state_dir = args.state_dir or cfg.terminal.state_dir
+    try:
+        events = read_journal_jobs(state_dir, args.limit)
+    except FileNotFoundError:
+        return fail(f"no journal in {state_dir} (has the agent run here?)", EXIT_FAIL)
+    except (sqlite3.Error, OSError) as exc:
+        return fail(f"cannot read the journal in {state_dir}: {exc} "
+                    "(run as root or the lobbypay user)", EXIT_FAIL)
+    jobs = [job_summary(e) for e in events]
+    if args.json:
+        print_json({"jobs": jobs})
+        return EXIT_OK
+    if not jobs:
+        print("no jobs yet")
+        return EXIT_OK
+    st = Style.for_stream(sys.stdout, args.no_color)
+    rows: list[list[Cell]] = [
+        [j["job_id"] or "", (j["state"] or "", RESULT_STYLE.get(j["state"] or "", "")),
+         j["total"] or "", j["card"] or "", j["at"] or "", j["error"] or ""]
+        for j in jobs
+    ]
+    print(table(["JOB", "STATE", "TOTAL", "CARD", "TIME", "ERROR"], rows, st))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- status, fleet
+
+
+def _screen_box(lines: Sequence[str], indent: str = "  ") -> str:
+    width = max((len(x) for x in lines), default=0)
+    edge = indent + "+" + "-" * width + "+"
+    return "\n".join([edge, *(f"{indent}|{x.ljust(width)}|" for x in lines), edge])
+
+
+async def _status_async(conn: Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    async with conn.client() as term:
+        return await term.status(timeout=1.5), await term.state(timeout=1.0)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lobbypay.client import ClientError
+
+    conn = _connection(args)
+    try:
+        status, state = asyncio.run(_status_async(conn))
+    except (ClientError, OSError) as exc:
+        return _unreachable(conn, exc)
+    online = bool(status and status.get("online"))
+    if args.json:
+        print_json({"terminal": conn.terminal_id, "status": status, "state": state})
+        return EXIT_OK if online else EXIT_FAIL
+    st = Style.for_stream(sys.stdout, args.no_color)
+    if status is None:
+        print(f"terminal {conn.terminal_id}: never seen on {conn.host}:{conn.port} "
+              "(no retained status)")
+        return EXIT_FAIL
+    word = "online" if online else "offline"
+    print(f"terminal {st('bold', str(conn.terminal_id))}: {st(RESULT_STYLE[word], word)}, "
+          f"session {status.get('session')}, since {status.get('since')}, "
+          f"version {status.get('version')}")
+    if state:
+        r, d, a = state.get("reader") or {}, state.get("display") or {}, state.get("athena") or {}
+        rows: list[list[Cell]] = [
+            ["job", f"{state.get('job_id') or '-'} ({state.get('job_state')})"],
+            ["reader", f"{r.get('driver')} {'connected' if r.get('connected') else 'NOT connected'}"],
+            ["display",
+             f"{d.get('driver')} {'connected' if d.get('connected') else 'NOT connected'}"],
+            ["athena", f"last ok {a.get('last_ok_at') or '-'}; last error "
+                       f"{a.get('last_error') or '-'}"],
+            ["outbox", f"{state.get('outbox')} event(s) not yet acknowledged by the broker"],
+        ]
+        print(table(["", ""], rows, st))
+        print(_screen_box([str(x) for x in state.get("screen") or []]))
+    return EXIT_OK if online else EXIT_FAIL
+
+
+def fleet_rows(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for tid in sorted(found):
+        status = found[tid].get("status") or {}
+        state = found[tid].get("state") or {}
+        reader = state.get("reader") or {}
+        athena = state.get("athena") or {}
+        rows.append({
+            "terminal": tid,
+            "online": bool(status.get("online")),
+            "session": status.get("session"),
+            "since": status.get("since"),
+            "version": status.get("version"),
+            "job_id": state.get("job_id"),
+            "job_state": state.get("job_state"),
+            "reader": (f"{reader.get('driver')} "
+                       f"{'ok' if reader.get('connected') else 'disconnected'}") if reader else None,
+            "outbox": state.get("outbox"),
+            "last_error": athena.get("last_error"),
+        })
+    return rows
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from lobbypay.client import ClientError, fleet
+
+    conn = _connection(args, need_terminal=False)
+    try:
+        found = asyncio.run(fleet(conn.host, conn.port, username=conn.username,
+                                  password=conn.password, tls=conn.tls,
+                                  protocol=conn.protocol, timeout=args.wait))
+    except (ClientError, OSError) as exc:
+        return _unreachable(conn, exc)
+    rows = fleet_rows(found)
+    if args.json:
+        print_json({"broker": f"{conn.host}:{conn.port}", "terminals": rows})
+        return EXIT_OK
+    if not rows:
+        print(f"no terminals on {conn.host}:{conn.port}")
+        return EXIT_OK
+    st = Style.for_stream(sys.stdout, args.no_color)
+    cells: list[list[Cell]] = []
+    for r in rows:
+        word = "online" if r["online"] else "offline"
+        cells.append([r["terminal"], (word, RESULT_STYLE[word]), str(r["session"] or "-"),
+                      f"{r['job_id'] or '-'} {r['job_state'] or ''}".strip(),
+                      r["reader"] or "-", str(r["outbox"] if r["outbox"] is not None else "-"),
+                      r["last_error"] or "-"])
+    print(table(["TERMINAL", "STATUS", "SESSION", "JOB", "READER", "OUTBOX", "LAST ERROR"],
+                cells, st))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- balance, charge
+
+
+def balance_tables(bal: dict[str, Any], st: Style) -> str:
+    out = [f"  patient {bal.get('patient_id')}, department {bal.get('department_id')}, "
+           f"provider group {bal.get('provider_group_id') or '-'}", ""]
+    coll = bal.get("collectible") or []
+    out.append(st("bold", "  Collectible here"))
+    if coll:
+        out.append(table(["CLAIM", "SERVICE DATE", "BALANCE"],
+                         [[c["claim_id"], c.get("service_date") or "", c["balance"]]
+                          for c in coll], st, indent="    "))
+    else:
+        out.append("    (none)")
+    out.append(f"    total {st('bold', str(bal.get('collectible_total')))}")
+    nc = bal.get("not_collectible") or []
+    out.append(st("bold", "  Not collectible at this terminal (ask the front desk)"))
+    if nc:
+        out.append(table(["CLAIM", "BALANCE", "REASON"],
+                         [[c["claim_id"], c["balance"], (c["reason"], "yellow")] for c in nc],
+                         st, indent="    "))
+    else:
+        out.append("    (none)")
+    copay = bal.get("copay")
+    if copay:
+        out.append(f"  {st('bold', 'Copay')} expected {copay.get('expected')}")
+    return "\n".join(out)
+
+
+def event_line(ev: dict[str, Any], st: Style) -> str:
+    state = str(ev.get("state"))
+    parts = [f"#{ev.get('seq')}", st(RESULT_STYLE.get(state, "cyan"), state.ljust(10))]
+    amounts = ev.get("amounts") or {}
+    if amounts.get("total"):
+        parts.append(f"total {amounts['total']}")
+    card = ev.get("card")
+    if card:
+        parts.append(f"card {card.get('brand')} ...{card.get('last4')}")
+    if ev.get("epayment_id"):
+        parts.append(f"epayment {ev['epayment_id']}")
+    err = ev.get("error")
+    if err:
+        parts.append(st("red", f"{err.get('code')}: {err.get('message')}"))
+    if ev.get("final"):
+        parts.append(st("dim", "(final)"))
+    return "  " + "  ".join(parts)
+
+
+async def _balance_async(conn: Connection, args: argparse.Namespace) -> dict[str, Any]:
+    async with conn.client() as term:
+        return await term.balance(args.patient, args.department, args.appointment,
+                                  timeout=REPLY_TIMEOUT_S)
+
+
+def _command_error(exc: Any, as_json: bool) -> int:
+    if as_json:
+        print_json(exc.reply)
+    print(f"lobbypay: the terminal said {exc.code}: {exc.message}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from lobbypay.client import ClientError, CommandError
+
+    conn = _connection(args)
+    try:
+        bal = asyncio.run(_balance_async(conn, args))
+    except CommandError as exc:
+        return _command_error(exc, args.json)
+    except (ValueError, TypeError) as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    except (ClientError, OSError, TimeoutError) as exc:
+        return _unreachable(conn, exc)
+    if args.json:
+        print_json(bal)
+    else:
+        print(balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
+    return EXIT_OK
+
+
+_CLAIM_RE = re.compile(r"\A([^=\s]+)=(\S+)\Z")
+
+
+def parse_claims(values: Sequence[str]) -> list[tuple[str, str]]:
+    claims = []
+    for v in values:
+        m = _CLAIM_RE.match(v)
+        if not m:
+            raise ValueError(f"--claim {v!r}: use CLAIM_ID=AMOUNT, e.g. 5569=40.00")
+        claims.append((m.group(1), m.group(2)))
+    return claims
+
+
+async def _charge_async(conn: Connection, args: argparse.Namespace,
+                        claims: list[tuple[str, str]]) -> int:
+    st = Style.for_stream(sys.stdout, args.no_color)
+    async with conn.client() as term:
+        events = term.events(args.job_id)
+        reply = await term.charge(
+            args.job_id, args.patient, copay=args.copay, claims=claims,
+            appointment_id=args.appointment, department_id=args.department,
+            allow_duplicate=args.allow_duplicate, deadline_s=args.deadline,
+            timeout=REPLY_TIMEOUT_S)
+        if args.json:
+            print(json.dumps(reply), flush=True)
+        else:
+            print(f"job {args.job_id}: started ({reply.get('state')})", flush=True)
+        if not args.wait:
+            await events.aclose()
+            return EXIT_OK
+        final: dict[str, Any] | None = None
+        async with asyncio.timeout(args.timeout):
+            async for ev in events:
+                print(json.dumps(ev) if args.json else event_line(ev, st), flush=True)
+                if ev.get("final"):
+                    final = ev
+        return EXIT_OK if final is not None and final.get("state") == "succeeded" else EXIT_FAIL
+
+
+def cmd_charge(args: argparse.Namespace) -> int:
+    from lobbypay.client import ClientError, CommandError
+
+    try:
+        claims = parse_claims(args.claim or [])
+    except ValueError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    args.job_id = args.job_id or f"cli-{uuid.uuid4().hex[:12]}"
+    conn = _connection(args)
+    try:
+        return asyncio.run(_charge_async(conn, args, claims))
+    except CommandError as exc:
+        return _command_error(exc, args.json)
+    except (ValueError, TypeError) as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    except TimeoutError:
+        return fail(f"job {args.job_id}: no final event within {args.timeout:g} s",
+                    EXIT_UNREACHABLE)
+    except (ClientError, OSError) as exc:
+        return _unreachable(conn, exc)
+
+
+# ---------------------------------------------------------------- swipe
+
+
+def cmd_swipe(args: argparse.Namespace) -> int:
+    from lobbypay_hw.reader_sim import SimReaderError, send_swipe
+
+    path = args.socket
+    if not path:
+        cfg = _load(_config_path(args), read_secrets=False)
+        if cfg.reader.driver != "sim":
+            return fail(f"reader.driver is {cfg.reader.driver!r}, not 'sim': swipe a real card, "
+                        "or pass --socket", EXIT_CONFIG)
+        from lobbypay.app import sim_reader_socket
+
+        path = sim_reader_socket(cfg)
+    raw, label = TEST_CARDS[args.test_card]
+    try:
+        send_swipe(path, raw.encode("ascii"))
+    except SimReaderError as exc:
+        return fail(str(exc), EXIT_UNREACHABLE)
+    if args.json:
+        print_json({"ok": True, "socket": path, "card": args.test_card})
+    else:
+        print(f"swiped {label} into {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lobbypay.demo import run_demo
+
+    return run_demo(interactive=args.interactive, no_color=args.no_color,
+                    workdir=args.workdir)
+
+
+# ---------------------------------------------------------------- parser
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "run": ("run the agent in the foreground until SIGTERM", cmd_run),
     "check-config": ("validate a config file (and read its secret files)", cmd_check_config),
+    "doctor": ("check config, reader, display, broker, athena, clock and state_dir",
+               cmd_doctor),
+    "jobs": ("recent jobs from this terminal's journal", cmd_jobs),
+    "status": ("this terminal's retained status and state", cmd_status),
+    "fleet": ("every terminal on a broker", cmd_fleet),
+    "balance": ("a patient's balances, read through the terminal", cmd_balance),
+    "charge": ("start a charge on the terminal (for testing); --wait follows it", cmd_charge),
+    "swipe": ("swipe a test card into a sim reader (no hardware needed)", cmd_swipe),
+    "demo": ("run the whole system on loopback and walk through a charge", cmd_demo),
 }
 
 
+def _connection_options(sp: argparse.ArgumentParser, *, terminal: bool = True) -> None:
+    g = sp.add_argument_group("connection (defaults from --config)")
+    g.add_argument("--host", help="broker host")
+    g.add_argument("--port", type=int, help="broker port")
+    if terminal:
+        g.add_argument("--terminal", "-t", help="terminal id")
+    else:
+        g.set_defaults(terminal=None)
+    g.add_argument("--username", help="broker user name")
+    g.add_argument("--password-file", help="file holding the broker password")
+    g.add_argument("--tls", action="store_true", help="connect with TLS")
+    g.add_argument("--ca-file", help="CA certificate for the broker (TLS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lobbypay", description="lobby card-terminal agent")
+    p = argparse.ArgumentParser(
+        prog="lobbypay", description="lobby card-terminal agent and its maintenance tools",
+        epilog="exit codes: 0 ok, 1 failed, 2 bad config or usage, 3 broker/terminal "
+               "unreachable")
     p.add_argument("--version", action="version", version=f"lobbypay {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
     for name, (help_text, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+        sp.add_argument("--config", "-c", default=None,
                         help=f"config file (default {DEFAULT_CONFIG})")
+        if name not in ("run", "demo"):
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name != "run":
+            sp.add_argument("--no-color", action="store_true", help="no colours")
+        parsers[name] = sp
+
+    _connection_options(parsers["doctor"])
+    parsers["jobs"].add_argument("--limit", type=int, default=20,
+                                 help="how many jobs, newest first (default 20)")
+    parsers["jobs"].add_argument("--state-dir", help="read this state_dir instead")
+    _connection_options(parsers["status"])
+    _connection_options(parsers["fleet"], terminal=False)
+    parsers["fleet"].add_argument("--wait", type=float, default=2.0,
+                                  help="seconds to collect retained messages (default 2)")
+
+    b = parsers["balance"]
+    b.add_argument("patient", help="athena patient id")
+    b.add_argument("--department", help="department id (default: the terminal's)")
+    b.add_argument("--appointment", help="appointment id (adds the expected copay)")
+    _connection_options(b)
+
+    c = parsers["charge"]
+    c.add_argument("--job-id", help="idempotency key (default: a new cli-... id)")
+    c.add_argument("--patient", required=True, help="athena patient id")
+    c.add_argument("--copay", default="0.00", help='copay, e.g. "25.00" (needs --appointment)')
+    c.add_argument("--appointment", help="appointment id")
+    c.add_argument("--department", help="department id (default: the terminal's)")
+    c.add_argument("--claim", action="append", metavar="ID=AMOUNT",
+                   help="a claim to pay, e.g. 5569=40.00 (repeatable)")
+    c.add_argument("--allow-duplicate", action="store_true",
+                   help="let athena accept a repeat of the same total")
+    c.add_argument("--deadline", type=int, help="seconds to wait for a card (10-300)")
+    c.add_argument("--wait", action="store_true", help="print events until the final one")
+    c.add_argument("--timeout", type=float, default=600.0,
+                   help="with --wait: give up after this many seconds (default 600)")
+    _connection_options(c)
+
+    s = parsers["swipe"]
+    s.add_argument("--test-card", required=True, choices=sorted(TEST_CARDS),
+                   help="visa (approved), decline (ends 0002), expired, bad (unreadable)")
+    s.add_argument("--socket", help="the sim reader's socket (default from --config)")
+
+    d = parsers["demo"]
+    d.add_argument("--interactive", "-i", action="store_true",
+                   help="a prompt to start charges and swipe test cards yourself")
+    d.add_argument("--workdir", help="keep the demo's files (configs, logs) in this "
+                                     "directory instead of a temporary one")
     return p
 
 
@@ -72,7 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return fn(args)
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_OK if args.command == "run" else 130
 
 
 if __name__ == "__main__":  # pragma: no cover
