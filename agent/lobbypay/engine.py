@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -83,6 +84,40 @@ RECONCILE_RETRY_MIN_S = 5.0
 RECONCILE_RETRY_MAX_S = 300.0
 #: Settled reads that must find nothing before a job ends ``failed``/``not_charged``.
 RECONCILE_SETTLED_READS = 2
+#: The reconcile waits above are for the default ``reconcile_settle_s`` (this value). A
+#: shorter settle time scales every one of them down in proportion (never below
+#: ``RECONCILE_MIN_WAIT_S``); a longer one keeps them as they are. So a site (or a test)
+#: that sets ``reconcile_settle_s = 1`` gets its verdict in about a second, not a minute.
+RECONCILE_REFERENCE_SETTLE_S = 120.0
+RECONCILE_MIN_WAIT_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileTiming:
+    """The reconcile waits for one ``reconcile_settle_s`` (see ``reconcile_timing``)."""
+
+    first_read_s: float
+    poll_s: float
+    confirm_gap_s: float
+    retry_min_s: float
+    retry_max_s: float
+
+
+def reconcile_timing(settle_s: float) -> ReconcileTiming:
+    """The module's reconcile constants scaled by ``settle_s / 120`` (at most 1), each at
+    least ``RECONCILE_MIN_WAIT_S``. ``reconcile_timing(120)`` is the constants unchanged."""
+    f = min(1.0, max(0.0, float(settle_s)) / RECONCILE_REFERENCE_SETTLE_S)
+
+    def scaled(base: float) -> float:
+        return max(RECONCILE_MIN_WAIT_S, base * f)
+
+    return ReconcileTiming(
+        first_read_s=scaled(RECONCILE_FIRST_READ_S),
+        poll_s=scaled(RECONCILE_POLL_S),
+        confirm_gap_s=scaled(RECONCILE_CONFIRM_GAP_S),
+        retry_min_s=scaled(RECONCILE_RETRY_MIN_S),
+        retry_max_s=scaled(RECONCILE_RETRY_MAX_S),
+    )
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -125,6 +160,7 @@ class Engine:
         self._department_id = department_id
         self._max_charge = max_charge
         self._settle_s = float(reconcile_settle_s)
+        self._rt = reconcile_timing(self._settle_s)
         self._athena_timeout_s = float(athena_timeout_s)
         self._athena = athena
         self._journal = journal
@@ -462,8 +498,9 @@ class Engine:
     async def _reconcile(self, job: Job) -> None:
         assert job.submitted_at is not None and job.card_last4 is not None
         settle_at = job.submitted_at + timedelta(seconds=self._settle_s)
-        backoff = RECONCILE_RETRY_MIN_S
-        first_wait = RECONCILE_FIRST_READ_S - (self._clock.now() - job.updated_at).total_seconds()
+        rt = self._rt
+        backoff = rt.retry_min_s
+        first_wait = rt.first_read_s - (self._clock.now() - job.updated_at).total_seconds()
         if first_wait > 0:
             await self._sleep_for(first_wait)
         while True:
@@ -477,10 +514,10 @@ class Engine:
                 log.warning("job %s: receipts read failed (%s); retrying in %.0f s",
                             job.job_id, _safe(msg), backoff)
                 await self._sleep_for(backoff)
-                backoff = min(backoff * 2, RECONCILE_RETRY_MAX_S)
+                backoff = min(backoff * 2, rt.retry_max_s)
                 continue
             self._athena_ok()
-            backoff = RECONCILE_RETRY_MIN_S
+            backoff = rt.retry_min_s
             found = match_receipt(receipts, job.total, job.card_last4, job.submitted_at,
                                   self._journal.known_epayment_ids())
             if found is not None:
@@ -497,10 +534,10 @@ class Engine:
                 self._feed(job, jm.ReconcileGaveUp())
                 return
             if settled:
-                wait = RECONCILE_CONFIRM_GAP_S
+                wait = rt.confirm_gap_s
             else:
                 until_settle = (settle_at - self._clock.now()).total_seconds()
-                wait = max(0.0, min(RECONCILE_POLL_S, until_settle))
+                wait = max(0.0, min(rt.poll_s, until_settle))
             await self._sleep_for(wait)
 
     # ------------------------------------------------------------ plumbing
