@@ -551,3 +551,16 @@ async def test_stop_while_broker_is_down_returns(mosquitto: Mosquitto, unique_ti
         mosquitto.stop()
         await eventually(lambda: not link.connected)
     assert link.state is LinkState.STOPPED
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    from lobbypay.shell.mqtt import backoff_delay
+
+    for attempt in range(40):
+        bound = min(30.0, 0.5 * 2**attempt)
+        delays = [backoff_delay(attempt, 0.5, 30.0) for _ in range(50)]
+        assert all(0.0 <= d <= bound for d in delays)
+    assert max(backoff_delay(10, 0.5, 30.0) for _ in range(200)) > 15.0  # spreads, reaches high
