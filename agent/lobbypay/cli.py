@@ -38,12 +38,10 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sqlite3
 import ssl
 import stat
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,7 +207,8 @@ class Connection:
     def client(self) -> TerminalClient:
         from lobbypay.client import TerminalClient
 
-        assert self.terminal_id is not None
+        if self.terminal_id is None:
+            raise ValueError("no terminal id (pass --terminal or --config)")
         return TerminalClient(
             self.terminal_id, self.host, self.port, username=self.username,
             password=self.password, tls=self.tls, protocol=self.protocol,
@@ -425,7 +424,8 @@ async def _doctor_athena(cfg: Config) -> Check:
     from lobbypay.shell.athena import AthenaClient
 
     a = cfg.athena
-    assert a.client_secret is not None
+    if a.client_secret is None:  # pragma: no cover - load_config read it
+        return Check("athena", "FAIL", "the client secret was not read", "")
     try:
         async with AthenaClient(a.base_url, a.practice_id, a.client_id, a.client_secret,
                                 timeout_s=min(a.timeout_s, 10.0), rate_limit_rps=None,
@@ -576,6 +576,10 @@ async def _status_async(conn: Connection) -> tuple[dict[str, Any] | None, dict[s
         return await term.status(timeout=1.5), await term.state(timeout=1.0)
 
 
+def _connected(part: dict[str, Any]) -> str:
+    return "connected" if part.get("connected") else "NOT connected"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from lobbypay.client import ClientError
 
@@ -601,9 +605,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         r, d, a = state.get("reader") or {}, state.get("display") or {}, state.get("athena") or {}
         rows: list[list[Cell]] = [
             ["job", f"{state.get('job_id') or '-'} ({state.get('job_state')})"],
-            ["reader", f"{r.get('driver')} {'connected' if r.get('connected') else 'NOT connected'}"],
-            ["display",
-             f"{d.get('driver')} {'connected' if d.get('connected') else 'NOT connected'}"],
+            ["reader", f"{r.get('driver')} {_connected(r)}"],
+            ["display", f"{d.get('driver')} {_connected(d)}"],
             ["athena", f"last ok {a.get('last_ok_at') or '-'}; last error "
                        f"{a.get('last_error') or '-'}"],
             ["outbox", f"{state.get('outbox')} event(s) not yet acknowledged by the broker"],
@@ -628,8 +631,7 @@ def fleet_rows(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "version": status.get("version"),
             "job_id": state.get("job_id"),
             "job_state": state.get("job_state"),
-            "reader": (f"{reader.get('driver')} "
-                       f"{'ok' if reader.get('connected') else 'disconnected'}") if reader else None,
+            "reader": f"{reader.get('driver')} {_connected(reader)}" if reader else None,
             "outbox": state.get("outbox"),
             "last_error": athena.get("last_error"),
         })
@@ -746,6 +748,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired"})
 _CLAIM_RE = re.compile(r"\A([^=\s]+)=(\S+)\Z")
 
 
@@ -777,6 +780,12 @@ async def _charge_async(conn: Connection, args: argparse.Namespace,
             await events.aclose()
             return EXIT_OK
         final: dict[str, Any] | None = None
+        if reply.get("state") in FINAL_STATES:
+            # The same job_id and body again: the job ended before we subscribed.
+            await events.aclose()
+            final = await term.get(args.job_id)
+            print(json.dumps(final) if args.json else event_line(final, st), flush=True)
+            return EXIT_OK if final.get("state") == "succeeded" else EXIT_FAIL
         async with asyncio.timeout(args.timeout):
             async for ev in events:
                 print(json.dumps(ev) if args.json else event_line(ev, st), flush=True)

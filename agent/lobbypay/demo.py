@@ -105,8 +105,9 @@ def find_mosquitto() -> str | None:
 
 def child_env() -> dict[str, str]:
     """The environment for the children: this lobbypay importable, no systemd variables."""
-    import lobbypay
     import lobbypay_hw
+
+    import lobbypay
 
     env = dict(os.environ)
     roots = [str(Path(lobbypay.__file__).resolve().parents[1]),
@@ -155,7 +156,8 @@ class Parts:
         with err:
             self.sim = self._spawn([sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
                                    stdout=subprocess.PIPE, stderr=err)
-        assert self.sim.stdout is not None
+        if self.sim.stdout is None:  # pragma: no cover - stdout=PIPE above
+            raise DemoError("no pipe to the athena simulator")
         ready, _, _ = select.select([self.sim.stdout], [], [], START_TIMEOUT_S)
         line = self.sim.stdout.readline() if ready else b""
         self.sim.stdout.close()
@@ -361,7 +363,7 @@ class Monitor:
             self._ready.set()
             async for msg in c.messages:
                 try:
-                    obj = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                    obj = json.loads(bytes(msg.payload))  # type: ignore[arg-type,unused-ignore]
                 except (TypeError, ValueError):
                     continue
                 if not isinstance(obj, dict):
@@ -389,8 +391,8 @@ class Monitor:
         if ev.get("final"):
             self.finals[key[0]] = ev
 
-    async def wait_for(self, pred: Callable[[], bool], timeout: float) -> None:
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, pred: Callable[[], bool], within_s: float) -> None:
+        async with asyncio.timeout(within_s), self._changed:
             await self._changed.wait_for(pred)
 
 
@@ -488,7 +490,8 @@ async def scripted(parts: Parts, p: Printer) -> int:
         state = str(final.get("state"))
         card = final.get("card") or {}
         amounts = final.get("amounts") or {}
-        p.line(f"  job {job_id}: {p.st('green+bold' if state == 'succeeded' else 'red+bold', state)}"
+        colour = "green+bold" if state == "succeeded" else "red+bold"
+        p.line(f"  job {job_id}: {p.st(colour, state)}"
                f", total {amounts.get('total')}, card {card.get('brand')} ...{card.get('last4')}"
                f", epayment {final.get('epayment_id')}")
         return EXIT_OK if state == "succeeded" else EXIT_FAIL
@@ -532,7 +535,6 @@ class _Lines:
     async def readline(self) -> str:
         if self._reader is not None:
             return (await self._reader.readline()).decode(errors="replace")
-        assert self._file_lines is not None
         return self._file_lines.pop(0) if self._file_lines else ""
 
     def close(self) -> None:
@@ -542,7 +544,7 @@ class _Lines:
             os.set_blocking(sys.stdin.fileno(), self._blocking)
 
 
-async def interactive(parts: Parts, p: Printer) -> int:
+async def interactive_session(parts: Parts, p: Printer) -> int:
     from lobbypay.client import ClientError, CommandError, TerminalClient
 
     lines = _Lines()
@@ -665,16 +667,17 @@ def run_demo(*, interactive: bool = False, no_color: bool = False,
         athena = parts.start_sim()
         broker_port = parts.start_broker()
         agent = parts.start_agent()
-        assert parts.sim is not None and parts.broker is not None
+        sim_pid = parts.sim.pid if parts.sim else 0
+        broker_pid = parts.broker.pid if parts.broker else 0
         p.line(table(["PART", "WHERE", "PID"], [
             ["athena simulator", f"{athena['base_url']} (practice {athena['practice_id']})",
-             str(parts.sim.pid)],
-            ["MQTT broker", f"mosquitto on 127.0.0.1:{broker_port}", str(parts.broker.pid)],
+             str(sim_pid)],
+            ["MQTT broker", f"mosquitto on 127.0.0.1:{broker_port}", str(broker_pid)],
             ["agent", f"lobbypay run --config {parts.config_path}", str(agent.pid)],
             ["card reader", f"sim reader, socket {parts.swipe_socket}", "(in the agent)"],
             ["agent output", str(parts.agent_log), ""],
         ], st))
-        rc = asyncio.run(interactive(parts, p) if interactive else scripted(parts, p))
+        rc = asyncio.run(interactive_session(parts, p) if interactive else scripted(parts, p))
     except DemoError as exc:
         p.line(st("red+bold", f"demo failed: {exc}"))
         rc = EXIT_FAIL
@@ -682,6 +685,10 @@ def run_demo(*, interactive: bool = False, no_color: bool = False,
         p.line("\ninterrupted")
         rc = 130
     except Exception as exc:  # noqa: BLE001 - report, then clean up every child
+        if os.environ.get("LOBBYPAY_DEMO_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
         p.line(st("red+bold", f"demo failed: {type(exc).__name__}: {exc}"))
         if parts is not None:
             p.line(parts.agent_log_tail())
