@@ -122,7 +122,7 @@ class _Section:
     def key(self, k: str) -> str:
         return f"{self.name}.{k}"
 
-    def str(self, k: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def text(self, k: str, default: str | None = None, *, required: bool = False) -> str | None:
         v = self.raw.get(k)
         if v is None:
             if required:
@@ -138,7 +138,7 @@ class _Section:
         return v
 
     def req(self, k: str) -> str:
-        v = self.str(k, required=True)
+        v = self.text(k, required=True)
         assert v is not None
         return v
 
@@ -159,13 +159,13 @@ class _Section:
         return v
 
     def boolean(self, k: str, default: bool) -> bool:
-        v = self.raw.get(k, default)
+        v: object = self.raw.get(k, default)
         if not isinstance(v, bool):
             raise ConfigError(self.key(k), f"must be true or false, got {type(v).__name__}")
         return v
 
     def choice(self, k: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.str(k, default)
+        v = self.text(k, default)
         assert v is not None
         if v not in choices:
             raise ConfigError(self.key(k), f"must be one of {', '.join(choices)}; got {v!r}")
@@ -207,19 +207,19 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     if not ID_RE.match(dept):
         raise ConfigError("terminal.department_id", f"not an athena id: {dept!r}")
     try:
-        max_charge = parse_wire_amount(t.str("max_charge", "5000.00"))
+        max_charge = parse_wire_amount(t.text("max_charge", "5000.00"))
     except InvalidAmount as exc:
         raise ConfigError("terminal.max_charge", str(exc)) from None
     if max_charge <= 0:
         raise ConfigError("terminal.max_charge", "must be above 0.00")
     terminal = TerminalConfig(
-        id=tid, department_id=dept, state_dir=t.str("state_dir", "/var/lib/lobbypay") or "",
+        id=tid, department_id=dept, state_dir=t.text("state_dir", "/var/lib/lobbypay") or "",
         max_charge=max_charge,
     )
 
     a = _Section(data, "athena")
-    secret_file = a.str("client_secret_file")
-    secret_cred = a.str("client_secret_credential")
+    secret_file = a.text("client_secret_file")
+    secret_cred = a.text("client_secret_credential")
     if secret_file is None and secret_cred is None:
         raise ConfigError(
             "athena.client_secret_file", "is required (or athena.client_secret_credential)"
@@ -236,36 +236,36 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         timeout_s=a.number("timeout_s", 20, 1, 120),
         reconcile_settle_s=a.number("reconcile_settle_s", 120, 0, 3600),
         rate_limit_rps=a.number("rate_limit_rps", 5, 0.1, 100),
-        token_scope=a.str("token_scope", "athena/service/Athenanet.MDP.*") or "",
+        token_scope=a.text("token_scope", "athena/service/Athenanet.MDP.*") or "",
     )
 
     m = _Section(data, "mqtt")
     tls = m.boolean("tls", False)
-    certfile, keyfile = m.str("certfile"), m.str("keyfile")
+    certfile, keyfile = m.text("certfile"), m.text("keyfile")
     if (certfile is None) != (keyfile is None):
         raise ConfigError("mqtt.keyfile" if keyfile is None else "mqtt.certfile",
                           "certfile and keyfile go together")
-    username = m.str("username")
-    password_file = m.str("password_file")
+    username = m.text("username")
+    password_file = m.text("password_file")
     if password_file and not username:
         raise ConfigError("mqtt.username", "is required when mqtt.password_file is set")
     mqtt = MqttConfig(
-        host=m.str("host", "127.0.0.1") or "127.0.0.1",
+        host=m.text("host", "127.0.0.1") or "127.0.0.1",
         port=m.integer("port", 8883 if tls else 1883, 1, 65535),
         protocol=m.choice("protocol", "5", ("5", "3.1.1")),
         username=username,
         password_file=password_file,
         tls=tls,
-        ca_file=m.str("ca_file"),
+        ca_file=m.text("ca_file"),
         certfile=certfile,
         keyfile=keyfile,
         keepalive_s=m.integer("keepalive_s", 30, 5, 600),
-        client_id=m.str("client_id"),
+        client_id=m.text("client_id"),
     )
 
     r = _Section(data, "reader")
     rdriver = r.choice("driver", "serial", READER_DRIVERS)
-    rpath = r.str("path")
+    rpath = r.text("path")
     if rdriver in ("serial", "evdev") and not rpath:
         raise ConfigError("reader.path", f"is required for the {rdriver} reader")
     reader = ReaderConfig(
@@ -275,7 +275,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
 
     d = _Section(data, "display")
     ddriver = d.choice("driver", "none", DISPLAY_DRIVERS)
-    dpath = d.str("path")
+    dpath = d.text("path")
     if ddriver in ("serlcd", "matrixorbital") and not dpath:
         raise ConfigError("display.path", f"is required for the {ddriver} display")
     display = DisplayConfig(
