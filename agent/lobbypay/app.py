@@ -22,6 +22,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,23 @@ def iso_utc(dt: datetime) -> str:
 def sim_reader_socket(cfg: Config) -> str:
     """Where the sim reader listens when reader.path is not set."""
     return cfg.reader.path or os.path.join(cfg.terminal.state_dir, "sim-reader.sock")
+
+
+class StateTrackingOutbox:
+    """The journal's outbox as the MQTT link drains it, plus one duty: the ``state``
+    object carries ``outbox`` (events not yet acknowledged), so every ack changes the
+    state and must republish it (``on_change``; the link coalesces bursts)."""
+
+    def __init__(self, journal: Journal, on_change: Callable[[], None]) -> None:
+        self._journal = journal
+        self._on_change = on_change
+
+    def outbox_pending(self, limit: int) -> Any:
+        return self._journal.outbox_pending(limit)
+
+    def outbox_ack(self, row_id: int) -> None:
+        self._journal.outbox_ack(row_id)
+        self._on_change()
 
 
 class Dispatcher:
@@ -195,7 +213,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
 
     link = MqttLink(
         cfg.mqtt, terminal_id=t.id, status_payload=status_payload, on_command=on_command,
-        outbox=journal, state_payload=state_payload,
+        outbox=StateTrackingOutbox(journal, state_changed), state_payload=state_payload,
     )
 
     log.info("lobbypay %s starting: terminal %s, session %d, reader %s, display %s",
