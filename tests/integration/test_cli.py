@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lobbypay import cli
 from lobbypay.core.config import parse_config
 from lobbypay.sim.athena import AthenaSim
+
 from tests.e2e.harness import CANARY_PAN, subprocess_env
 from tests.fakes.mosquitto import Mosquitto, free_port
 
