@@ -85,8 +85,9 @@ async def test_kill9_while_pending_ends_expired_after_restart(
 ) -> None:
     async with AppClient(mosquitto.port, agent.terminal_id) as app:
         await started(agent, app, session=1)
-        assert (await app.command("charge.start", job_id="j-p", patient_id=PATIENT,
-                                  claims=CLAIMS))["ok"]
+        first = await app.command("charge.start", request_id="s-p", job_id="j-p",
+                                  patient_id=PATIENT, claims=CLAIMS)
+        assert first["ok"], first
         await app.wait_retained("state", lambda s: s["job_state"] == "pending")
         await killed(agent, app, session=1)
 
@@ -98,6 +99,16 @@ async def test_kill9_while_pending_ends_expired_after_restart(
         assert got["job"] == final
         listed = await app.command("charge.list")
         assert [j["job_id"] for j in listed["jobs"]] == ["j-p"]
+        # the start redelivered after the restart: the same reply (kept in the journal)
+        app.replies.pop("s-p")
+        again = await app.command("charge.start", request_id="s-p", job_id="j-p",
+                                  patient_id=PATIENT, claims=CLAIMS)
+        assert again == first
+        # the same job and body under a new request_id: its current state, nothing new
+        same = await app.command("charge.start", job_id="j-p", patient_id=PATIENT,
+                                 claims=CLAIMS)
+        assert same["ok"] and same["state"] == "expired"
+        assert states_of(app, "j-p") == ["pending", "expired"]
         # the retained state follows the outbox down to 0 (every ack republishes it)
         await app.wait_retained("state", lambda s: s["job_state"] == "idle" and s["outbox"] == 0)
         # a swipe now charges nothing; a new job starts normally
