@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from lobbypay_hw import api
 
 from lobbypay import ports
+from lobbypay.failpoints import failpoint
 from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import (
@@ -277,6 +278,7 @@ class Engine:
         if st.job.total != plan.total:
             raise DomainError(Code.INTERNAL_ERROR, "charge plan total does not add up")
         self._commit(st)
+        failpoint("after_accept")
         active = _Active(st.job, plan)
         self._active = active
         log.info("job %s: pending (total %s)", cmd.job_id, format_cents(st.job.total))
@@ -392,6 +394,7 @@ class Engine:
         try:
             st1 = jm.step(job, accepted, self._clock.now())
             self._commit(st1)
+            failpoint("after_card_read")
         except DomainError:
             _wipe(card)
             log.error("job %s: could not record the card read; asking again", job.job_id)
@@ -411,6 +414,7 @@ class Engine:
             self._feed(st1.job, jm.NotSent(Code.INTERNAL_ERROR,
                                            "could not record the submission; card not charged"))
             return
+        failpoint("after_submit_journal")
         active.job = st2.job
         log.info("job %s: submitting (%s *%s)", job.job_id, accepted.brand, accepted.last4)
         self._wake()
@@ -427,6 +431,7 @@ class Engine:
             posted = True
             async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
                 result = await self._athena.collect_payment(job.patient_id, form)
+            failpoint("after_response")
             self._athena_ok()
             if isinstance(result, PaidResult):
                 inp = jm.Approved(str(result.epayment_id))
@@ -552,6 +557,8 @@ class Engine:
             log.error("job %s: journal write failed; %s not recorded", job.job_id,
                       type(inp).__name__)
             return None
+        if st.job.final:
+            failpoint("before_publish")
         if job.state is not st.job.state:
             log.info("job %s: %s -> %s", job.job_id, job.state, st.job.state)
         self._after(st.job)

@@ -61,6 +61,7 @@ from paho.mqtt.properties import Properties
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import error_reply, peek_envelope
+from lobbypay.failpoints import failpoint
 
 log = logging.getLogger("lobbypay.mqtt")
 
@@ -544,6 +545,7 @@ class MqttLink:
             for row in rows:
                 row_id, topic, payload, retain = _row_fields(row)
                 await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
+                failpoint("after_publish_before_ack")
                 await _maybe_await(self._outbox.outbox_ack(row_id))
                 self.counters.outbox_sent += 1
 
