@@ -576,6 +576,15 @@ async def _status_async(conn: Connection) -> tuple[dict[str, Any] | None, dict[s
         return await term.status(timeout=1.5), await term.state(timeout=1.0)
 
 
+def _err_text(err: Any) -> str | None:
+    """athena.last_error is {code, message, ...} (or None); one line of it."""
+    if not err:
+        return None
+    if isinstance(err, dict):
+        return f"{err.get('code')}: {err.get('message')}"
+    return str(err)
+
+
 def _connected(part: dict[str, Any]) -> str:
     return "connected" if part.get("connected") else "NOT connected"
 
@@ -608,7 +617,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ["reader", f"{r.get('driver')} {_connected(r)}"],
             ["display", f"{d.get('driver')} {_connected(d)}"],
             ["athena", f"last ok {a.get('last_ok_at') or '-'}; last error "
-                       f"{a.get('last_error') or '-'}"],
+                       f"{_err_text(a.get('last_error')) or '-'}"],
             ["outbox", f"{state.get('outbox')} event(s) not yet acknowledged by the broker"],
         ]
         print(table(["", ""], rows, st))
@@ -633,7 +642,7 @@ def fleet_rows(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "job_state": state.get("job_state"),
             "reader": f"{reader.get('driver')} {_connected(reader)}" if reader else None,
             "outbox": state.get("outbox"),
-            "last_error": athena.get("last_error"),
+            "last_error": _err_text(athena.get("last_error")),
         })
     return rows
 
