@@ -28,6 +28,8 @@ from typing import Any
 
 from lobbypay import __version__
 from lobbypay.core import protocol
+from lobbypay.core.athena import AthenaError
+from lobbypay.core.balance import BalancePayloadError, department_info
 from lobbypay.core.commands import Command
 from lobbypay.core.config import Config
 from lobbypay.core.errors import Code, DomainError
@@ -79,6 +81,36 @@ class StateTrackingOutbox:
     def outbox_ack(self, row_id: int) -> None:
         self._journal.outbox_ack(row_id)
         self._on_change()
+
+
+#: Retry spacing for the start-up read of GET /departments (informational only).
+DEPARTMENT_PROBE_RETRY_S = (5.0, 30.0, 300.0)
+
+
+async def department_probe_loop(athena: AthenaClient, engine: Engine, department_id: str) -> None:
+    """Read the terminal department's provider group once, to log whether the practice is
+    enterprise and so the engine can log a mismatch with the balance groups. Charges never
+    wait for it: athena's balance groups decide what is collectible."""
+    attempt = 0
+    while True:
+        try:
+            info = department_info(await athena.get_departments(), department_id)
+        except (AthenaError, BalancePayloadError) as exc:
+            delay = DEPARTMENT_PROBE_RETRY_S[min(attempt, len(DEPARTMENT_PROBE_RETRY_S) - 1)]
+            attempt += 1
+            log.warning("could not read athena departments (%s); again in %.0f s",
+                        type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            continue
+        engine.department = info
+        if not info.found:
+            log.warning("department %s is not in athena's department list: check "
+                        "terminal.department_id", department_id)
+        else:
+            log.info("department %s: provider group %s, %s practice", department_id,
+                     info.provider_group_id or "(blank)",
+                     "enterprise" if info.enterprise else "non-enterprise")
+        return
 
 
 class Dispatcher:
@@ -226,6 +258,8 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
                 tg.create_task(reader.run(engine.on_reader_event), name="lobbypay.reader.run"),
                 tg.create_task(display.run(), name="lobbypay.display.run"),
                 tg.create_task(notifier.watchdog_loop(), name="lobbypay.notify.watchdog_loop"),
+                tg.create_task(department_probe_loop(athena, engine, t.department_id),
+                               name="lobbypay.athena.department_probe_loop"),
             ]
             notifier.ready(f"terminal {t.id} session {session}")
             await stop.wait()

@@ -46,6 +46,7 @@ from lobbypay.core.athena import Declined as DeclinedResult
 from lobbypay.core.balance import (
     AppointmentNotFoundInPayload,
     BalancePayloadError,
+    DepartmentInfo,
     PatientNotFoundInPayload,
     evaluate_balances,
     parse_copay,
@@ -180,6 +181,8 @@ class Engine:
         self._screen: tuple[str, ...] = ()
         self._screen_gen = 0
         self._reader_connected: bool | None = None
+        #: The terminal department's entry from GET /departments, once read (app.py's probe).
+        self.department: DepartmentInfo | None = None
         self._athena_last_ok_at: str | None = None
         self._athena_last_error: dict[str, str] | None = None
         self._closed = False
@@ -664,12 +667,20 @@ class Engine:
 
     def _evaluate(self, payload: Any, patient_id: str, dept: str) -> Any:
         try:
-            return evaluate_balances(payload, patient_id, dept)
+            view = evaluate_balances(payload, patient_id, dept)
         except PatientNotFoundInPayload:
             raise DomainError(Code.PATIENT_NOT_FOUND, "athena has no such patient") from None
         except BalancePayloadError as exc:
             raise DomainError(Code.ATHENA_BAD_RESPONSE,
                               f"athena's balance answer was unreadable: {_safe(exc)}") from None
+        info = self.department
+        if (info is not None and info.found and dept == info.department_id
+                and view.group_found and view.provider_group_id != info.provider_group_id):
+            # athena's two answers disagree on the department's provider group: collect by
+            # claimbalancedetails (athena's rule) but leave a trail for the front desk / IT.
+            log.warning("department %s: /departments says provider group %s, the balance "
+                        "groups say %s", dept, info.provider_group_id, view.provider_group_id)
+        return view
 
     def _athena_ok(self) -> None:
         self._athena_last_ok_at = _iso(self._clock.now())
