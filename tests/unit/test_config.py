@@ -160,3 +160,13 @@ def test_fuzzed_config_only_raises_config_error(data: dict[str, object]) -> None
         parse_config(data)
     except ConfigError:
         pass
+
+
+def test_no_reader_table_means_the_sim_reader(tmp_path: Path) -> None:
+    text = GOOD.split("[reader]")[0]
+    cfg = load_config(write_cfg(tmp_path, text))
+    assert cfg.reader.driver == "sim" and cfg.display.driver == "none"
+    # a [reader] table without a driver is the serial reader, which needs a path
+    with pytest.raises(ConfigError) as ei:
+        load_config(write_cfg(tmp_path, text + "[reader]\nbaudrate = 9600\n"))
+    assert ei.value.key == "reader.path"
