@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     assert_no_canary,
     started,
     validate_all,
+    wait_until,
 )
 
 PATIENT = "60178"  # sim: 5569 clean 40.00, 5570 clean 25.50 (dept 2, same group),
@@ -343,15 +344,8 @@ async def test_job_commands_busy_idempotency_redelivery_cancel_deadline_list(
     assert_no_canary(agent=agent, app=app)
 
 
-async def _wait_count(app: AppClient, rid: str, n: int, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while len(app.replies_to(rid)) < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"expected {n} replies to {rid}, saw {len(app.replies_to(rid))}")
-        await _tick()
-
-
-async def _tick() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.02)
+async def _wait_count(app: AppClient, rid: str, n: int) -> None:
+    try:
+        await wait_until(lambda: len(app.replies_to(rid)) >= n, timeout=5, interval=0.02)
+    except TimeoutError:
+        pytest.fail(f"expected {n} replies to {rid}, saw {len(app.replies_to(rid))}")

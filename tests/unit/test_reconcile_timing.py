@@ -5,7 +5,6 @@ the documented constants at the default 120 s and above."""
 from __future__ import annotations
 
 import pytest
-
 from lobbypay import engine as e
 
 
