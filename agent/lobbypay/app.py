@@ -26,6 +26,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from lobbypay_hw import DISPLAYS, READERS
+
 from lobbypay import __version__
 from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaError
@@ -39,7 +41,6 @@ from lobbypay.shell.journal import Journal
 from lobbypay.shell.logsafe import setup_logging
 from lobbypay.shell.mqtt import MqttLink
 from lobbypay.shell.notify import Notifier
-from lobbypay_hw import DISPLAYS, READERS
 
 log = logging.getLogger("lobbypay.app")
 

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 from lobbypay_hw import api
 
 from lobbypay import ports
-from lobbypay.failpoints import failpoint
 from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import (
@@ -64,6 +63,7 @@ from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import plan_charge, validate_charge
 from lobbypay.core.screen import Screen, ScreenKind, render
+from lobbypay.failpoints import failpoint
 from lobbypay.shell.journal import Journal, JournalError
 
 log = logging.getLogger("lobbypay.engine")
