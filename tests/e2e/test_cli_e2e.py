@@ -81,11 +81,18 @@ driver = "console"
         for card in ("expired", "visa"):
             r = lobbypay("swipe", "--config", str(cfg), "--test-card", card)
             assert r.returncode == 0, r.stderr
-        rest, err = charge.communicate(timeout=60)
+        # Read on from the same buffered stream: readline() may have buffered more lines
+        # already, which communicate() (reading the raw pipe) would never see.
+        rest = charge.stdout.read()
+        charge.wait(60)
+        assert charge.stderr is not None
+        err = charge.stderr.read()
+        charge.stdout.close()
+        charge.stderr.close()
         events = [json.loads(x) for x in rest.splitlines()]
         assert charge.returncode == 0, err
         assert [e["state"] for e in events] == ["pending", "card_read", "submitting",
-                                                "succeeded"]
+                                                "succeeded"], (first, rest)
         assert events[-1]["card"] == {"brand": "visa", "last4": "1111"}
 
         r = lobbypay("jobs", "--config", str(cfg), "--json")
