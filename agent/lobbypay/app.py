@@ -114,6 +114,16 @@ async def department_probe_loop(athena: AthenaClient, engine: Engine, department
         return
 
 
+def status_line(state: dict[str, Any], broker_connected: bool) -> str:
+    """One line for `systemctl status` (sd_notify STATUS=): job, reader, broker."""
+    job = "idle" if state.get("job_id") is None else f"job {state['job_id']} {state['job_state']}"
+    reader = "reader ok" if state.get("reader", {}).get("connected") else "reader DISCONNECTED"
+    broker = "broker ok" if broker_connected else "broker DISCONNECTED"
+    outbox = state.get("outbox") or 0
+    tail = f", {outbox} event(s) waiting" if outbox else ""
+    return f"{job}; {reader}; {broker}{tail}"
+
+
 class Dispatcher:
     """Decodes commands, answers redeliveries from a cache, and routes to the engine."""
 
@@ -219,9 +229,16 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         if link is not None:
             link.wake_outbox()
 
+    last_status = ""
+
     def state_changed() -> None:
+        nonlocal last_status
         if link is not None:
             link.publish_state()
+        line = status_line(engine.state(), link.connected if link is not None else False)
+        if line != last_status:
+            last_status = line
+            notifier.status(line)
 
     engine = Engine(
         terminal_id=t.id, department_id=t.department_id, max_charge=t.max_charge,

@@ -50,3 +50,13 @@ def test_abstract_socket_address() -> None:
 def test_watchdog_for_other_pid_ignored() -> None:
     n = Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
     assert n.watchdog_s is None
+
+
+def test_status_line_summarises_state() -> None:
+    from lobbypay.app import status_line
+
+    idle = {"job_id": None, "job_state": "idle", "reader": {"connected": True}, "outbox": 0}
+    assert status_line(idle, True) == "idle; reader ok; broker ok"
+    busy = {"job_id": "j-1", "job_state": "pending", "reader": {"connected": False}, "outbox": 2}
+    assert status_line(busy, False) == (
+        "job j-1 pending; reader DISCONNECTED; broker DISCONNECTED, 2 event(s) waiting")
