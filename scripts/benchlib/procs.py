@@ -1,0 +1,242 @@
+"""The parts of a benchmark run, each a real process on 127.0.0.1: mosquitto, the athena
+simulator, the agent (``python -m lobbypay run``), a bare MQTT echo; and a pty pair in the
+role of the serial card reader."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Both bare MQTT ends send each packet at once (no Nagle): without it, a PUBACK
+#: followed by a small PUBLISH waits for the broker's delayed ACK (~40 ms on Linux),
+#: and the baseline would measure that instead of the minimum.
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+#: aiomqtt warns about "pending publish calls" above 10 in flight; 16 is the plan here.
+QUIET = logging.getLogger("benchlib.mqtt")
+QUIET.setLevel(logging.ERROR)
+MOSQUITTO = os.environ.get("LOBBYPAY_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "agent"), str(ROOT / "drivers"), str(ROOT / "scripts")])
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "PYTHONPROFILEIMPORTTIME"):
+        env.pop(key, None)
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Broker:
+    """mosquitto on a free loopback port, no persistence (nothing is restarted here)."""
+
+
+    def __init__(self, workdir: Path, *, nagle: bool = False) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join([
+            f"listener {self.port} 127.0.0.1",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            f"log_dest file {workdir / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "allow_anonymous true",
+            # the broker sends each packet at once too (mosquitto's default is Nagle on,
+            # which parks a PUBLISH behind an un-ACKed PUBACK for ~40 ms): see
+            # docs/PERFORMANCE.md; --broker-nagle measures with the default instead
+            *([] if nagle else ["set_tcp_nodelay true"]),
+        ]) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if not os.access(MOSQUITTO, os.X_OK):
+            raise RuntimeError(f"no mosquitto at {MOSQUITTO} (scripts/setup installs it)")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],  # noqa: S603
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not listen in 10 s")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Simulator:
+    """``python -m lobbypay.sim.athena --port 0`` (its own process, like the real athena)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, str] = {}
+
+    def start(self) -> dict[str, str]:
+        with open(self.workdir / "sim.stderr", "wb") as err:
+            self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
+                [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
+                stdout=subprocess.PIPE, stderr=err, text=True, env=child_env())
+        assert self.proc.stdout is not None  # noqa: S101 - PIPE was asked for
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("athena simulator did not start: "
+                               + (self.workdir / "sim.stderr").read_text())
+        self.info = json.loads(line)
+        return self.info
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Echo:
+    """A bare MQTT responder (``benchlib.echo``): the round-trip baseline's far end."""
+
+    def __init__(self, port: int, tag: str) -> None:
+        self.port = port
+        self.tag = tag
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "benchlib.echo", str(self.port), self.tag],
+            stdout=subprocess.PIPE, text=True, env=child_env())
+        assert self.proc.stdout is not None  # noqa: S101
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("MQTT echo did not start")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Pty:
+    """A pty pair: the agent's serial reader opens the slave; we write swipes to the master."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.path = os.ttyname(self.slave)
+
+    def swipe(self, data: bytes) -> float:
+        """Write one swipe; returns ``perf_counter()`` right after its last byte went in."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master, view)
+            view = view[n:]
+        return time.perf_counter()
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Agent:
+    """The real agent, configured as in production except: loopback broker and simulator,
+    the serial reader on a pty, no display, athena's client-side rate limit at its
+    configurable maximum (100 rps; the default 5 rps would be the whole measurement)."""
+
+    def __init__(self, workdir: Path, broker_port: int, athena: dict[str, str],
+                 reader_path: str, terminal_id: str) -> None:
+        self.workdir = workdir
+        self.terminal_id = terminal_id
+        self.state_dir = workdir / "state"
+        self.config = workdir / "lobbypay.toml"
+        secret = workdir / "athena-secret"
+        secret.write_text(athena["client_secret"] + "\n")
+        secret.chmod(0o600)
+        self.config.write_text(f"""
+[terminal]
+id = "{terminal_id}"
+department_id = "1"
+state_dir = "{self.state_dir}"
+max_charge = "5000.00"
+
+[athena]
+base_url = "{athena['base_url']}"
+practice_id = "{athena['practice_id']}"
+client_id = "{athena['client_id']}"
+client_secret_file = "{secret}"
+timeout_s = 10
+rate_limit_rps = 100
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+
+[reader]
+driver = "serial"
+path = "{reader_path}"
+baudrate = 9600
+
+[display]
+driver = "none"
+cols = 16
+rows = 2
+""")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None  # noqa: S101
+        return self.proc.pid
+
+    def start(self) -> float:
+        """Start the process; returns ``perf_counter()`` just before the fork."""
+        self.runs += 1
+        with open(self.workdir / f"agent-{self.runs}.log", "wb") as out:
+            self.started_at = time.perf_counter()
+            self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
+                [sys.executable, "-m", "lobbypay", "run", "--config", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, env=child_env())
+        return self.started_at
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        _stop(self.proc, 20)
+        return self.proc.returncode if self.proc is not None else None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return (self.workdir / f"agent-{self.runs}.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
