@@ -166,6 +166,7 @@ INVALID_AMOUNTS: list[tuple[str, dict[str, Any]]] = [
 async def test_charge_start_refusals(
     agent: AgentProcess, athena_sim: AthenaSimProcess, mosquitto: Any
 ) -> None:
+    agent.athena_timeout_s = 1  # athena failing is answered within this
     async with AppClient(mosquitto.port, agent.terminal_id) as app:
         await started(agent, app)
 
