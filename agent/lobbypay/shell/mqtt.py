@@ -47,6 +47,7 @@ import contextlib
 import inspect
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,11 @@ OUTBOX_BATCH = 50
 OUTBOX_RETRY_S = 5.0
 #: A Response Topic longer than this is not a real app's inbox.
 MAX_RESPONSE_TOPIC_LEN = 256
+
+#: No Nagle on the broker socket: every packet we write is small, and a reply or event
+#: PUBLISH written right after a PUBACK would otherwise wait for the broker's delayed ACK
+#: of that PUBACK (~40 ms on Linux) before it leaves (docs/PERFORMANCE.md).
+_SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 #: MQTT 5 reason codes (and their 3.1.1 CONNACK equivalents 4, 5) for refused credentials.
 _AUTH_REASON_CODES = {4, 5, 134, 135, 140}
@@ -364,6 +370,7 @@ class MqttLink:
             timeout=self._op_timeout_s,
             tls_context=self._tls,
             logger=logging.getLogger("lobbypay.mqtt.paho"),
+            socket_options=_SOCKET_OPTIONS,
             **kwargs,
         )
 
