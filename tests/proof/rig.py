@@ -49,6 +49,22 @@ def states_of(app: AppClient, job_id: str) -> list[str]:
     return [by_seq[s] for s in sorted(by_seq)]
 
 
+class QuietApp(AppClient):
+    """The harness app client without the ``cmd`` topic: it reads only what the agent
+    writes (fuzzers put payloads on ``cmd`` that no JSON parser should be asked to read)."""
+
+    async def __aenter__(self) -> QuietApp:
+        import aiomqtt
+
+        self._client = aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier,
+                                      clean_session=self.clean_session)
+        await self._client.__aenter__()
+        for kind in ("reply", "events", "status", "state"):
+            await self._client.subscribe(f"{self.prefix}/{kind}", qos=1)
+        self._task = asyncio.create_task(self._rx())
+        return self
+
+
 class ProofAgent(AgentProcess):
     """The harness agent with extra environment (crash points) and a pty behind a link."""
 
@@ -142,6 +158,19 @@ class Run:
     def swipe(self, tracks: str = CANARY_TRACKS) -> None:
         assert self.replug.port is not None
         self.replug.port.write(tracks.encode("ascii") + b"\r")
+
+    async def feed(self, data: bytes, timeout: float = 10) -> None:
+        """Write to the reader pty, waiting while its buffer is full (the agent reads)."""
+        end = time.monotonic() + timeout
+        while data:
+            assert self.replug.port is not None
+            try:
+                n = os.write(self.replug.port.master, data)
+                data = data[n:]
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    raise TimeoutError("the reader pty is not being read") from None
+                await asyncio.sleep(0.005)
 
     def close(self) -> None:
         self.agent.stop()

@@ -182,7 +182,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" ("Invalid IPv6 URL")
+        raise ConfigError("athena.base_url", f"not a URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError("athena.base_url", f"must be an https:// URL, got {url!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
