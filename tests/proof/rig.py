@@ -69,10 +69,18 @@ class ProofAgent(AgentProcess):
     """The harness agent with extra environment (crash points) and a pty behind a link."""
 
     env_extra: dict[str, str]
+    #: the harness logs at debug (every MQTT packet); load runs use "info", as deployed
+    log_level: str = "debug"
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.env_extra = {}
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        text = path.read_text().replace('level = "debug"', f'level = "{self.log_level}"')
+        path.write_text(text)
+        return path
 
     def start(self) -> None:
         if not self.config_path.exists():
@@ -124,6 +132,8 @@ class Parts:
     def up(cls, root: Path, **broker_options: Any) -> Iterator[Parts]:
         root.mkdir(parents=True, exist_ok=True)
         broker = Mosquitto(root / "broker", **broker_options)
+        if os.environ.get("LOBBYPAY_PROOF_NODELAY") == "1":
+            broker.conf.write_text(broker.conf.read_text() + "set_tcp_nodelay true\n")
         broker.start()
         sim = AthenaSimProcess(root)
         try:

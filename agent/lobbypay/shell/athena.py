@@ -148,22 +148,35 @@ class _RateLimiter:
         self._clock = clock
         self._stamp = clock.monotonic()
         self._lock = asyncio.Lock()
+        self._priority = 0  # priority callers waiting
 
-    async def acquire(self, deadline: float) -> None:
+    async def acquire(self, deadline: float, *, priority: bool = False) -> None:
+        """``priority`` (the payment POST) skips the queue: reads waiting for a slot let it
+        have the next one, so a storm of reads cannot time a swiped card's POST out."""
+        if priority:
+            self._priority += 1
+            try:
+                await self._take(deadline, priority=True)
+            finally:
+                self._priority -= 1
+            return
         async with self._lock:  # FIFO: waiters queue here in arrival order
-            while True:
-                now = self._clock.monotonic()
-                self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rps)
-                self._stamp = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                wait = (1.0 - self._tokens) / self._rps
-                if now + wait > deadline:
-                    raise AthenaThrottled(
-                        f"client rate limit ({self._rps:g}/s) leaves no time before the deadline"
-                    )
-                await asyncio.sleep(wait)
+            await self._take(deadline, priority=False)
+
+    async def _take(self, deadline: float, *, priority: bool) -> None:
+        while True:
+            now = self._clock.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rps)
+            self._stamp = now
+            if self._tokens >= 1.0 and (priority or not self._priority):
+                self._tokens -= 1.0
+                return
+            wait = max((1.0 - self._tokens) / self._rps, 0.0) or 1.0 / self._rps
+            if now + wait > deadline:
+                raise AthenaThrottled(
+                    f"client rate limit ({self._rps:g}/s) leaves no time before the deadline"
+                )
+            await asyncio.sleep(wait)
 
 
 def _retry_after_s(resp: httpx.Response, now: datetime) -> float | None:
@@ -372,7 +385,7 @@ class AthenaClient:
         try:
             token = await self._get_token(deadline)
             if self._limiter is not None:
-                await self._limiter.acquire(deadline)
+                await self._limiter.acquire(deadline, priority=True)
         except AthenaThrottled as exc:
             not_sent = AthenaThrottled(f"{what}: not sent: {exc.message}", status=exc.status)
         except AthenaError as exc:
