@@ -58,6 +58,7 @@ from typing import Any, Protocol
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
@@ -94,6 +95,8 @@ OUTBOX_BATCH = 50
 #: When the outbox store itself fails (disk), retry after this long instead of
 #: dropping the broker connection.
 OUTBOX_RETRY_S = 5.0
+#: How long a cancelled session task may take to end before it is cancelled again.
+CANCEL_RETRY_S = 0.2
 #: A Response Topic longer than this is not a real app's inbox.
 MAX_RESPONSE_TOPIC_LEN = 256
 
@@ -377,7 +380,14 @@ class MqttLink:
     # ------------------------------------------------------------------ one session
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self.cmd_topic, qos=1)
+        if self._v5:
+            # Retain As Published: a command retained while we are subscribed still reaches
+            # us flagged, so it is ignored like one handed over on subscribe (MQTT 3.1.1
+            # brokers clear the flag on live delivery; there only the latter is caught).
+            await client.subscribe(self.cmd_topic, options=SubscribeOptions(
+                qos=1, retainAsPublished=True))
+        else:
+            await client.subscribe(self.cmd_topic, qos=1)
         await client.publish(self.status_topic, self._status_payload(True), qos=1, retain=True)
         self.state = LinkState.CONNECTED
         self._state_dirty.set()
@@ -413,9 +423,15 @@ class MqttLink:
 
     @staticmethod
     async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel ``tasks`` and wait until every one has ended. A task can swallow a
+        cancel (Python 3.11's ``asyncio.wait_for``, under aiomqtt's publish, returns the
+        result when the PUBACK lands together with the cancel), so cancel again until
+        it ends; a plain gather would wait for it forever."""
+        pending = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
 
     async def _rx_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
