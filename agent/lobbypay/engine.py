@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from lobbypay_hw import api
@@ -505,14 +505,20 @@ class Engine:
 
     async def _reconcile(self, job: Job) -> None:
         assert job.submitted_at is not None and job.card_last4 is not None
-        settle_at = job.submitted_at + timedelta(seconds=self._settle_s)
+        # Time since the submission = wall time up to now (the only clock that survives a
+        # restart; clipped to [0, settle]) + monotonic time from here on, so a wall clock
+        # stepping forward later cannot settle the job early, nor one stepping back hold
+        # it in unknown for the size of the step (tests/proof/test_clock.py).
+        mono0 = self._clock.monotonic()
+        elapsed0 = min(max(0.0, (self._clock.now() - job.submitted_at).total_seconds()),
+                       self._settle_s)
         rt = self._rt
         backoff = rt.retry_min_s
         first_wait = rt.first_read_s - (self._clock.now() - job.updated_at).total_seconds()
         if first_wait > 0:
             await self._sleep_for(first_wait)
         while True:
-            read_started = self._clock.now()
+            read_elapsed = elapsed0 + (self._clock.monotonic() - mono0)
             try:
                 async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
                     receipts = await self._athena.list_receipts(job.patient_id, job.department_id)
@@ -532,7 +538,7 @@ class Engine:
                 log.info("job %s: reconciled, payment %s found", job.job_id, found.epayment_id)
                 self._feed(job, jm.ReconcileFound(str(found.epayment_id)))
                 return
-            settled = read_started >= settle_at
+            settled = read_elapsed >= self._settle_s
             st = jm.step(job, jm.ReconcileMissed(settled=settled), self._clock.now())
             self._commit(st)
             job = st.job
@@ -544,7 +550,7 @@ class Engine:
             if settled:
                 wait = rt.confirm_gap_s
             else:
-                until_settle = (settle_at - self._clock.now()).total_seconds()
+                until_settle = self._settle_s - (elapsed0 + self._clock.monotonic() - mono0)
                 wait = max(0.0, min(rt.poll_s, until_settle))
             await self._sleep_for(wait)
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+from lobbypay.core.errors import Code
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from lobbypay.core.errors import Code
 
 #: every code the protocol documents (docs/protocol.md section 7)
 DOCUMENTED_CODES = frozenset(c.value for c in Code)
@@ -224,7 +223,7 @@ async def fire(port: int, tid: str, payloads: list[bytes], *, window: int = 48,
 
 
 def payloads(seed: int, n: int, start: int = 0) -> list[bytes]:
-    rng = random.Random(seed * 1_000_003 + start)
+    rng = random.Random(seed * 1_000_003 + start)  # noqa: S311 - reproducible fuzzing
     return [mutate(rng, start + i) for i in range(n)]
 
 

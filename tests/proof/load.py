@@ -62,7 +62,8 @@ class LoadStats:
             "seconds": round(self.seconds, 1), "sent": self.sent, "answered": self.answered,
             "unanswered": self.unanswered,
             "answered_per_s": round(self.answered / self.seconds, 1) if self.seconds else None,
-            "by_type": dict(self.by_type), "latency": self.latency(), "codes": dict(self.codes.most_common()),
+            "by_type": dict(self.by_type), "latency": self.latency(),
+            "codes": dict(self.codes.most_common()),
             "problems": self.problems[:5], "charges_done": self.charges_done,
             "charge_states": dict(self.charge_states),
             "rss_kib": {"first": rss[0] if rss else None, "min": min(rss, default=None),
@@ -169,7 +170,7 @@ async def run_load(run: Run, app: AppClient, seconds: float, *, window: int = 16
             while time.monotonic() - t0 < seconds and not cond_task.done():
                 async with cond:
                     await asyncio.wait_for(cond.wait_for(
-                        lambda: sum(1 for n in mine if n not in replies) < window), 60)
+                        lambda mine=mine: sum(1 for n in mine if n not in replies) < window), 60)
                 i = counter[0]
                 counter[0] += 1
                 kind = kinds[k % len(kinds)]

@@ -42,6 +42,7 @@ def test_failpoints_are_inert_without_the_guard_and_refuse_typos() -> None:
     import sys
 
     from lobbypay import failpoints
+
     from tests.e2e.harness import subprocess_env
 
     assert failpoints._armed_from({"LOBBYPAY_FAILPOINTS": "after_accept"}) == {}

@@ -108,7 +108,7 @@ def test_mqtt_property_any_json_fields_get_a_documented_answer(parts: Parts) -> 
 
 async def test_swipe_fuzz_through_the_serial_reader(parts: Parts) -> None:
     run = parts.new_run("fuzz-swipe")
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - reproducible fuzzing
     try:
         async with QuietApp(parts.broker.port, run.agent.terminal_id) as app:
             run.agent.start()
@@ -145,7 +145,7 @@ async def test_evdev_decoder_fuzz_with_real_input_events() -> None:
     from tests.fakes.evdev import Clock, FakeInputDevice, FakeOpener, ev, typed
     from tests.fakes.pty import EventLog
 
-    rng = random.Random(11)
+    rng = random.Random(11)  # noqa: S311 - reproducible fuzzing
     dev = FakeInputDevice()
     log = EventLog()
     reader = READERS["evdev"](path=dev.path, grab=True, opener=FakeOpener(dev),
@@ -307,7 +307,7 @@ def test_mutated_config_files_exit_2_naming_the_key(tmp_path: Path,
     cfg.write_text(good)
     assert main(["check-config", "--config", str(cfg)]) == 0
     capsys.readouterr()
-    rng = random.Random(3)
+    rng = random.Random(3)  # noqa: S311 - reproducible fuzzing
     refused = accepted = 0
     for i in range(400):
         text, key = fuzz.mutate_toml(rng, good)

@@ -43,7 +43,8 @@ class Sniffer:
 
     async def _rx(self) -> None:
         async for m in self._client.messages:
-            self.seen.append((str(m.topic), bytes(m.payload) if isinstance(m.payload, bytes) else b""))
+            payload = bytes(m.payload) if isinstance(m.payload, bytes) else b""
+            self.seen.append((str(m.topic), payload))
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
@@ -124,7 +125,7 @@ async def test_canary_never_leaves_the_card_code(parts: Parts) -> None:
     assert finals == {"ok": "succeeded", "decline": "declined", "unknown": "failed",
                       "echo": "failed", "html": finals["html"], "garbage": finals["garbage"],
                       "crash": "succeeded"}, finals
-    assert finals["html"] in ("failed", "succeeded") and finals["garbage"] in ("failed", "succeeded")
+    assert {finals["html"], finals["garbage"]} <= {"failed", "succeeded"}
     # the card did reach athena (as a keyed hash in the simulator's record)
     assert any(((c.get("form") or {}).get("trackdata") or {}).get("last4") == "1111"
                for c in sim.posts(PATIENT))
