@@ -129,11 +129,13 @@ class Parts:
 
     @classmethod
     @contextlib.contextmanager
-    def up(cls, root: Path, **broker_options: Any) -> Iterator[Parts]:
+    def up(cls, root: Path, *, extra_conf: str = "", **broker_options: Any) -> Iterator[Parts]:
         root.mkdir(parents=True, exist_ok=True)
         broker = Mosquitto(root / "broker", **broker_options)
         if os.environ.get("LOBBYPAY_PROOF_NODELAY") == "1":
-            broker.conf.write_text(broker.conf.read_text() + "set_tcp_nodelay true\n")
+            extra_conf += "set_tcp_nodelay true\n"
+        if extra_conf:
+            broker.conf.write_text(broker.conf.read_text() + extra_conf)
         broker.start()
         sim = AthenaSimProcess(root)
         try:
