@@ -48,6 +48,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+from lobbypay.shell.logsafe import luhn_ok
+
 _log = logging.getLogger("lobbypay.sim.athena")
 
 EASTERN = ZoneInfo("America/New_York")
@@ -112,18 +114,6 @@ ERROR_HTML = (
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def card_brand(pan: str) -> tuple[str, str]:
