@@ -163,7 +163,7 @@ def check_reply(sent: bytes, reply: bytes) -> str | None:
 
 
 async def fire(port: int, tid: str, payloads: list[bytes], *, window: int = 48,
-               timeout: float = 30, first_case: int = 0) -> FuzzStats:
+               timeout: float = 30, first_case: int = 0) -> FuzzStats:  # noqa: ASYNC109
     """Send every payload to the agent's cmd topic (QoS 1) with at most ``window``
     unanswered at once; wait for each reply by correlation data; check each."""
     stats = FuzzStats()

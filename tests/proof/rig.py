@@ -171,7 +171,7 @@ class Run:
         assert self.replug.port is not None
         self.replug.port.write(tracks.encode("ascii") + b"\r")
 
-    async def feed(self, data: bytes, timeout: float = 10) -> None:
+    async def feed(self, data: bytes, timeout: float = 10) -> None:  # noqa: ASYNC109
         """Write to the reader pty, waiting while its buffer is full (the agent reads)."""
         end = time.monotonic() + timeout
         while data:
@@ -189,13 +189,13 @@ class Run:
         self.replug.close()
 
 
-async def wait_online(app: AppClient, session: int, timeout: float = 20) -> None:
+async def wait_online(app: AppClient, session: int, timeout: float = 20) -> None:  # noqa: ASYNC109
     await app.wait_retained(
         "status", lambda s: s.get("online") is True and s.get("session") == session,
         timeout=timeout)
 
 
-async def wait_dead(agent: ProofAgent, timeout: float) -> bool:
+async def wait_dead(agent: ProofAgent, timeout: float) -> bool:  # noqa: ASYNC109
     end = time.monotonic() + timeout
     while agent.alive():
         if time.monotonic() > end:
@@ -276,7 +276,7 @@ async def crash_run(parts: Parts, scenario: str) -> CrashResult:
                 # the POST is in flight: the simulator has it and holds the answer
                 await app.wait_event(job, "submitting", timeout=10)
                 end = time.monotonic() + 5
-                while not parts.sim.posts(PATIENT) and time.monotonic() < end:
+                while not parts.sim.posts(PATIENT) and time.monotonic() < end:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
                 agent.kill9()
             res.crashed = await wait_dead(agent, 15)

@@ -211,8 +211,8 @@ async def test_athena_down_entirely_and_back(parts: Parts) -> None:
             assert st["athena"]["last_error"]["code"] == "athena_unavailable"
             # back on the same port (a fresh process: the agent's token is unknown to it)
             info = sim.info
-            with open(sim.tmp / "sim2.stderr", "wb") as err:
-                sim.proc = subprocess.Popen(  # noqa: S603
+            with open(sim.tmp / "sim2.stderr", "wb") as err:  # noqa: ASYNC230
+                sim.proc = subprocess.Popen(  # noqa: ASYNC220, S603
                     [sys.executable, "-m", "lobbypay.sim.athena", "--port", port,
                      "--client-id", info["client_id"], "--client-secret",
                      info["client_secret"], "--practice", info["practice_id"]],
