@@ -184,6 +184,7 @@ class Parts:
                 f"listener {port} 127.0.0.1",
                 "allow_anonymous true",
                 "persistence false",
+                "set_tcp_nodelay true",
                 f"log_dest file {log}",
                 # Running as root, mosquitto would switch to user "mosquitto", who cannot
                 # write into our 0700 directory: stay who we are.

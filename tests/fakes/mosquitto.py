@@ -112,6 +112,8 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            # as recommended for sites (docs/OPERATIONS.md): no Nagle delay on small packets
+            "set_tcp_nodelay true",
         ]
         if persistence:
             (workdir / "db").mkdir(exist_ok=True)
