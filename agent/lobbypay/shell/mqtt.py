@@ -100,6 +100,10 @@ CANCEL_RETRY_S = 0.2
 #: A Response Topic longer than this is not a real app's inbox.
 MAX_RESPONSE_TOPIC_LEN = 256
 
+#: A state change is published this long after it is signalled, so that the several
+#: changes of one charge step (screen, job, outbox count) go out as one retained
+#: ``state`` message and do not take turns with the step's reply and event on the loop.
+STATE_COALESCE_S = 0.02
 #: No Nagle on the broker socket: every packet we write is small, and a reply or event
 #: PUBLISH written right after a PUBACK would otherwise wait for the broker's delayed ACK
 #: of that PUBACK (~40 ms on Linux) before it leaves (docs/PERFORMANCE.md).
@@ -544,6 +548,9 @@ class MqttLink:
                 await client.publish(self.state_topic, payload, qos=1, retain=True)
                 self.counters.state_published += 1
             await self._state_dirty.wait()
+            # let the burst of changes one step makes land first: one state publish for
+            # them, after the step's reply/event rather than in between
+            await asyncio.sleep(STATE_COALESCE_S)
 
     async def _outbox_loop(self, client: aiomqtt.Client) -> None:
         while True:
