@@ -218,13 +218,15 @@ rows = 2
         assert self.proc is not None  # noqa: S101
         return self.proc.pid
 
-    def start(self) -> float:
-        """Start the process; returns ``perf_counter()`` just before the fork."""
+    def start(self, profile: Path | None = None) -> float:
+        """Start the process (under cProfile writing ``profile`` if given); returns
+        ``perf_counter()`` just before the fork."""
         self.runs += 1
+        prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
         with open(self.workdir / f"agent-{self.runs}.log", "wb") as out:
             self.started_at = time.perf_counter()
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, "-m", "lobbypay", "run", "--config", str(self.config)],
+                [sys.executable, *prof, "-m", "lobbypay", "run", "--config", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, env=child_env())
         return self.started_at
 

@@ -73,11 +73,12 @@ class Plan:
     throughput_s: float
     balance_runs: int
     broker_nagle: bool = False
+    profile: Path | None = None
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
-        base = Plan(True, charges=20, idle_s=10, commands=1000, starts=3, throughput_s=1.0,
+        base = Plan(True, charges=20, idle_s=10, commands=1000, starts=3, throughput_s=0.5,
                     balance_runs=5)
     else:
         base = Plan(False, charges=200, idle_s=60, commands=10_000, starts=5,
@@ -89,6 +90,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.commands:
         base.commands = args.commands
     base.broker_nagle = args.broker_nagle
+    base.profile = args.profile.resolve() if args.profile else None
     return base
 
 
@@ -265,7 +267,11 @@ async def measure_startup(agent: Agent, client: BenchClient, starts: int) -> dic
         rc = agent.stop()
         if rc != 0:
             raise RuntimeError(f"agent exited {rc} on SIGTERM:\n" + agent.log_tail())
-        await asyncio.wait_for(offline, 10)
+        try:
+            await asyncio.wait_for(offline, 10)
+        except TimeoutError:
+            raise RuntimeError(f"no offline status after SIGTERM (last: {client.status}):\n"
+                               + agent.log_tail()) from None
     return {"starts_s": [round(x, 4) for x in took], "median_s": statistics.median(took)}
 
 
@@ -346,7 +352,7 @@ async def measure_throughput(client: BenchClient, bare: Bare, seconds: float) ->
                      ("bare_mqtt_echo", bare.mqtt.echo_round_trip), ("bare_get", bare.get)):
         rows = []
         for conc in (1, 4, 16):
-            await closed_loop(fn, conc, min(0.3, seconds / 3))  # warm
+            await closed_loop(fn, conc, min(0.3, seconds / 5))  # warm
             rows.append(await closed_loop(fn, conc, seconds))
         out[name] = rows
     return out
@@ -428,7 +434,7 @@ def machine() -> dict[str, Any]:
                               text=True, timeout=5).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem_kb // 1024,
+    return {"loadavg": os.getloadavg(), "cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem_kb // 1024,
             "kernel": platform.release(), "python": platform.python_version(),
             "mosquitto": mosq, "machine": platform.machine()}
 
@@ -442,6 +448,7 @@ async def run(plan: Plan) -> dict[str, Any]:
     details: dict[str, Any] = {}
     echo: Echo | None = None
     agent: Agent | None = None
+    ok = False
     try:
         broker.start()
         info = sim.start()
@@ -458,7 +465,7 @@ async def run(plan: Plan) -> dict[str, Any]:
 
             online = client.expect_status(lambda s: s.get("online") is True
                                           and s.get("session") == plan.starts + 1)
-            agent.start()
+            agent.start(profile=plan.profile)
             await asyncio.wait_for(online, 20)
             await asyncio.sleep(1.0)
             rss_start = procfs.memory_kb(agent.pid)
@@ -474,12 +481,18 @@ async def run(plan: Plan) -> dict[str, Any]:
             try:
                 await bare.login()
                 say(f"{plan.charges} charges (swipe -> succeeded), with bare baselines")
+                c0 = procfs.cpu_seconds(agent.pid)
                 details["charges"] = await measure_charges(client, bare, pty, plan.charges, tag)
+                details["charges"]["agent_cpu_ms_per_charge"] = round(
+                    (procfs.cpu_seconds(agent.pid) - c0) / plan.charges * 1000, 3)
                 say(f"throughput at 1/4/16 in flight, {plan.throughput_s:g} s each")
                 details["throughput"] = await measure_throughput(client, bare, plan.throughput_s)
                 say(f"memory over {plan.commands:,} commands")
                 job_ids = [f"bench-{tag}-{i}" for i in range(plan.charges)]
+                c0 = procfs.cpu_seconds(agent.pid)
                 mem = await measure_memory(client, agent, plan.commands, job_ids)
+                mem["agent_cpu_ms_per_command"] = round(
+                    (procfs.cpu_seconds(agent.pid) - c0) / plan.commands * 1000, 3)
                 mem["start_kb"] = rss_start
                 details["memory"] = mem
             finally:
@@ -488,6 +501,7 @@ async def run(plan: Plan) -> dict[str, Any]:
             rc = agent.stop()
             if rc != 0:
                 raise RuntimeError(f"agent exited {rc} on SIGTERM:\n" + agent.log_tail())
+        ok = True
     finally:
         if agent is not None:
             agent.stop()
@@ -496,7 +510,10 @@ async def run(plan: Plan) -> dict[str, Any]:
         sim.stop()
         broker.stop()
         pty.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            say(f"run failed; its files are kept in {work}")
     return details
 
 
@@ -571,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commands", type=int, help="commands in the memory run")
     ap.add_argument("--broker-nagle", action="store_true",
                     help="run mosquitto with its default (Nagle on) instead of set_tcp_nodelay")
+    ap.add_argument("--profile", type=Path,
+                    help="run the measured agent under cProfile, stats to this file "
+                         "(slows it down: figures from such a run are not comparable)")
     args = ap.parse_args(argv)
     plan = make_plan(args)
     when = datetime.now(UTC)
@@ -587,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": plan.quick,
-        "plan": plan.__dict__,
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in plan.__dict__.items()},
         "machine": machine(),
         "figures": {f.name: f.as_dict() for f in figs},
         "details": details,
