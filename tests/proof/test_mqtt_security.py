@@ -151,8 +151,8 @@ async def test_without_valid_credentials_or_tls_nothing_connects(
             async with client(secure, tls, TID_A, "not-the-password"):
                 pass
         else:
-            c = MqttTestClient("127.0.0.1", secure.broker.port, username=APP,
-                               password=USERS[APP])
+            c = aiomqtt.Client("127.0.0.1", secure.broker.port, username=APP,
+                               password=USERS[APP], timeout=2)
             async with asyncio.timeout(15):
                 async with c:
                     pass
