@@ -118,7 +118,8 @@ class BenchClient:
             self._status_waiters.append((pred, fut))
         return fut
 
-    async def command(self, type_: str, timeout: float = 30, **fields: Any) -> Stamped:
+    async def command(self, type_: str, timeout: float = 30,  # noqa: ASYNC109
+                      **fields: Any) -> Stamped:
         """Send one command; returns (seconds from just before the publish to the reply
         taken off the client, reply)."""
         rid = uuid.uuid4().hex
@@ -135,7 +136,7 @@ class BenchClient:
 
     # ------------------------------------------------------------------ bare MQTT
 
-    async def oneway(self, timeout: float = 10) -> float:
+    async def oneway(self, timeout: float = 10) -> float:  # noqa: ASYNC109
         """Seconds from publish (QoS 1) to receiving it back as a subscriber of the same
         broker: one hop out, one hop in, like an agent's event reaching an app."""
         key = uuid.uuid4().hex
@@ -145,7 +146,7 @@ class BenchClient:
         await self.client.publish(f"bench/{self.me}/oneway", key, qos=1)
         return await asyncio.wait_for(fut, timeout) - t0
 
-    async def echo_round_trip(self, timeout: float = 10) -> float:
+    async def echo_round_trip(self, timeout: float = 10) -> float:  # noqa: ASYNC109
         """Seconds for a QoS 1 request to the bare echo process and its QoS 1 answer."""
         key = uuid.uuid4().hex
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Both bare MQTT ends send each packet at once (no Nagle): without it, a PUBACK
@@ -42,7 +43,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, timeout: float = 10) -> None:
+def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)

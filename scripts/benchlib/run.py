@@ -216,7 +216,6 @@ class Bare:
 
 def measure_balance(runs: int) -> dict[str, Any]:
     from bench_balance import build_payload  # scripts/bench_balance.py
-
     from lobbypay.core.balance import evaluate_balances
 
     body = json.dumps(build_payload(10_000, 4)).encode()
@@ -434,9 +433,9 @@ def machine() -> dict[str, Any]:
                               text=True, timeout=5).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         pass
-    return {"loadavg": os.getloadavg(), "cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem_kb // 1024,
-            "kernel": platform.release(), "python": platform.python_version(),
-            "mosquitto": mosq, "machine": platform.machine()}
+    return {"loadavg": os.getloadavg(), "cpu": cpu, "cores": os.cpu_count(),
+            "mem_mb": mem_kb // 1024, "kernel": platform.release(),
+            "python": platform.python_version(), "mosquitto": mosq, "machine": platform.machine()}
 
 
 async def run(plan: Plan) -> dict[str, Any]:
