@@ -163,6 +163,10 @@ async def test_status_state_and_ping(mosquitto: Mosquitto, unique_tid: str, prot
             assert reply == {"v": 1, "type": "reply", "request_id": "p-1", "command": "ping",
                              "ok": True, "state": STATE}
             schemas.validate("reply", reply)
+            # replies_sent counts at the PUBACK, which may trail the subscriber's copy
+            async with asyncio.timeout(5):
+                while link.counters.replies_sent < 1:
+                    await asyncio.sleep(0.01)
             assert link.counters.commands == 1 and link.counters.replies_sent == 1
         offline = await c.wait_for(is_status(unique_tid, False))
         assert offline.json()["session"] == 1
