@@ -178,6 +178,11 @@ def test_processed_replies_are_kept_and_pruned(journal: Journal, monkeypatch) ->
         journal.put_reply("r-9", {"ok": True})  # type: ignore[arg-type]
 
 
+def test_put_reply_leaves_the_connection_at_synchronous_full(journal: Journal) -> None:
+    journal.put_reply("r-1", b"{}")
+    assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
 def test_unwritable_state_dir_is_a_journal_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
