@@ -5,7 +5,11 @@ expose brand and last 4; the athena client never logs request bodies). This modu
 second: every record, and the final formatted text including tracebacks, is scrubbed of
 
 * track text (``%B...^...?``, ``;<digits>=<digits>...?``, ``<digits>=<YYMM>`` fragments),
+* a track-1 name field (``^SURNAME/GIVEN^``) on its own,
 * digit runs of 12-19 digits (spaces or dashes allowed between digits) that pass Luhn,
+* unbroken runs of 20 or more digits (a PAN glued to its expiry and service code when a
+  track lost its ``=`` separator: too long to be one number, so the Luhn test cannot
+  tell; nothing the agent logs legitimately is that long),
 
 before it is written. Logs go to stdout (journald adds the timestamp), one JSON object per
 line by default. The ``httpx``/``httpcore`` loggers are pinned to WARNING because httpx
@@ -22,7 +26,9 @@ from typing import Any, TextIO
 
 _TRACK1 = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
 _TRACK2 = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
+_TRACK_NAME = re.compile(r"\^[^^\n]{1,30}\^")
 _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+_LONG_DIGIT_RUN = re.compile(r"\d{20,}")
 REDACTED = "[redacted]"
 
 
@@ -49,6 +55,8 @@ def redact(text: str) -> str:
         return text
     text = _TRACK1.sub(REDACTED, text)
     text = _TRACK2.sub(REDACTED, text)
+    text = _TRACK_NAME.sub(REDACTED, text)
+    text = _LONG_DIGIT_RUN.sub(REDACTED, text)
     return _DIGIT_RUN.sub(_scrub_run, text)
 
 
@@ -103,3 +111,4 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None 
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
