@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import time
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from lobbypay.core.errors import Code, DomainError
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal
-from lobbypay.shell.logsafe import setup_logging
+from lobbypay.shell.logsafe import install_crash_hooks, setup_logging
 from lobbypay.shell.mqtt import MqttLink
 from lobbypay.shell.notify import Notifier
 
@@ -192,10 +193,29 @@ class Dispatcher:
         return protocol.encode_reply(cmd.request_id, cmd.type, **fields)
 
 
+def no_core_dumps() -> bool:
+    """Make sure this process never writes a core file (it holds swiped tracks in memory).
+
+    The systemd unit already sets ``LimitCORE=0``; this covers a run outside the unit
+    (a container, a shell). When the limit is already 0 nothing is called, so the unit's
+    ``SystemCallFilter=~@resources`` never sees a setrlimit. Returns True when the limit
+    is 0 afterwards."""
+    try:
+        if resource.getrlimit(resource.RLIMIT_CORE) != (0, 0):
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+    except (OSError, ValueError) as exc:
+        log.warning("could not turn core dumps off (%s); rely on LimitCORE=0",
+                    type(exc).__name__)
+        return False
+
+
 async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
                     notifier: Notifier | None = None) -> int:
     """Run the agent until ``stop`` is set (or SIGTERM/SIGINT). Returns the exit code."""
     setup_logging(cfg.logging.level, cfg.logging.format)
+    install_crash_hooks()
+    no_core_dumps()
     notifier = notifier or Notifier()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

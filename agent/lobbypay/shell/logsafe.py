@@ -112,3 +112,45 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None 
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+
+def _log_uncaught(name: str, exc_type: type[BaseException], exc: BaseException | None,
+                  tb: Any) -> None:
+    """Write an uncaught exception through the redacting handler (or, with no handler,
+    redacted to stderr). Python's default hooks print the traceback and the exception
+    text straight to stderr, past every redaction."""
+    logger = logging.getLogger("lobbypay.crash")
+    if logging.getLogger().handlers:
+        logger.critical("%s: uncaught %s", name, exc_type.__name__,
+                        exc_info=(exc_type, exc, tb) if exc is not None else None)
+        return
+    import traceback
+
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write(redact(f"{name}: uncaught {exc_type.__name__}\n{text}"))
+
+
+def install_crash_hooks() -> None:
+    """Route every path by which Python prints an exception or a warning on its own
+    (``sys.excepthook`` when the process dies, ``threading.excepthook``,
+    ``sys.unraisablehook`` for errors in ``__del__`` and finalizers, and ``warnings``)
+    through logging, so the redaction above applies to them too. asyncio's own handler
+    ("Task exception was never retrieved") already logs through logging."""
+    import threading
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        _log_uncaught("process", exc_type, exc, tb)
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        _log_uncaught(f"thread {args.thread.name if args.thread else '?'}",
+                      args.exc_type, args.exc_value, args.exc_traceback)
+
+    def unraisable_hook(args: Any) -> None:
+        # The default hook also prints repr(args.object), which may be a buffer: not here.
+        _log_uncaught("unraisable", args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
+    logging.captureWarnings(True)
