@@ -254,7 +254,8 @@ def _connection(args: argparse.Namespace, *, need_terminal: bool = True) -> Conn
             tls = _tls_context(ca, m.certfile if m else None, m.keyfile if m else None)
         except (OSError, ssl.SSLError) as exc:
             raise SystemExit(fail(f"TLS files: {exc}", EXIT_CONFIG)) from None
-    return Connection(tid, host, port, username, password, tls, m.protocol if m else "5", cfg)
+    protocol = m.protocol if m and m.protocol != "auto" else "5"  # the tools speak 5 on auto
+    return Connection(tid, host, port, username, password, tls, protocol, cfg)
 
 
 def _unreachable(conn: Connection, exc: BaseException) -> int:

@@ -61,7 +61,7 @@ class AthenaConfig:
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    protocol: str = "5"  # "5" or "3.1.1"
+    protocol: str = "auto"  # "auto" (5, or 3.1.1 when the broker refuses 5), "5", "3.1.1"
     username: str | None = None
     password_file: str | None = None
     password: str | None = field(default=None, repr=False)  # filled by loadconf
@@ -255,7 +255,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     mqtt = MqttConfig(
         host=m.text("host", "127.0.0.1") or "127.0.0.1",
         port=m.integer("port", 8883 if tls else 1883, 1, 65535),
-        protocol=m.choice("protocol", "5", ("5", "3.1.1")),
+        protocol=m.choice("protocol", "auto", ("auto", "5", "3.1.1")),
         username=username,
         password_file=password_file,
         tls=tls,

@@ -111,6 +111,9 @@ _SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 #: MQTT 5 reason codes (and their 3.1.1 CONNACK equivalents 4, 5) for refused credentials.
 _AUTH_REASON_CODES = {4, 5, 134, 135, 140}
+#: "Unsupported protocol version" (paho also reports a 3.1.1 broker's CONNACK 1 to an
+#: MQTT 5 CONNECT as 132): with ``mqtt.protocol = "auto"`` the link falls back to 3.1.1.
+_PROTOCOL_REASON_CODES = {1, 132}
 
 
 class LinkState(StrEnum):
@@ -231,7 +234,9 @@ class MqttLink:
         self.counters = LinkCounters()
         self.state = LinkState.IDLE
         self.last_error: str | None = None
-        self._v5 = cfg.protocol == "5"
+        #: "auto" (the default) speaks MQTT 5 until a broker refuses it, then 3.1.1
+        self._v5 = cfg.protocol != "3.1.1"
+        self._protocol_fallback = cfg.protocol == "auto"
         self._purged = False
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -313,7 +318,13 @@ class MqttLink:
                 else:
                     self.counters.connect_failures += 1
                     self.last_error = f"connect: {exc}"
-                    if _is_auth_error(exc):
+                    if self._v5 and self._protocol_fallback and _has_reason(
+                            exc, _PROTOCOL_REASON_CODES):
+                        self._v5 = False
+                        delay = 0.0
+                        log.warning("mqtt broker %s:%d does not speak MQTT 5; using 3.1.1",
+                                    self._cfg.host, self._cfg.port)
+                    elif _is_auth_error(exc):
                         self.counters.auth_failures += 1
                         delay = self._backoff_cap_s
                         self.last_error = f"auth: {exc}"
@@ -602,11 +613,15 @@ def _build_tls_context(cfg: MqttConfig) -> ssl.SSLContext:
 
 
 def _is_auth_error(exc: BaseException) -> bool:
+    return _has_reason(exc, _AUTH_REASON_CODES)
+
+
+def _has_reason(exc: BaseException, codes: set[int]) -> bool:
     if not isinstance(exc, aiomqtt.MqttCodeError):
         return False
     rc = exc.rc
     value = getattr(rc, "value", rc)
-    return isinstance(value, int) and value in _AUTH_REASON_CODES
+    return isinstance(value, int) and value in codes
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,116 @@
+"""Contract audit: requirements of protocol.md that an outside test could check and that
+no other test pinned down, each found failing (or at risk) and fixed. Real agent process,
+real mosquitto, the athena simulator over HTTP, a pty reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from tests.e2e.harness import (
+    AgentProcess,
+    AppClient,
+    AthenaSimProcess,
+    PtyReader,
+    assert_no_canary,
+    validate_all,
+)
+
+
+class Mqtt311OnlyBroker:
+    """A broker that speaks only MQTT 3.1.1: a TCP front for mosquitto that answers an
+    MQTT 5 CONNECT the way a 3.1.1 server must (CONNACK return code 1, "unacceptable
+    protocol level", then close) and passes 3.1.1 connections through untouched."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.refused_v5 = 0
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Mqtt311OnlyBroker:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        uw: asyncio.StreamWriter | None = None
+        try:
+            head = await r.readexactly(1)
+            raw_len, length, mult = b"", 0, 1
+            while True:
+                b = await r.readexactly(1)
+                raw_len += b
+                length += (b[0] & 0x7F) * mult
+                mult *= 128
+                if not b[0] & 0x80:
+                    break
+            body = await r.readexactly(length)
+            if body[6] != 4:  # protocol level after the "MQTT" name: 4 = 3.1.1
+                self.refused_v5 += 1
+                w.write(b"\x20\x02\x00\x01")
+                await w.drain()
+                return
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            uw.write(head + raw_len + body)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError, ConnectionError):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pipe(r, uw), pipe(ur, w))
+        except (asyncio.IncompleteReadError, OSError, ConnectionError):
+            pass
+        finally:
+            w.close()
+            if uw is not None:
+                uw.close()
+            self._tasks.discard(task)
+
+
+async def test_contract_config_works_with_an_mqtt_311_only_broker(
+    tmp_path: Any, athena_sim: AthenaSimProcess, pty_reader: PtyReader, mosquitto: Any
+) -> None:
+    """protocol.md 1: "MQTT 3.1.1 and 5 brokers both work." The contract's config has no
+    MQTT version key, so the agent must find a 3.1.1-only broker by itself (it used to
+    retry MQTT 5 forever and never came online)."""
+    async with Mqtt311OnlyBroker(mosquitto.port) as broker:
+        agent = AgentProcess(tmp_path, broker.port, athena_sim.info, pty_reader.path)
+        try:
+            async with AppClient(mosquitto.port, agent.terminal_id) as app:
+                agent.start()
+                status = await app.wait_retained("status", lambda s: s.get("online") is True,
+                                                 timeout=15)
+                assert status["session"] == 1
+                assert broker.refused_v5 >= 1
+                pong = await app.command("ping")
+                assert pong["ok"] is True and pong["state"]["job_state"] == "idle", pong
+                assert agent.terminate() == 0
+                await app.wait_retained("status", lambda s: s.get("online") is False)
+                validate_all(app)
+            assert_no_canary(agent=agent, app=app)
+        finally:
+            if agent.proc is not None and agent.proc.poll() is None:
+                agent.proc.kill()
+                agent.proc.wait()
