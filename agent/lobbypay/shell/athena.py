@@ -47,6 +47,7 @@ from lobbypay.core.athena import (
     AthenaRejected,
     AthenaThrottled,
     AthenaUnavailable,
+    Declined,
     NotFound,
     OutcomeUnknown,
     PaymentResult,
@@ -109,6 +110,10 @@ CARD_FIELDS: Final = frozenset(
     }
 )
 _ID_RE = re.compile(r"\A[0-9A-Za-z_-]{1,32}\Z")
+#: The PAN and the cardholder name inside ``trackdata`` (track 1 ``%B PAN ^ NAME ^``,
+#: track 2 ``; PAN =``), so athena's text is masked for them on their own too.
+_TRACK_PAN_RE = re.compile(r"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
+_TRACK_NAME_FIELD_RE = re.compile(r"\^([^^?]{2,26})\^")
 _NOT_JSON: Final = object()
 
 
@@ -376,7 +381,7 @@ class AthenaClient:
         ):
             raise AthenaRejected(f"{what}: not sent: form must map str to str")
         data = dict(form)
-        secrets = tuple(v for k, v in data.items() if k in CARD_FIELDS)
+        secrets = _card_secrets(data)
         self._check_open()
         deadline = self._clock.monotonic() + self._timeout_s
 
@@ -420,9 +425,14 @@ class AthenaClient:
         body = _decode_json(resp)
         if 200 <= status < 300:
             try:
-                return parse_payment_result(body)
+                result = parse_payment_result(body)
             except AthenaParseError as exc:
                 message = exc.message
+            else:
+                if isinstance(result, Declined):
+                    # a decline text may quote the card (a name, a number) like an error does
+                    result = Declined(clean_peer_text(result.errortext, secrets))
+                return result
             _log.warning("athena %s: unreadable 2xx (%s), X-Request-Id %s", what, message, rid)
             raise OutcomeUnknown(
                 f"{what}: HTTP {status} unreadable ({message}); outcome unknown",
@@ -828,6 +838,25 @@ class AthenaClient:
         if not isinstance(value, str) or not _ID_RE.match(value):
             raise NotFound(f"{what} is not an athena id")
         return value
+
+
+def _card_secrets(form: Mapping[str, str]) -> tuple[str, ...]:
+    """What to mask in athena's text for this POST: each card field verbatim, and from
+    ``trackdata`` the PAN and the cardholder name (whole, and each part of 4 or more
+    characters: "SANDBOXTEST/JANE" is also masked as "SANDBOXTEST" and "JANE"). Longest
+    first, so a part never splits a longer secret before it is masked."""
+    out: set[str] = set()
+    for key, value in form.items():
+        if key not in CARD_FIELDS or not value:
+            continue
+        out.add(value)
+        if key == "trackdata":
+            out.update(m.group(1) for m in _TRACK_PAN_RE.finditer(value))
+            for m in _TRACK_NAME_FIELD_RE.finditer(value):
+                name = m.group(1).strip()
+                out.add(name)
+                out.update(p for p in re.split(r"[/ .,-]+", name) if len(p) >= 4)
+    return tuple(sorted(out, key=len, reverse=True))
 
 
 def _consume_result(task: asyncio.Task[str]) -> None:
