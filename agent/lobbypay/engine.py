@@ -176,6 +176,10 @@ class Engine:
 
         self._active: _Active | None = None
         self._reconciling: dict[str, asyncio.Task[None]] = {}
+        #: POSTs whose outcome is not journaled yet, and a counter bumped when one starts
+        #: or ends: a receipts read that overlapped one may list a payment no job owns yet.
+        self._posts_in_flight = 0
+        self._post_gen = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._start_lock = asyncio.Lock()
         self._screen: tuple[str, ...] = ()
@@ -421,8 +425,16 @@ class Engine:
         active.job = st2.job
         log.info("job %s: submitting (%s *%s)", job.job_id, accepted.brand, accepted.last4)
         self._wake()
-        self._spawn(self._submit(st2.job, active.plan, card),
-                    f"lobbypay.engine.submit[{job.job_id}]")
+        self._posts_in_flight += 1
+        self._post_gen += 1
+        task = self._spawn(self._submit(st2.job, active.plan, card),
+                           f"lobbypay.engine.submit[{job.job_id}]")
+        task.add_done_callback(self._post_done)
+
+    def _post_done(self, _task: asyncio.Task[None]) -> None:
+        # after _submit journaled the outcome (an approval's epayment id), or was cancelled
+        self._posts_in_flight -= 1
+        self._post_gen += 1
 
     async def _submit(self, job: Job, plan: Any, card: api.Card) -> None:
         form: dict[str, str] = {}
@@ -519,6 +531,8 @@ class Engine:
             await self._sleep_for(first_wait)
         while True:
             read_elapsed = elapsed0 + (self._clock.monotonic() - mono0)
+            post_gen = self._post_gen
+            post_busy = self._posts_in_flight > 0
             try:
                 async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
                     receipts = await self._athena.list_receipts(job.patient_id, job.department_id)
@@ -534,6 +548,15 @@ class Engine:
             backoff = rt.retry_min_s
             found = match_receipt(receipts, job.total, job.card_last4, job.submitted_at,
                                   self._journal.known_epayment_ids())
+            if found is not None and (post_busy or self._posts_in_flight > 0
+                                      or self._post_gen != post_gen):
+                # Another job's POST was in flight during this read: the receipt may be
+                # its payment, listed before its answer reached us and its epayment id
+                # reached the journal. Decide nothing; read again once it is settled.
+                log.info("job %s: receipt %s seen while a POST was in flight; reading again",
+                         job.job_id, found.epayment_id)
+                await self._sleep_for(rt.retry_min_s)
+                continue
             if found is not None:
                 log.info("job %s: reconciled, payment %s found", job.job_id, found.epayment_id)
                 self._feed(job, jm.ReconcileFound(str(found.epayment_id)))
