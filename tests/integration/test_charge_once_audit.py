@@ -47,3 +47,26 @@ async def test_reconcile_does_not_take_the_receipt_of_a_post_in_flight(rig: Rig)
     await until(lambda: rig.states("j-1")[-1] == "failed")
     assert rig.events("j-1")[-1]["error"]["code"] == "not_charged"
     assert len(rig.athena.posts) == 2  # one POST per job, never a retry
+
+
+async def test_a_swipe_delivered_twice_posts_once(rig: Rig) -> None:  # noqa: F811
+    # a reader that sends one swipe as two frames (or a patient who swipes again while
+    # the payment is processing): the second card arrives with the job in submitting
+    from lobbypay_hw import api
+
+    from tests.integration.test_engine import FakeCard, settle
+
+    rig.athena.post_script = [HANG]
+    rig.athena.after_hang = Approved("900123")
+    await rig.engine.charge_start(start_cmd("j-1"))
+    first, second, third = FakeCard(), FakeCard(), FakeCard()
+    rig.engine.on_reader_event(api.CardRead(first))
+    rig.engine.on_reader_event(api.CardRead(second))  # same loop turn, before the POST task
+    await settle()
+    rig.engine.on_reader_event(api.CardRead(third))  # while the POST is in flight
+    assert second.wiped and third.wiped
+    rig.athena.release.set()
+    await until(lambda: rig.states("j-1")[-1] == "succeeded")
+    assert first.wiped
+    assert len(rig.athena.posts) == 1
+    assert rig.states("j-1") == ["pending", "card_read", "submitting", "succeeded"]
