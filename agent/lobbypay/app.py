@@ -34,11 +34,11 @@ from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
 from lobbypay.core.commands import Command
-from lobbypay.core.config import Config
+from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
-from lobbypay.shell.journal import Journal
+from lobbypay.shell.journal import Journal, JournalError
 from lobbypay.shell.logsafe import install_crash_hooks, setup_logging
 from lobbypay.shell.mqtt import MqttLink
 from lobbypay.shell.notify import Notifier
@@ -225,8 +225,13 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
 
     clock = SystemClock()
     t = cfg.terminal
-    os.makedirs(t.state_dir, mode=0o700, exist_ok=True)
-    journal = Journal(t.state_dir)
+    try:
+        os.makedirs(t.state_dir, mode=0o700, exist_ok=True)
+        journal = Journal(t.state_dir)
+    except (OSError, JournalError) as exc:
+        # a state_dir that cannot be made or used is a config error (protocol.md 9)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("terminal.state_dir", f"cannot use {t.state_dir}: {reason}") from None
     session = journal.next_session()
     started_at = iso_utc(clock.now())
     a = cfg.athena

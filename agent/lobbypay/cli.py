@@ -269,8 +269,15 @@ def _unreachable(conn: Connection, exc: BaseException) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lobbypay.app import run_agent
 
-    cfg = _load(_config_path(args))
-    return asyncio.run(run_agent(cfg))
+    from lobbypay.core.config import ConfigError
+
+    path = _config_path(args)
+    cfg = _load(path)
+    try:
+        return asyncio.run(run_agent(cfg))
+    except ConfigError as exc:  # found only when starting (terminal.state_dir unusable)
+        print(f"lobbypay: invalid config {path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness import (
@@ -15,6 +19,7 @@ from tests.e2e.harness import (
     AthenaSimProcess,
     PtyReader,
     assert_no_canary,
+    subprocess_env,
     validate_all,
 )
 
@@ -114,3 +119,40 @@ async def test_contract_config_works_with_an_mqtt_311_only_broker(
             if agent.proc is not None and agent.proc.poll() is None:
                 agent.proc.kill()
                 agent.proc.wait()
+
+
+def test_unusable_state_dir_exits_nonzero_at_once_naming_the_key(tmp_path: Path) -> None:
+    """protocol.md 9: "An invalid config ...: the process exits non-zero at once with a
+    message naming the key." A state_dir that cannot be created (under a plain file) used
+    to end in an uncaught NotADirectoryError traceback that named no key."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "lobbypay.toml"
+    cfg.write_text(f"""
+[terminal]
+id = "lobby-1"
+department_id = "1"
+state_dir = "{blocker / 'state'}"
+
+[athena]
+base_url = "http://127.0.0.1:9"
+practice_id = "195900"
+client_id = "client"
+client_secret_file = "{secret}"
+
+[mqtt]
+host = "127.0.0.1"
+port = 1
+""")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lobbypay", "run", "--config", str(cfg)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=30,
+    )
+    assert proc.returncode not in (0, None), proc
+    assert "terminal.state_dir" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "s3cret-value" not in proc.stderr + proc.stdout
+    assert time.monotonic() - t0 < 10
