@@ -255,12 +255,18 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
             link.wake_outbox()
 
     last_status = ""
+    last_job: tuple[object, object] | None = None
 
     def state_changed() -> None:
-        nonlocal last_status
+        nonlocal last_status, last_job
+        state = engine.state()
+        job = (state["job_id"], state["job_state"])
         if link is not None:
-            link.publish_state()
-        line = status_line(engine.state(), link.connected if link is not None else False)
+            # every job state goes out as its own retained state (a fast POST would
+            # otherwise coalesce card_read and submitting away); other changes coalesce
+            link.publish_state(protocol.encode_json(state) if job != last_job else None)
+        last_job = job
+        line = status_line(state, link.connected if link is not None else False)
         if line != last_status:
             last_status = line
             notifier.status(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness import (
+    CANARY_TRACKS,
     AgentProcess,
     AppClient,
     AthenaSimProcess,
@@ -156,3 +158,44 @@ port = 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "s3cret-value" not in proc.stderr + proc.stdout
     assert time.monotonic() - t0 < 10
+
+
+async def test_state_is_republished_on_every_job_state_change(
+    agent: AgentProcess, athena_sim: AthenaSimProcess, pty_reader: PtyReader, mosquitto: Any
+) -> None:
+    """protocol.md 8: "`state` (retained, republished on every change)". With a fast
+    athena the POST ends within the link's coalescing window, and the retained state
+    went pending -> idle: card_read and submitting were never published."""
+    async with AppClient(mosquitto.port, agent.terminal_id) as app:
+        agent.start()
+        await app.wait_retained("status", lambda s: s.get("online") is True, timeout=15)
+        for i in range(2):
+            rep = await app.command("charge.start", job_id=f"j-st-{i}", patient_id="60178",
+                                    claims=[{"claim_id": "5569", "amount": "1.00"}],
+                                    allow_duplicate=True)
+            assert rep["ok"], rep
+            await app.wait_retained("state", lambda s, i=i: s["job_id"] == f"j-st-{i}")
+            pty_reader.swipe(CANARY_TRACKS)
+            final = await app.wait_event(f"j-st-{i}", final=True)
+            assert final["state"] == "succeeded", final
+            await app.wait_retained("state", lambda s: s["job_state"] == "idle")
+        states = [json.loads(p) for t, p in app.seen if t.endswith("/state")]
+        seen: list[tuple[str | None, str]] = []
+        for s in states:
+            key = (s["job_id"], s["job_state"])
+            if not seen or seen[-1] != key:
+                seen.append(key)
+        assert seen == [
+            (None, "idle"),
+            ("j-st-0", "pending"), ("j-st-0", "card_read"), ("j-st-0", "submitting"),
+            (None, "idle"),
+            ("j-st-1", "pending"), ("j-st-1", "card_read"), ("j-st-1", "submitting"),
+            (None, "idle"),
+        ], seen
+        pending = [s for s in states if s["job_state"] == "pending"]
+        assert all(any("1.00" in line for line in s["screen"]) for s in pending), pending
+        ping = await app.command("ping")
+        assert ping["state"] == app.retained["state"]
+        assert agent.terminate() == 0
+        validate_all(app)
+    assert_no_canary(agent=agent, app=app)

@@ -104,6 +104,9 @@ MAX_RESPONSE_TOPIC_LEN = 256
 #: changes of one charge step (screen, job, outbox count) go out as one retained
 #: ``state`` message and do not take turns with the step's reply and event on the loop.
 STATE_COALESCE_S = 0.02
+#: Job-state snapshots waiting for the state loop (one per job state change; a handful
+#: per charge). Bounded so a long broker outage cannot grow it.
+MAX_STATE_SNAPSHOTS = 64
 #: No Nagle on the broker socket: every packet we write is small, and a reply or event
 #: PUBLISH written right after a PUBACK would otherwise wait for the broker's delayed ACK
 #: of that PUBACK (~40 ms on Linux) before it leaves (docs/PERFORMANCE.md).
@@ -243,6 +246,8 @@ class MqttLink:
         self._running = False
         self._outbox_wake = asyncio.Event()
         self._state_dirty = asyncio.Event()
+        self._state_snapshots: collections.deque[bytes] = collections.deque(
+            maxlen=MAX_STATE_SNAPSHOTS)
         self._reply_ready = asyncio.Event()
         self._replies: collections.deque[_Reply] = collections.deque()
         self._command_slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
@@ -259,8 +264,15 @@ class MqttLink:
         """New outbox rows exist. Cheap, non-blocking; many calls coalesce into one drain."""
         self._outbox_wake.set()
 
-    def publish_state(self) -> None:
-        """Republish the retained state soon; the payload is built at send time (latest wins)."""
+    def publish_state(self, snapshot: bytes | None = None) -> None:
+        """Republish the retained state soon; the payload is built at send time (latest wins).
+
+        ``snapshot``: a state that must go out as it is, in order, even when later changes
+        land before the link gets to it (the app passes one per job state change, so
+        ``card_read`` and ``submitting`` are published however fast athena answers:
+        protocol.md 8, "republished on every change")."""
+        if snapshot is not None:
+            self._state_snapshots.append(bytes(snapshot))
         self._state_dirty.set()
 
     async def stop(self) -> None:
@@ -548,16 +560,27 @@ class MqttLink:
         )
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:
+        # a new session starts from the current state: older snapshots are history
+        self._state_snapshots.clear()
+        last: bytes | None = None
         while True:
             self._state_dirty.clear()
+            while self._state_snapshots:
+                snapshot = self._state_snapshots[0]
+                if snapshot != last:
+                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
+                    self.counters.state_published += 1
+                    last = snapshot
+                self._state_snapshots.popleft()
             try:
                 payload = self._state_payload()
             except Exception as exc:  # noqa: BLE001 - the app's callback
                 log.error("state payload failed: %s", type(exc).__name__, exc_info=exc)
                 payload = None
-            if payload is not None:
+            if payload is not None and payload != last:
                 await client.publish(self.state_topic, payload, qos=1, retain=True)
                 self.counters.state_published += 1
+                last = payload
             await self._state_dirty.wait()
             # let the burst of changes one step makes land first: one state publish for
             # them, after the step's reply/event rather than in between
