@@ -117,6 +117,7 @@ def test_hardening(unit: dict[str, dict[str, list[str]]]) -> None:
     ]
     assert s["CapabilityBoundingSet"] == [""]
     assert one(unit, "Service", "LimitCORE") == "0"
+    assert one(unit, "Service", "MemorySwapMax") == "0"
     assert one(unit, "Service", "UMask") == "0077"
 
 
