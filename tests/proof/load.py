@@ -87,8 +87,10 @@ def _payload(i: int, kind: str, active: str | None) -> dict[str, Any]:
         # a storm on jobs that do not exist or already ended; never the conductor's job
         base["job_id"] = f"ghost-{i % 50}" if i % 3 else "c-0"
     elif kind == "charge.start":
-        base.update(job_id=f"storm-{i}", patient_id=PATIENT,
-                    claims=[{"claim_id": "5569", "amount": "0.50"}])
+        # terminal_busy while the conductor's job holds the terminal; otherwise refused by
+        # the static checks (a copay needs an appointment) before any athena read, so the
+        # storm never takes the terminal from the conductor (which starved it on 2 cores)
+        base.update(job_id=f"storm-{i}", patient_id=PATIENT, copay="1.00")
     elif kind == "charge.get":
         base["job_id"] = active or "c-0"
     elif kind == "charge.list":
