@@ -107,7 +107,7 @@ BAD_REQUESTS: list[tuple[str, bytes | str, str | None, str | None]] = [
          {"claim_id": "5569", "amount": "10.00"}, {"claim_id": "5569", "amount": "5.00"}])),
      "br-dup", "charge.start"),
     ("limit 0", cmd("charge.list", "br-l0", limit=0), "br-l0", "charge.list"),
-    ("limit 101", cmd("charge.list", "br-l101", limit=101), "br-l101", "charge.list"),
+    ("limit -1", cmd("charge.list", "br-lneg", limit=-1), "br-lneg", "charge.list"),
     ("limit a string", cmd("charge.list", "br-ls", limit="5"), "br-ls", "charge.list"),
 ]
 
@@ -341,6 +341,8 @@ async def test_job_commands_busy_idempotency_redelivery_cancel_deadline_list(
         assert [j["job_id"] for j in two] == ["j-4", "j-3"]
         one = (await app.command("charge.list", limit=1))["jobs"]
         assert [j["job_id"] for j in one] == ["j-4"]
+        capped = await app.command("charge.list", limit=500)  # "max 100": a cap
+        assert capped["ok"] and [j["job_id"] for j in capped["jobs"]] == ["j-4", "j-3", "j-1"]
         validate_all(app)
     assert_no_canary(agent=agent, app=app)
 

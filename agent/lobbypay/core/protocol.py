@@ -72,6 +72,8 @@ DEADLINE_MIN_S = 10
 DEADLINE_MAX_S = 300
 LIST_DEFAULT = 20
 LIST_MAX = 100
+#: Larger limits are capped at LIST_MAX; beyond this the number is nonsense (bad_request).
+LIST_LIMIT_CEILING = 2**31 - 1
 #: Longest plausible RFC 3339 text ("2026-11-27T15:00:00.123456+05:30" is 32).
 _TIME_MAX_LEN = 40
 _RFC3339_RE = re.compile(
@@ -346,9 +348,9 @@ def _charge_get(f: _Fields) -> ChargeGet:
 
 
 def _charge_list(f: _Fields) -> ChargeList:
-    return ChargeList(
-        request_id=f.request_id, limit=f.integer("limit", LIST_DEFAULT, 1, LIST_MAX)
-    )
+    # "max 100" (protocol 4) is a cap, not a refusal: a larger limit gets the newest 100.
+    limit = f.integer("limit", LIST_DEFAULT, 1, LIST_LIMIT_CEILING)
+    return ChargeList(request_id=f.request_id, limit=min(limit, LIST_MAX))
 
 
 def _ping(f: _Fields) -> Ping:
