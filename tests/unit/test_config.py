@@ -170,3 +170,15 @@ def test_no_reader_table_means_the_sim_reader(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         load_config(write_cfg(tmp_path, text + "[reader]\nbaudrate = 9600\n"))
     assert ei.value.key == "reader.path"
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0.5", True), ("20", True), ("0.05", False),
+                                           ("121", False), ('"20"', False)])
+def test_athena_timeout_range(tmp_path: Path, value: str, ok: bool) -> None:
+    text = GOOD.replace('client_id = "cid"', f'client_id = "cid"\ntimeout_s = {value}')
+    if ok:
+        assert load_config(write_cfg(tmp_path, text)).athena.timeout_s == float(value)
+    else:
+        with pytest.raises(ConfigError) as ei:
+            load_config(write_cfg(tmp_path, text))
+        assert ei.value.key == "athena.timeout_s"
