@@ -49,6 +49,13 @@ log = logging.getLogger("lobbypay.app")
 #: redelivery comes within seconds; charge.start / charge.cancel replies are also kept
 #: in the journal, so they survive a restart.
 REPLY_CACHE_SIZE = 2048
+#: On stop, a payment POST in flight gets athena.timeout_s plus this to finish ...
+POST_GRACE_S = 2.0
+#: ... but never more than this, to stay inside the unit's TimeoutStopSec=30 with room
+#: for the offline status and the journal close.
+STOP_GRACE_MAX_S = 22.0
+#: On stop, how long the outbox may take to send what is left (the rest waits on disk).
+OUTBOX_FLUSH_ON_STOP_S = 2.0
 
 
 class SystemClock:
@@ -235,7 +242,8 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
     session = journal.next_session()
     started_at = iso_utc(clock.now())
     a = cfg.athena
-    assert a.client_secret is not None, "load_config reads the secret"
+    if a.client_secret is None:  # load_config reads it; a caller that skipped it is wrong
+        raise ConfigError("athena.client_secret_file", "the secret was not loaded")
     athena = AthenaClient(
         a.base_url, a.practice_id, a.client_id, a.client_secret,
         timeout_s=a.timeout_s, rate_limit_rps=a.rate_limit_rps, scope=a.token_scope,
@@ -314,6 +322,13 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
             await stop.wait()
             log.info("stopping")
             notifier.stopping()
+            # within systemd's TimeoutStopSec (30 s): a POST in flight ends on its own
+            # terms (athena.timeout_s), so its result is journaled and, if the broker is
+            # up, published before we go offline
+            if not await engine.wait_submissions(min(a.timeout_s + POST_GRACE_S, STOP_GRACE_MAX_S)):
+                log.warning("a payment request was still in flight at stop: it will be "
+                            "reconciled from athena's receipts at the next start")
+            await link.flush_outbox(OUTBOX_FLUSH_ON_STOP_S)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await link.stop()

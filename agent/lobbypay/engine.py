@@ -179,6 +179,7 @@ class Engine:
         #: POSTs whose outcome is not journaled yet, and a counter bumped when one starts
         #: or ends: a receipts read that overlapped one may list a payment no job owns yet.
         self._posts_in_flight = 0
+        self._submits: set[asyncio.Task[None]] = set()
         self._post_gen = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._start_lock = asyncio.Lock()
@@ -208,6 +209,19 @@ class Engine:
                 self._spawn_reconcile(job)
         self._show(Screen(ScreenKind.IDLE))
         self._wake()
+
+    async def wait_submissions(self, timeout_s: float) -> bool:
+        """Let payment POSTs already in flight finish, up to ``timeout_s``: a clean stop
+        should journal their outcome, not leave them to be reconciled as ``unknown`` after
+        the restart. True when none is left. (Cancelled ones stay ``submitting`` on disk
+        and are reconciled at the next start, as after a crash.)"""
+        pending = set(self._submits)
+        if not pending:
+            return True
+        log.info("waiting up to %.0f s for %d payment request(s) in flight", timeout_s,
+                 len(pending))
+        _done, still = await asyncio.wait(pending, timeout=timeout_s)
+        return not still
 
     async def aclose(self) -> None:
         self._closed = True
@@ -429,10 +443,12 @@ class Engine:
         self._post_gen += 1
         task = self._spawn(self._submit(st2.job, active.plan, card),
                            f"lobbypay.engine.submit[{job.job_id}]")
+        self._submits.add(task)
         task.add_done_callback(self._post_done)
 
-    def _post_done(self, _task: asyncio.Task[None]) -> None:
+    def _post_done(self, task: asyncio.Task[None]) -> None:
         # after _submit journaled the outcome (an approval's epayment id), or was cancelled
+        self._submits.discard(task)
         self._posts_in_flight -= 1
         self._post_gen += 1
 

@@ -275,6 +275,24 @@ class MqttLink:
             self._state_snapshots.append(bytes(snapshot))
         self._state_dirty.set()
 
+    async def flush_outbox(self, timeout_s: float) -> bool:
+        """On a clean stop: give the outbox drain up to ``timeout_s`` to send what is
+        pending. True when nothing is left; rows not sent stay on disk for the next start.
+        (Polls briefly, only during the stop.)"""
+        if not self.connected:
+            return False
+        self.wake_outbox()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if not await _maybe_await(self._outbox.outbox_pending(1)):
+                    return True
+            except Exception:  # noqa: BLE001 - the journal's trouble is logged elsewhere
+                return False
+            if time.monotonic() >= deadline or not self.connected:
+                return False
+            await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         """Publish ``online: false`` (retained), disconnect cleanly, and end ``run()``."""
         self._stop.set()
