@@ -9,8 +9,9 @@ This is the only module that knows every concrete class. Order at start-up:
 3. one TaskGroup runs the MQTT link, the reader, the display writer, the watchdog;
 4. READY=1 to systemd.
 
-SIGTERM/SIGINT set the stop event: the MQTT link publishes ``online: false`` itself, the
-tasks are cancelled, the journal is closed, and ``run_agent`` returns 0.
+SIGTERM/SIGINT set the stop event: a payment POST in flight may finish (bounded), the
+outbox gets a moment to send its result, the MQTT link publishes ``online: false``
+itself, the tasks are cancelled, the journal is closed, and ``run_agent`` returns 0.
 """
 
 from __future__ import annotations
