@@ -66,6 +66,21 @@ def test_wal_full_sync_and_file_modes(tmp_path: Path) -> None:
         j.close()
 
 
+def test_commit_without_fsync_is_visible_and_restores_full_sync(
+    journal: Journal, tmp_path: Path
+) -> None:
+    st = jm.start_job(cmd("j-n"), department_id="1", now=T0)
+    journal.commit_step(st, topic=TOPIC)
+    st = jm.step(st.job, jm.CardAccepted("visa", "1111"), T0 + timedelta(seconds=1))
+    journal.commit_step(st, topic=TOPIC, fsync=False)
+    assert journal.pragma("synchronous") == 2  # back to FULL for the next commit
+    other = Journal.open(journal.path.parent)  # another connection sees the committed step
+    try:
+        assert other.get_job("j-n") == st.job
+    finally:
+        other.close()
+
+
 def test_commit_step_writes_job_events_and_outbox_in_order(journal: Journal) -> None:
     final = run_to_success(journal, "j-1")
     events = journal.events("j-1")
