@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lobbypay.cli import (
     EXIT_FAIL,
@@ -304,26 +304,75 @@ format = "text"
 
 
 class Printer:
-    def __init__(self, style: Style) -> None:
+    """All of the demo's output. In the interactive demo, output that arrives while the
+    prompt waits for input (a screen change, an event after the athena call, a job
+    expiring) is written above the prompt, which is then drawn again: the prompt stays the
+    last line."""
+
+    PROMPT = "lobbypay> "
+
+    def __init__(self, style: Style, stream: TextIO | None = None) -> None:
         self.st = style
+        self.stream = stream if stream is not None else sys.stdout
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self._tty = bool(isatty())
+        self.prompt_open = False
+        #: time.monotonic() of the last output (to let a command's output settle).
+        self.last_output = 0.0
+
+    def _emit(self, text: str) -> None:
+        reopen = self.prompt_open
+        if reopen:
+            # Take the waiting prompt off its line (a terminal), or end that line (a pipe).
+            self.stream.write("\r\033[K" if self._tty else "\n")
+            self.prompt_open = False
+        self.stream.write(text + "\n")
+        self.last_output = time.monotonic()
+        if reopen:
+            self.prompt()
+        else:
+            self.stream.flush()
+
+    def prompt(self) -> None:
+        self.stream.write(self.st("bold", self.PROMPT))
+        self.stream.flush()
+        self.prompt_open = True
+
+    def answered(self, text: str) -> None:
+        """The user entered ``text`` at the prompt. A terminal echoed it; a pipe did not,
+        so write it after the prompt, and the transcript reads like a session."""
+        self.prompt_open = False
+        if not self._tty:
+            self.stream.write(text.rstrip("\r\n") + "\n")
+            self.stream.flush()
 
     def heading(self, text: str) -> None:
-        print(f"\n{self.st('bold+blue', '== ' + text)}", flush=True)
+        self._emit(f"\n{self.st('bold+blue', '== ' + text)}")
 
     def line(self, text: str = "") -> None:
-        print(text, flush=True)
+        self._emit(text)
 
     def screen(self, lines: list[str], job_state: str) -> None:
         width = max((len(x) for x in lines), default=16)
         label = self.st("cyan", "screen")
         edge = "+" + "-" * width + "+"
-        print(f"  {label}  {edge}   {self.st('dim', job_state)}", flush=True)
-        for x in lines:
-            print(f"          |{x.ljust(width)}|", flush=True)
-        print(f"          {edge}", flush=True)
+        out = [f"  {label}  {edge}   {self.st('dim', job_state)}"]
+        out += [f"          |{x.ljust(width)}|" for x in lines]
+        out.append(f"          {edge}")
+        self._emit("\n".join(out))
 
     def event(self, ev: dict[str, Any]) -> None:
-        print(f"  {self.st('cyan', 'event')} " + event_line(ev, self.st).lstrip(), flush=True)
+        self._emit(f"  {self.st('cyan', 'event')} " + event_line(ev, self.st).lstrip())
+
+    async def settle(self, quiet_s: float = 0.3, at_most_s: float = 3.0) -> None:
+        """Wait until nothing was printed for ``quiet_s`` (at most ``at_most_s``), so the
+        output a command causes comes before the next prompt."""
+        start = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - self.last_output >= quiet_s or now - start >= at_most_s:
+                return
+            await asyncio.sleep(min(0.05, quiet_s))
 
 
 class Monitor:
@@ -558,12 +607,16 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
             p.line(f"  terminal {TERMINAL_ID} is online (session {status.get('session')})")
             p.heading("Interactive demo: type a command (help lists them)")
             p.line(HELP)
+            await asyncio.sleep(0.3)  # the retained screen arrives
+            await p.settle()
             while True:
-                print(p.st("bold", "lobbypay> "), end="", flush=True)
+                p.prompt()
                 text = await lines.readline()
-                if not text:
+                if not text:  # end of input (Ctrl-D)
+                    p.prompt_open = False
                     p.line()
                     return EXIT_OK
+                p.answered(text)
                 words = text.split()
                 if not words:
                     continue
@@ -615,7 +668,9 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
                 except (ClientError, TimeoutError, OSError) as exc:
                     p.line(p.st("red", f"  {type(exc).__name__}: {exc}"))
                 # let the monitor print what the command caused before the next prompt
+                # (anything later is printed above the prompt, which is drawn again)
                 await asyncio.sleep(0.3)
+                await p.settle()
     finally:
         lines.close()
 
@@ -680,9 +735,11 @@ def run_demo(*, interactive: bool = False, no_color: bool = False,
         ], st))
         rc = asyncio.run(interactive_session(parts, p) if interactive else scripted(parts, p))
     except DemoError as exc:
+        p.prompt_open = False
         p.line(st("red+bold", f"demo failed: {exc}"))
         rc = EXIT_FAIL
     except KeyboardInterrupt:
+        p.prompt_open = False  # the prompt's line ends with the "\n" below
         p.line("\ninterrupted")
         rc = 130
     except Exception as exc:  # noqa: BLE001 - report, then clean up every child
@@ -690,11 +747,13 @@ def run_demo(*, interactive: bool = False, no_color: bool = False,
             import traceback
 
             traceback.print_exc()
+        p.prompt_open = False
         p.line(st("red+bold", f"demo failed: {type(exc).__name__}: {exc}"))
         if parts is not None:
             p.line(parts.agent_log_tail())
         rc = EXIT_FAIL
     finally:
+        p.prompt_open = False
         if parts is not None:
             p.heading("Stopping")
             agent_rc = parts.close()

@@ -13,9 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from lobbypay.cli import Style
+from lobbypay.demo import Printer
 
 from tests.e2e.harness import CANARY_PAN, subprocess_env
 from tests.fakes.mosquitto import mosquitto_available
@@ -218,3 +221,61 @@ def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
     finally:
         demo.kill()
     assert_all_gone(kids)
+
+
+class _Tty(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_output_while_the_prompt_waits_goes_above_it() -> None:
+    # A pipe: the prompt's line is ended, the output follows, the prompt comes back last.
+    out = StringIO()
+    p = Printer(Style(False), out)
+    p.prompt()
+    p.event({"job_id": "j", "seq": 2, "state": "expired", "final": True})
+    p.screen(["Time is up", "See front desk"], "idle")
+    text = out.getvalue()
+    assert text.startswith("lobbypay> \n  event #2")
+    assert text.endswith("+\nlobbypay> ") and text.count("lobbypay> ") == 3
+    # What the user typed is echoed on a pipe, and output after it needs no fixing up.
+    p.answered("jobs\n")
+    p.line("  no jobs yet")
+    assert out.getvalue().endswith("lobbypay> jobs\n  no jobs yet\n")
+
+    # A terminal: the waiting prompt is erased from its line and drawn again below.
+    tty = _Tty()
+    p = Printer(Style(False), tty)
+    p.prompt()
+    p.line("  event #2  expired")
+    assert tty.getvalue() == "lobbypay> \r\033[K  event #2  expired\nlobbypay> "
+    p.answered("quit\n")  # the terminal echoed it: nothing written
+    p.line("bye")
+    assert tty.getvalue().endswith("lobbypay> bye\n")
+
+
+def test_interactive_prompt_comes_after_what_a_command_caused() -> None:
+    demo = Demo("--interactive", stdin=subprocess.PIPE)
+    try:
+        demo.wait_for("lobbypay> ")
+        assert demo.proc.stdin is not None
+        demo.proc.stdin.write(b"charge\n")
+        demo.proc.stdin.flush()
+        demo.wait_for("Please swipe")
+        demo.proc.stdin.write(b"swipe visa\n")
+        demo.proc.stdin.flush()
+        demo.wait_for("|    Approved    |")
+        # Whenever it came, what the swipe caused is above a prompt: the prompt is last.
+        deadline = time.monotonic() + 10
+        while not demo.output.endswith("lobbypay> "):
+            assert time.monotonic() < deadline, demo.output
+            time.sleep(0.05)
+        out = demo.output
+        assert "lobbypay> charge\n" in out and "lobbypay> swipe visa\n" in out
+        assert out.index("(final)") > out.index("lobbypay> swipe visa\n")
+        demo.proc.stdin.write(b"quit\n")
+        demo.proc.stdin.flush()
+        assert demo.finish(60) == 0, demo.output
+        demo.proc.stdin.close()
+    finally:
+        demo.kill()
