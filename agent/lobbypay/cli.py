@@ -173,8 +173,38 @@ def _load(path: str, *, read_secrets: bool = True) -> Config:
     try:
         return load_config(path, read_secrets=read_secrets)
     except ConfigError as exc:
-        print(f"lobbypay: invalid config {path}: {exc}", file=sys.stderr)
+        print(f"lobbypay: invalid config {path}: {exc}{_credential_hint(exc)}",
+              file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _credential_hint(exc: Exception) -> str:
+    """By hand, the athena secret credential needs $CREDENTIALS_DIRECTORY set as the unit
+    sets it: say how (docs/install.md section 4)."""
+    if "CREDENTIALS_DIRECTORY" in str(exc) and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        return ("; outside systemd, point it at the credential's directory, e.g. "
+                "sudo CREDENTIALS_DIRECTORY=/etc/lobbypay lobbypay ...")
+    return ""
+
+
+#: Text the config template and the installer use for what must be filled in.
+PLACEHOLDER = "REPLACE-WITH"
+
+
+def placeholder_warnings(cfg: Config) -> list[str]:
+    """Template placeholders still in a valid config: the agent would start with them,
+    but athena refuses them (scripts/install does not start the service while they are
+    there)."""
+    a = cfg.athena
+    found = [("athena." + name, value) for name, value in
+             (("client_id", a.client_id), ("practice_id", a.practice_id))
+             if PLACEHOLDER in value]
+    if a.client_secret is not None and PLACEHOLDER in a.client_secret:
+        key = ("athena.client_secret_credential" if a.client_secret_credential
+               else "athena.client_secret_file")
+        found.append((key, "the secret"))
+    return [f"{key}: {what if what == 'the secret' else repr(what)} is still the "
+            "template's placeholder" for key, what in found]
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -260,7 +290,8 @@ def _connection(args: argparse.Namespace, *, need_terminal: bool = True) -> Conn
 
 def _unreachable(conn: Connection, exc: BaseException) -> int:
     what = "no reply from the terminal in time" if isinstance(exc, TimeoutError) else str(exc)
-    return fail(f"{conn.host}:{conn.port}: {what}", EXIT_UNREACHABLE)
+    where = f"{conn.host}:{conn.port}"
+    return fail(what if where in what else f"{where}: {what}", EXIT_UNREACHABLE)
 
 
 # ---------------------------------------------------------------- run, check-config
@@ -268,7 +299,6 @@ def _unreachable(conn: Connection, exc: BaseException) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lobbypay.app import run_agent
-
     from lobbypay.core.config import ConfigError
 
     path = _config_path(args)
@@ -283,15 +313,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args)
     cfg = _load(path)
+    warnings = placeholder_warnings(cfg)
     if args.json:
         print_json({"ok": True, "config": path, "terminal": cfg.terminal.id,
                     "department_id": cfg.terminal.department_id,
                     "reader": cfg.reader.driver, "display": cfg.display.driver,
-                    "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}"})
+                    "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}", "warnings": warnings})
     else:
         print(f"{path}: ok (terminal {cfg.terminal.id}, department {cfg.terminal.department_id}, "
               f"reader {cfg.reader.driver}, display {cfg.display.driver}, "
               f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+        for w in warnings:
+            print(f"warning: {w}")
     return EXIT_OK
 
 
@@ -375,13 +408,16 @@ def _doctor_state_dir(cfg: Config) -> Check:
                  "create it: install -d -o lobbypay -m 0700 " + d)
 
 
-def _doctor_clock(now: datetime, athena_date: datetime | None) -> Check:
+def _doctor_clock(now: datetime, athena_date: datetime | None, *,
+                  compared: bool = True) -> Check:
     hint = "enable time sync: timedatectl set-ntp true; check systemd-timesyncd"
     if now.year < CLOCK_MIN_YEAR:
         return Check("clock", "FAIL", f"system clock says {now:%Y-%m-%d}", hint)
     if athena_date is None:
-        return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z (athena's clock not reachable "
-                     "to compare)", hint)
+        why = "athena's clock not reachable to compare" if compared else \
+            "not compared with athena's: no usable config"
+        return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z ({why})",
+                     hint if compared else "fix the config, then run doctor again")
     skew = (now - athena_date).total_seconds()
     detail = f"{skew:+.0f} s from athena's clock"
     if abs(skew) >= CLOCK_FAIL_S:
@@ -405,9 +441,12 @@ async def _doctor_broker(conn: Connection) -> Check:
     if status is None:
         return Check("broker", "WARN", f"{where} reachable; no status from this terminal yet",
                      "start the agent: systemctl start lobbypay")
-    online = "online" if status.get("online") else "offline"
+    if not status.get("online"):
+        return Check("broker", "WARN",
+                     f"{where} reachable; agent offline (session {status.get('session')})",
+                     "is it running? systemctl status lobbypay; journalctl -u lobbypay -n 50")
     return Check("broker", "PASS",
-                 f"{where} reachable; agent {online} (session {status.get('session')})")
+                 f"{where} reachable; agent online (session {status.get('session')})")
 
 
 async def _athena_date(base_url: str, timeout_s: float) -> datetime | None:
@@ -455,24 +494,61 @@ async def _doctor_athena(cfg: Config) -> Check:
     return Check("athena", "PASS", f"token and ping ok ({a.base_url}, practice {a.practice_id})")
 
 
+def _doctor_secret(cfg: Config, exc: Exception) -> Check:
+    """The config is valid but its athena secret could not be read by this user.
+
+    With a systemd credential that is expected for any user but root (the secret is root
+    0600; systemd hands it to the service), so it is a WARN with the way to check it. A
+    ``client_secret_file`` must be readable by the agent's own user: FAIL.
+    """
+    detail = f"terminal {cfg.terminal.id}; {exc}"
+    if cfg.athena.client_secret_credential and "not readable" in str(exc):
+        return Check("config", "WARN", detail,
+                     "expected for users other than root: systemd hands the secret to the "
+                     "service; check athena as root (sudo CREDENTIALS_DIRECTORY=/etc/lobbypay "
+                     "lobbypay doctor)")
+    return Check("config", "FAIL", detail + _credential_hint(exc),
+                 "fix the key named; see config/lobbypay.example.toml")
+
+
 async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
     from lobbypay.core.config import ConfigError
     from lobbypay.shell.loadconf import load_config
 
     path = _config_path(args)
+    secret_error: ConfigError | None = None
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        checks.append(Check("config", "FAIL", f"{path}: {exc}",
-                            "fix the key named; see config/lobbypay.example.toml"))
-        checks.append(_doctor_clock(datetime.now(UTC), None))
-        return
-    checks.append(Check("config", "PASS", f"{path} (terminal {cfg.terminal.id})"))
+        usable: Config | None = None
+        if exc.key.startswith("athena.client_secret"):
+            try:  # the file itself may be fine and only the secret unreadable here
+                usable = load_config(path, read_secrets=False)
+            except ConfigError:
+                usable = None
+        if usable is None:
+            checks.append(Check("config", "FAIL", f"{path}: {exc}{_credential_hint(exc)}",
+                                "fix the key named; see config/lobbypay.example.toml"))
+            checks.append(_doctor_clock(datetime.now(UTC), None, compared=False))
+            return
+        cfg, secret_error = usable, exc
+    placeholders = placeholder_warnings(cfg) if secret_error is None else []
+    if placeholders:
+        checks.append(Check("config", "WARN", f"{path}: " + "; ".join(placeholders),
+                            f"fill in the keys marked {PLACEHOLDER}-... (docs/install.md)"))
+    elif secret_error is None:
+        checks.append(Check("config", "PASS", f"{path} (terminal {cfg.terminal.id})"))
+    else:
+        checks.append(_doctor_secret(cfg, secret_error))
     checks.append(_doctor_reader(cfg))
     checks.append(_doctor_display(cfg))
     conn = _connection(args)
     checks.append(await _doctor_broker(conn))
-    checks.append(await _doctor_athena(cfg))
+    if secret_error is None:
+        checks.append(await _doctor_athena(cfg))
+    else:
+        checks.append(Check("athena", "WARN", "not checked: the client secret was not read",
+                            "see the config line"))
     athena_date = await _athena_date(cfg.athena.base_url, min(cfg.athena.timeout_s, 10.0))
     checks.append(_doctor_clock(datetime.now(UTC), athena_date))
     checks.append(_doctor_state_dir(cfg))
@@ -618,6 +694,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"terminal {st('bold', str(conn.terminal_id))}: {st(RESULT_STYLE[word], word)}, "
           f"session {status.get('session')}, since {status.get('since')}, "
           f"version {status.get('version')}")
+    if state and not online:
+        print(st("dim", "  the terminal is offline: below is the last state it published"))
     if state:
         r, d, a = state.get("reader") or {}, state.get("display") or {}, state.get("athena") or {}
         rows: list[list[Cell]] = [
@@ -902,6 +980,16 @@ def _connection_options(sp: argparse.ArgumentParser, *, terminal: bool = True) -
     g.add_argument("--ca-file", help="CA certificate for the broker (TLS)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lobbypay", description="lobby card-terminal agent and its maintenance tools",
@@ -921,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name] = sp
 
     _connection_options(parsers["doctor"])
-    parsers["jobs"].add_argument("--limit", type=int, default=20,
+    parsers["jobs"].add_argument("--limit", type=_positive_int, default=20,
                                  help="how many jobs, newest first (default 20)")
     parsers["jobs"].add_argument("--state-dir", help="read this state_dir instead")
     _connection_options(parsers["status"])

@@ -219,6 +219,82 @@ def test_doctor_on_invalid_config_fails(tmp_path: Path,
     assert data["checks"][0]["name"] == "config" and data["checks"][0]["result"] == "FAIL"
 
 
+def test_check_config_and_doctor_flag_template_placeholders(
+        tmp_path: Path, sim: AthenaSim, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, broker_port=free_port(), sim=sim, tid="lobby-p")
+    cfg.write_text(cfg.read_text().replace(f'client_id = "{sim.client_id}"',
+                                           'client_id = "REPLACE-WITH-ATHENA-CLIENT-ID"'))
+    (tmp_path / "athena-secret").write_text("REPLACE-WITH-ATHENA-CLIENT-SECRET\n")
+    rc, out, _ = run(capsys, "check-config", "--config", str(cfg))
+    assert rc == EXIT_OK
+    assert "warning: athena.client_id: 'REPLACE-WITH-ATHENA-CLIENT-ID' is still" in out
+    assert "warning: athena.client_secret_file: the secret is still" in out
+    rc, data = run_json(capsys, "check-config", "--config", str(cfg))
+    assert rc == EXIT_OK and len(data["warnings"]) == 2
+    rc, data = run_json(capsys, "doctor", "--config", str(cfg))
+    config = data["checks"][0]
+    assert config["name"] == "config" and config["result"] == "WARN", config
+    assert "REPLACE-WITH" in config["hint"]
+    # A filled-in config has no warnings.
+    (tmp_path / "good").mkdir()
+    good = write_config(tmp_path / "good", broker_port=1883, sim=sim, tid="lobby-q")
+    rc, data = run_json(capsys, "check-config", "--config", str(good))
+    assert rc == EXIT_OK and data["warnings"] == []
+
+
+def test_doctor_without_the_secret_still_checks_the_rest(
+        tmp_path: Path, sim: AthenaSim, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The installed config names a systemd credential; run by hand without
+    # $CREDENTIALS_DIRECTORY the secret cannot be found, but devices, broker, clock and
+    # state_dir are still checked, and the message says how to set it.
+    cfg = write_config(tmp_path, broker_port=free_port(), sim=sim, tid="lobby-c")
+    cfg.write_text(cfg.read_text().replace(
+        f'client_secret_file = "{tmp_path / "athena-secret"}"',
+        'client_secret_credential = "athena-client-secret"'))
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    rc, data = run_json(capsys, "doctor", "--config", str(cfg))
+    assert rc == EXIT_FAIL
+    checks = {c["name"]: c for c in data["checks"]}
+    assert list(checks) == ["config", "reader", "display", "broker", "athena", "clock",
+                            "state_dir"]
+    assert checks["config"]["result"] == "FAIL"
+    assert "CREDENTIALS_DIRECTORY=/etc/lobbypay" in checks["config"]["detail"]
+    assert checks["athena"]["result"] == "WARN" and "not checked" in checks["athena"]["detail"]
+    assert checks["reader"]["result"] == "PASS" and checks["clock"]["result"] == "PASS"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check-config", "--config", str(cfg)])
+    assert exc.value.code == EXIT_CONFIG
+    assert "CREDENTIALS_DIRECTORY=/etc/lobbypay" in capsys.readouterr().err
+
+    # With the credential directory set, all is well.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "athena-client-secret").write_text(sim.client_secret + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    rc, data = run_json(capsys, "doctor", "--config", str(cfg))
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["config"]["result"] == "PASS" and checks["athena"]["result"] == "PASS"
+
+
+def test_doctor_secret_not_readable_by_a_maintainer() -> None:
+    from lobbypay.core.config import ConfigError
+
+    base = {"terminal": {"id": "t", "department_id": "1"},
+            "athena": {"base_url": "http://127.0.0.1:1", "practice_id": "1", "client_id": "c"}}
+    unreadable = ConfigError("athena.client_secret_credential",
+                             "secret file /etc/lobbypay/athena-client-secret is not readable "
+                             "by this user")
+    # A systemd credential is root's: not readable by the lobbypay user is expected.
+    cred = parse_config({**base, "athena": {**base["athena"],
+                                            "client_secret_credential": "athena-client-secret"}})
+    check = cli._doctor_secret(cred, unreadable)
+    assert check.result == "WARN" and "as root" in check.hint
+    # A secret file is read by the agent's own user: it must be readable.
+    file_cfg = parse_config({**base, "athena": {**base["athena"], "client_secret_file": "/x"}})
+    assert cli._doctor_secret(file_cfg, unreadable).result == "FAIL"
+
+
 def test_doctor_clock_rules() -> None:
     now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
     assert cli._doctor_clock(now, now + timedelta(seconds=5)).result == "PASS"
@@ -277,6 +353,13 @@ def test_status_and_fleet(terminal: Terminal, capsys: pytest.CaptureFixture[str]
     terminal.stop()
     rc, data = run_json(capsys, "status", "--config", str(terminal.config))
     assert rc == EXIT_FAIL and data["status"]["online"] is False
+    rc, out, _ = run(capsys, "status", "--config", str(terminal.config))
+    assert rc == EXIT_FAIL and "offline" in out and "last state it published" in out
+    # doctor: the broker is fine, but the agent is not running there.
+    rc, data = run_json(capsys, "doctor", "--config", str(terminal.config))
+    broker = next(c for c in data["checks"] if c["name"] == "broker")
+    assert broker["result"] == "WARN" and "agent offline" in broker["detail"], broker
+    assert "systemctl status lobbypay" in broker["hint"]
 
 
 def test_unreachable_broker_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -286,7 +369,7 @@ def test_unreachable_broker_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
                  ["charge", "--terminal", "t1", "--patient", "60178", "--claim", "5569=1.00"]):
         rc, _, err = run(capsys, *argv, "--host", "127.0.0.1", "--port", port)
         assert rc == EXIT_UNREACHABLE, (argv, err)
-        assert f"127.0.0.1:{port}" in err
+        assert err.count(f"127.0.0.1:{port}") == 1, err  # named once, not twice
 
 
 def test_no_terminal_and_no_config_is_a_usage_error(
@@ -360,6 +443,11 @@ def test_charge_swipe_and_jobs(terminal: Terminal, capsys: pytest.CaptureFixture
     assert "cli-j1" in out and "succeeded" in out and "65.00" in out
     rc, data = run_json(capsys, "jobs", "--config", cfg, "--limit", "1")
     assert rc == EXIT_OK and len(data["jobs"]) == 1
+    for bad in ("0", "-1", "x"):  # SQLite reads LIMIT -1 as "all"; 0 looked like "no jobs"
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["jobs", "--config", cfg, "--limit", bad])
+        assert exc.value.code == EXIT_CONFIG
+        assert "--limit" in capsys.readouterr().err
 
     # Stopped agent: jobs still reads the journal, and creates nothing in state_dir.
     terminal.stop()
