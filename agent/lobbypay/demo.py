@@ -554,7 +554,7 @@ HELP = """\
                      start a charge (default: 60178, copay 25.00, 5569=40.00, appt 1001)
   balance [PATIENT]  the patient's balances (default 60178)
   swipe CARD         visa (approved), decline (ends 0002), expired, bad (unreadable)
-  cancel [JOB]       cancel the pending job (default: the last one started)
+  cancel [JOB]       cancel a pending job (default: the one waiting for a card)
   jobs               the terminal's recent jobs (charge.list)
   screen             the terminal's state now
   help               this list
@@ -638,8 +638,13 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
                             continue
                         _swipe(parts, card)
                         p.line(f"  swiped {TEST_CARDS[card][1]}")
+                        if mon.state.get("job_state") != "pending":
+                            p.line("  (no job is waiting for a card: the terminal ignores "
+                                   "this swipe; start one with `charge`)")
                     elif cmd == "cancel":
-                        job = rest[0] if rest else last_job
+                        waiting = (mon.state.get("job_id")
+                                   if mon.state.get("job_state") == "pending" else None)
+                        job = rest[0] if rest else (waiting or last_job)
                         if not job:
                             p.line("  no job to cancel")
                             continue

@@ -273,6 +273,10 @@ def test_interactive_prompt_comes_after_what_a_command_caused() -> None:
         out = demo.output
         assert "lobbypay> charge\n" in out and "lobbypay> swipe visa\n" in out
         assert out.index("(final)") > out.index("lobbypay> swipe visa\n")
+        # A swipe with no job waiting is ignored by the terminal: the demo says so.
+        demo.proc.stdin.write(b"swipe visa\n")
+        demo.proc.stdin.flush()
+        demo.wait_for("no job is waiting for a card")
         demo.proc.stdin.write(b"quit\n")
         demo.proc.stdin.flush()
         assert demo.finish(60) == 0, demo.output
