@@ -2,7 +2,11 @@
 """A minimal check-in app: read a patient's balance, charge the copay and clean claims.
 
     python examples/checkin_app.py --host 127.0.0.1 --terminal lobby-1 --patient 60178 \\
-        --appointment 1234 --copay 25.00 --claims all --yes
+        --appointment 1001 --claims all --yes
+
+(60178 and 1001 are the athena simulator's patient and appointment; against the demo's
+parts, use --terminal demo-lobby and the --port the demo prints, and `swipe visa` at its
+prompt.) Without --copay it collects the copay athena expects for the appointment.
 
 It prints what the patient owes (collectible claims, and the ones the terminal may not
 collect with the reason), starts one charge for the copay plus the chosen collectible
@@ -43,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copay", default=None,
                    help='copay to collect, e.g. "25.00" (default: the expected copay)')
     p.add_argument("--claims", default="all",
-                   help='collectible claims to pay: "all", "none" or claim ids "5569,5571"')
+                   help='collectible claims to pay: "all", "none" or claim ids "5569,5570"')
     p.add_argument("--job-id", default=None, help="idempotency key (default: a new one)")
     p.add_argument("--deadline", type=int, default=120, help="seconds to wait for a card (10-300)")
     p.add_argument("--yes", action="store_true", help="do not ask before charging")
@@ -167,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run(args, password))
     except CommandError as exc:
-        print(f"terminal said no: {exc.code}: {exc.message}", file=sys.stderr)
+        extra = (f" (job {exc.reply.get('active_job_id')})"
+                 if exc.code == "terminal_busy" else "")
+        print(f"terminal said no: {exc.code}: {exc.message}{extra}", file=sys.stderr)
         return 2
     except NotConnected as exc:
         print(f"cannot reach the broker: {exc}", file=sys.stderr)
