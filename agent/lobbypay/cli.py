@@ -706,7 +706,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                        f"{_err_text(a.get('last_error')) or '-'}"],
             ["outbox", f"{state.get('outbox')} event(s) not yet acknowledged by the broker"],
         ]
-        print(table(["", ""], rows, st))
+        print("\n".join(table(["", ""], rows, st).splitlines()[1:]))  # no header line
         print(_screen_box([str(x) for x in state.get("screen") or []]))
     return EXIT_OK if online else EXIT_FAIL
 

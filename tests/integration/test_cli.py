@@ -334,6 +334,7 @@ def test_status_and_fleet(terminal: Terminal, capsys: pytest.CaptureFixture[str]
     assert rc == EXIT_OK
     assert f"terminal {terminal.tid}: online, session 1" in out
     assert "sim connected" in out and "Welcome" in out
+    assert all(line.strip() for line in out.splitlines()), out  # no blank header line
 
     # Connection options alone (no config file at the default path needed).
     rc, data = run_json(capsys, "fleet", "--host", "127.0.0.1",
