@@ -349,13 +349,9 @@ def _charge_get(f: _Fields) -> ChargeGet:
 
 def _charge_list(f: _Fields) -> ChargeList:
     # "max 100" (protocol 4) is a cap, not a refusal: a larger limit gets the newest 100.
-    try:
-        limit = f.integer("limit", LIST_DEFAULT, 1, LIST_LIMIT_CEILING)
-    except ProtocolError as exc:
-        if "between" in exc.message:
-            raise f.fail(f"limit must be at least 1 (above {LIST_MAX} it is capped at "
-                         f"{LIST_MAX})") from None
-        raise
+    limit = f.integer("limit", LIST_DEFAULT, -LIST_LIMIT_CEILING, LIST_LIMIT_CEILING)
+    if limit < 1:
+        raise f.fail(f"limit must be at least 1 (above {LIST_MAX} it is capped at {LIST_MAX})")
     return ChargeList(request_id=f.request_id, limit=min(limit, LIST_MAX))
 
 
