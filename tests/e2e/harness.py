@@ -341,7 +341,9 @@ class AppClient:
         return out
 
 
-def assert_no_canary(*, agent: AgentProcess, app: AppClient, pans: tuple[str, ...] = (CANARY_PAN,)) -> None:
+def assert_no_canary(
+    *, agent: AgentProcess, app: AppClient, pans: tuple[str, ...] = (CANARY_PAN,)
+) -> None:
     """The canary PAN (and its track text) appears in no MQTT message, log line or state file."""
     needles = [p.encode() for p in pans] + [b"SANDBOXTEST/JANE"]
     for topic, payload in app.seen:

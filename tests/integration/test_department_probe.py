@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lobbypay import app as app_mod
 from lobbypay.core.athena import AthenaUnavailable
 from lobbypay.core.balance import DepartmentInfo
 from lobbypay.core.commands import BalanceGet
+
 from tests.integration.test_engine import FakeAthena, Rig, patient_payload
 
 DEPARTMENTS = {"departments": [

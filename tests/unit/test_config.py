@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from lobbypay.core.config import ConfigError, parse_config
 from lobbypay.shell.loadconf import load_config
 
@@ -64,7 +63,8 @@ def test_good_config_loads_and_strips_secret(tmp_path: Path) -> None:
         ('department_id = "1"', "department_id = true", "terminal.department_id"),
         ('max_charge = "5000.00"', "max_charge = 5000.0", "terminal.max_charge"),
         ('max_charge = "5000.00"', 'max_charge = "0.00"', "terminal.max_charge"),
-        ('base_url = "http://127.0.0.1:9"', 'base_url = "http://api.example.com"', "athena.base_url"),
+        ('base_url = "http://127.0.0.1:9"', 'base_url = "http://api.example.com"',
+         "athena.base_url"),
         ('base_url = "http://127.0.0.1:9"', 'base_url = "ftp://x"', "athena.base_url"),
         ('practice_id = "195900"', 'practice_id = "19 59"', "athena.practice_id"),
         ("port = 1883", "port = 70000", "mqtt.port"),

@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-
 from lobbypay.shell.logsafe import RedactingFilter, luhn_ok, redact, setup_logging
 
 CANARY = "4111111111111111"

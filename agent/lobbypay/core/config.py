@@ -54,7 +54,7 @@ class AthenaConfig:
     timeout_s: float = 20.0
     reconcile_settle_s: float = 120.0
     rate_limit_rps: float = 5.0
-    token_scope: str = "athena/service/Athenanet.MDP.*"
+    token_scope: str = "athena/service/Athenanet.MDP.*"  # noqa: S105 - an OAuth scope
 
 
 @dataclass(frozen=True, slots=True)

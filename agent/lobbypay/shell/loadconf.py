@@ -93,7 +93,8 @@ def load_config(
     athena = dataclasses.replace(a, client_secret=secret)
     mqtt = cfg.mqtt
     if mqtt.password_file:
-        mqtt = dataclasses.replace(mqtt, password=_read_secret(mqtt.password_file, "mqtt.password_file"))
+        password = _read_secret(mqtt.password_file, "mqtt.password_file")
+        mqtt = dataclasses.replace(mqtt, password=password)
     for key, value in (("mqtt.ca_file", mqtt.ca_file), ("mqtt.certfile", mqtt.certfile),
                        ("mqtt.keyfile", mqtt.keyfile)):
         if value is not None and not os.access(value, os.R_OK):
