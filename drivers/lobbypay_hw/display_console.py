@@ -6,8 +6,8 @@ import asyncio
 import sys
 from typing import TextIO
 
-from lobbypay_hw.api import ScreenView
-from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS, blank, check_geometry, render
+from lobbypay_hw._display import FrameSlot
+from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS
 
 
 def draw_box(frame: tuple[str, ...]) -> str:
@@ -17,7 +17,7 @@ def draw_box(frame: tuple[str, ...]) -> str:
     return "\n".join([edge, *(f"|{line}|" for line in frame), edge]) + "\n"
 
 
-class ConsoleDisplay:
+class ConsoleDisplay(FrameSlot):
     """Draws each new screen as a box on a text stream (stdout by default).
 
     ``show()`` only records the frame; ``run()`` writes it, so a slow terminal never
@@ -29,28 +29,14 @@ class ConsoleDisplay:
     def __init__(
         self, *, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS, stream: TextIO | None = None
     ) -> None:
-        check_geometry(rows, cols)
-        self.rows = rows
-        self.cols = cols
+        super().__init__(rows, cols)
         self._stream = stream
-        self._wanted = blank(rows, cols)
         self._drawn: tuple[str, ...] | None = None
-        self._wake = asyncio.Event()
         self._running = False
 
     @property
     def connected(self) -> bool:
         return self._running
-
-    @property
-    def frame(self) -> tuple[str, ...]:
-        return self._wanted
-
-    def show(self, view: ScreenView) -> tuple[str, ...]:
-        lines = render(view, self.rows, self.cols)
-        self._wanted = lines
-        self._wake.set()
-        return lines
 
     async def run(self) -> None:
         self._running = True
@@ -69,28 +55,17 @@ class ConsoleDisplay:
             self._running = False
 
 
-class NoneDisplay:
+class NoneDisplay(FrameSlot):
     """No display: ``show()`` still renders, so the screen mirror in ``state`` works."""
 
     driver = "none"
 
     def __init__(self, *, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS) -> None:
-        check_geometry(rows, cols)
-        self.rows = rows
-        self.cols = cols
-        self._wanted = blank(rows, cols)
+        super().__init__(rows, cols)
 
     @property
     def connected(self) -> bool:
         return True  # nothing to lose
-
-    @property
-    def frame(self) -> tuple[str, ...]:
-        return self._wanted
-
-    def show(self, view: ScreenView) -> tuple[str, ...]:
-        self._wanted = render(view, self.rows, self.cols)
-        return self._wanted
 
     async def run(self) -> None:
         await asyncio.Future()  # nothing to drive; runs until cancelled

@@ -16,11 +16,11 @@ import contextlib
 import logging
 
 from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, describe
+from lobbypay_hw._display import FrameSlot
 from lobbypay_hw._serial import SerialLink, open_port
-from lobbypay_hw.api import ScreenView
 from lobbypay_hw.display_codecs import CODECS, Codec, encode
 from lobbypay_hw.reader_serial import BAUDRATES
-from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS, blank, check_geometry, render
+from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS
 
 log = logging.getLogger("lobbypay_hw")
 
@@ -28,7 +28,7 @@ log = logging.getLogger("lobbypay_hw")
 BITS_PER_BYTE = 10
 
 
-class SerialDisplay:
+class SerialDisplay(FrameSlot):
     def __init__(
         self,
         driver: str,
@@ -46,16 +46,12 @@ class SerialDisplay:
             raise ValueError(f"display.path is required for the {driver} display")
         if baudrate not in BAUDRATES:
             raise ValueError(f"display.baudrate must be one of {sorted(BAUDRATES)}")
-        check_geometry(rows, cols)
+        super().__init__(rows, cols)
         self.driver = driver
         self.path = path
         self.baudrate = baudrate
-        self.rows = rows
-        self.cols = cols
         self._codec: Codec = CODECS[driver]
         self._backoff = Backoff(retry_base_s, retry_cap_s)
-        self._wanted: tuple[str, ...] = blank(rows, cols)
-        self._wake = asyncio.Event()
         self._connected = False
         self.bytes_sent = 0  # for tests and diagnostics
         self.writes = 0
@@ -63,17 +59,6 @@ class SerialDisplay:
     @property
     def connected(self) -> bool:
         return self._connected
-
-    @property
-    def frame(self) -> tuple[str, ...]:
-        """The frame the panel should be showing (the last ``show()``)."""
-        return self._wanted
-
-    def show(self, view: ScreenView) -> tuple[str, ...]:
-        lines = render(view, self.rows, self.cols)
-        self._wanted = lines
-        self._wake.set()
-        return lines
 
     async def run(self) -> None:
         first_failure = True
