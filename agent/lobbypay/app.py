@@ -37,6 +37,7 @@ from lobbypay.core.balance import BalancePayloadError, department_info
 from lobbypay.core.commands import Command
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
+from lobbypay.core.job import iso_seconds
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal, JournalError
@@ -65,10 +66,6 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-def iso_utc(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sim_reader_socket(cfg: Config) -> str:
@@ -241,7 +238,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError("terminal.state_dir", f"cannot use {t.state_dir}: {reason}") from None
     session = journal.next_session()
-    started_at = iso_utc(clock.now())
+    started_at = iso_seconds(clock.now())
     a = cfg.athena
     if a.client_secret is None:  # load_config reads it; a caller that skipped it is wrong
         raise ConfigError("athena.client_secret_file", "the secret was not loaded")

@@ -293,7 +293,7 @@ def body_key_of(cmd: ChargeStart) -> str:
         "claims": [[c.claim_id, int(c.amount)] for c in cmd.claims],
         "allow_duplicate": cmd.allow_duplicate,
         "deadline_s": cmd.deadline_s,
-        "expires_at": _iso(cmd.expires_at) if cmd.expires_at else None,
+        "expires_at": iso_seconds(cmd.expires_at) if cmd.expires_at else None,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -395,7 +395,8 @@ def _check_now(now: datetime) -> None:
         raise TypeError("now must be an aware datetime")
 
 
-def _iso(t: datetime) -> str:
+def iso_seconds(t: datetime) -> str:
+    """The protocol's timestamp form: UTC, whole seconds, "Z" ("2026-11-27T14:03:07Z")."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -428,7 +429,7 @@ def to_event(job: Job) -> dict[str, Any]:
         "seq": job.seq,
         "state": job.state.value,
         "final": job.final,
-        "at": _iso(job.updated_at),
+        "at": iso_seconds(job.updated_at),
     }
     if job.card_last4 is not None:
         ev["card"] = {"brand": job.card_brand or "unknown", "last4": job.card_last4}
