@@ -111,14 +111,9 @@ class EvdevReader:
                 # Device trouble of any kind (OSError from open/grab/read, or a missing
                 # evdev module) is a status, never an exception out of run().
                 try:
-                    device = self._opener(self.path)
+                    await self._session(self._opener(self.path), sink, status)
                 except Exception as exc:  # noqa: BLE001
                     status.down(describe(exc))
-                else:
-                    try:
-                        await self._session(device, sink, status)
-                    except Exception as exc:  # noqa: BLE001
-                        status.down(describe(exc))
                 await asyncio.sleep(self._backoff.next())
         finally:
             self._connected = False
