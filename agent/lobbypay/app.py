@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import resource
@@ -44,8 +46,11 @@ from lobbypay.shell.journal import Journal, JournalError
 from lobbypay.shell.logsafe import install_crash_hooks, setup_logging
 from lobbypay.shell.mqtt import MqttLink
 from lobbypay.shell.notify import Notifier
+from lobbypay.shell.timesync import clock_synchronized
 
 log = logging.getLogger("lobbypay.app")
+#: linux/prctl.h
+PR_SET_DUMPABLE = 4
 
 #: How many recent request_ids keep their reply in memory for QoS 1 redeliveries. A
 #: redelivery comes within seconds; charge.start / charge.cancel replies are also kept
@@ -170,7 +175,14 @@ class Dispatcher:
             raise
         fut.set_result(reply)
         if cmd.type in ("charge.start", "charge.cancel"):
-            self.journal.put_reply(cmd.request_id, reply)
+            try:
+                self.journal.put_reply(cmd.request_id, reply)
+            except JournalError as exc:
+                # The reply still goes out: it tells the truth about the job, which is on
+                # disk already. A redelivery after a restart is answered from the job
+                # itself by the job_id rule (same body: its current state).
+                log.warning("could not keep the reply to %s for redeliveries (%s)",
+                            cmd.type, exc)
         return reply
 
     async def _route(self, cmd: Command) -> bytes:
@@ -198,6 +210,17 @@ class Dispatcher:
         return protocol.encode_reply(cmd.request_id, cmd.type, **fields)
 
 
+def not_dumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: no core file, and no other process of the same user
+    may ptrace this one or read its memory through /proc/<pid>/mem. True when set."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        log.warning("could not make the process non-dumpable")
+        return False
+
+
 def no_core_dumps() -> bool:
     """Make sure this process never writes a core file (it holds swiped tracks in memory).
 
@@ -205,6 +228,7 @@ def no_core_dumps() -> bool:
     (a container, a shell). When the limit is already 0 nothing is called, so the unit's
     ``SystemCallFilter=~@resources`` never sees a setrlimit. Returns True when the limit
     is 0 afterwards."""
+    not_dumpable()
     try:
         if resource.getrlimit(resource.RLIMIT_CORE) != (0, 0):
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -283,6 +307,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         athena=athena, journal=journal, display=display, reader=reader, clock=clock,
         outbox_wakeup=wake_outbox, on_state_change=state_changed,
         events_topic=f"{prefix}/events",
+        server_clock=athena.server_clock, clock_synced=clock_synchronized,
     )
     dispatcher = Dispatcher(engine, journal)
 

@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from lobbypay_hw import api
 
 from lobbypay import ports
 from lobbypay.core import job as jm
+from lobbypay.core import reconcile as rc
 from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import (
     AthenaBadResponse,
@@ -39,7 +40,6 @@ from lobbypay.core.athena import (
     AthenaRejected,
     AthenaUnavailable,
     NotFound,
-    match_receipt,
 )
 from lobbypay.core.athena import Declined as DeclinedResult
 from lobbypay.core.balance import (
@@ -47,9 +47,11 @@ from lobbypay.core.balance import (
     BalancePayloadError,
     DepartmentInfo,
     PatientNotFoundInPayload,
+    copay_already_collected,
     evaluate_balances,
     parse_copay,
 )
+from lobbypay.core.clock import ServerClock, Span, wall_span
 from lobbypay.core.commands import (
     BalanceGet,
     ChargeCancel,
@@ -64,62 +66,42 @@ from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import plan_charge, validate_charge
 from lobbypay.core.screen import Screen, ScreenKind, render
 from lobbypay.failpoints import failpoint
+from lobbypay.shell.athena import payment_bound_s
 from lobbypay.shell.journal import Journal, JournalError
 
 log = logging.getLogger("lobbypay.engine")
 
 T = TypeVar("T")
 
-#: Backstop on the POST on top of athena.timeout_s (the client enforces timeout_s itself;
-#: this only catches a client that hangs past it). Expiry here means "outcome unknown".
+#: Backstop on the POST on top of the client's own bound (``payment_bound_s``; the client
+#: enforces it itself, this only catches a client that hangs past it). Expiry here means
+#: "outcome unknown".
 POST_BACKSTOP_S = 5.0
 #: How long a result (approved, declined, ...) stays on the display before "Welcome".
 RESULT_SCREEN_S = 10.0
-#: First receipts read after an unknown outcome: give athena a moment to post it.
-RECONCILE_FIRST_READ_S = 5.0
-#: Receipts reads before the settle time (a landed payment usually shows up quickly).
-RECONCILE_POLL_S = 30.0
-#: Gap between the two settled reads that must both find nothing before ``not_charged``.
-RECONCILE_CONFIRM_GAP_S = 30.0
-#: Backoff for failing receipts reads: start, factor 2, cap.
-RECONCILE_RETRY_MIN_S = 5.0
-RECONCILE_RETRY_MAX_S = 300.0
-#: Settled reads that must find nothing before a job ends ``failed``/``not_charged``.
-RECONCILE_SETTLED_READS = 2
-#: The reconcile waits above are for the default ``reconcile_settle_s`` (this value). A
-#: shorter settle time scales every one of them down in proportion (never below
-#: ``RECONCILE_MIN_WAIT_S``); a longer one keeps them as they are. So a site (or a test)
-#: that sets ``reconcile_settle_s = 1`` gets its verdict in about a second, not a minute.
-RECONCILE_REFERENCE_SETTLE_S = 120.0
-RECONCILE_MIN_WAIT_S = 0.2
+#: Journal writes that failed (disk full, database locked) are retried with this backoff.
+JOURNAL_RETRY_MIN_S = 0.05
+JOURNAL_RETRY_MAX_S = 5.0
+#: With no Date header from athena to go by, a wall clock that the system reports as
+#: NTP-synchronised is taken at its word within this much (an unsynchronised one never).
+SYNCED_CLOCK_UNCERTAINTY_S = 2.0
+#: Card expiry is judged on the card's month in US time: a card is good through the last
+#: day of its month, refused only once that day is over everywhere in the US (the issuer
+#: has the last word anyway; refusing a good card would leave the patient unable to pay).
+CARD_EXPIRY_TZ = ZoneInfo("Pacific/Honolulu")
 
-
-@dataclass(frozen=True, slots=True)
-class ReconcileTiming:
-    """The reconcile waits for one ``reconcile_settle_s`` (see ``reconcile_timing``)."""
-
-    first_read_s: float
-    poll_s: float
-    confirm_gap_s: float
-    retry_min_s: float
-    retry_max_s: float
-
-
-def reconcile_timing(settle_s: float) -> ReconcileTiming:
-    """The module's reconcile constants scaled by ``settle_s / 120`` (at most 1), each at
-    least ``RECONCILE_MIN_WAIT_S``. ``reconcile_timing(120)`` is the constants unchanged."""
-    f = min(1.0, max(0.0, float(settle_s)) / RECONCILE_REFERENCE_SETTLE_S)
-
-    def scaled(base: float) -> float:
-        return max(RECONCILE_MIN_WAIT_S, base * f)
-
-    return ReconcileTiming(
-        first_read_s=scaled(RECONCILE_FIRST_READ_S),
-        poll_s=scaled(RECONCILE_POLL_S),
-        confirm_gap_s=scaled(RECONCILE_CONFIRM_GAP_S),
-        retry_min_s=scaled(RECONCILE_RETRY_MIN_S),
-        retry_max_s=scaled(RECONCILE_RETRY_MAX_S),
-    )
+# The reconcile waits live in the core (lobbypay.core.reconcile); names kept here for
+# the tests and tools that read them from the engine.
+RECONCILE_FIRST_READ_S = rc.FIRST_READ_S
+RECONCILE_POLL_S = rc.POLL_S
+RECONCILE_CONFIRM_GAP_S = rc.CONFIRM_GAP_S
+RECONCILE_RETRY_MIN_S = rc.RETRY_MIN_S
+RECONCILE_RETRY_MAX_S = rc.RETRY_MAX_S
+RECONCILE_SETTLED_READS = rc.SETTLED_READS
+RECONCILE_REFERENCE_SETTLE_S = rc.REFERENCE_SETTLE_S
+RECONCILE_MIN_WAIT_S = rc.MIN_WAIT_S
+ReconcileTiming = rc.ReconcileTiming
+reconcile_timing = rc.reconcile_timing
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -157,6 +139,8 @@ class Engine:
         events_topic: str,
         reader: api.CardReader | None = None,
         sleep: Sleep | None = None,
+        server_clock: ServerClock | None = None,
+        clock_synced: Callable[[], bool | None] | None = None,
     ) -> None:
         self.terminal_id = terminal_id
         self._department_id = department_id
@@ -164,7 +148,12 @@ class Engine:
         self._settle_s = float(reconcile_settle_s)
         self._rt = reconcile_timing(self._settle_s)
         self._athena_timeout_s = float(athena_timeout_s)
+        self._post_bound_s = payment_bound_s(self._athena_timeout_s) + POST_BACKSTOP_S
         self._athena = athena
+        #: athena's clock (from the client's Date headers); the client's own when not given.
+        self._server_clock = (server_clock if server_clock is not None
+                              else getattr(athena, "server_clock", None))
+        self._clock_synced: Callable[[], bool | None] = clock_synced or (lambda: None)
         self._journal = journal
         self._display = display
         self._clock = clock
@@ -176,6 +165,13 @@ class Engine:
 
         self._active: _Active | None = None
         self._reconciling: dict[str, asyncio.Task[None]] = {}
+        #: ``unknown`` jobs being reconciled, as last stepped (their attempts are each
+        #: other's rivals for a receipt: core.reconcile).
+        self._unknown: dict[str, Job] = {}
+        #: Steps the journal refused (disk full, locked), per job in order, retried by
+        #: ``_heal``; the engine acts on them at once, they are published once written.
+        self._unwritten: dict[str, list[Step]] = {}
+        self._healer: asyncio.Task[None] | None = None
         #: POSTs whose outcome is not journaled yet, and a counter bumped when one starts
         #: or ends: a receipts read that overlapped one may list a payment no job owns yet.
         self._posts_in_flight = 0
@@ -202,7 +198,7 @@ class Engine:
                 # pending/card_read: the card data died with the process -> expired;
                 # submitting: the POST may have landed -> unknown -> reconcile.
                 st = jm.step(job, jm.Restarted(), now)
-                self._journal.commit_step(st, topic=self._topic)
+                self._record(st)
                 log.info("recovery: job %s %s -> %s", job.job_id, job.state, st.job.state)
                 job = st.job
             if job.state is JobState.UNKNOWN:
@@ -225,6 +221,17 @@ class Engine:
 
     async def aclose(self) -> None:
         self._closed = True
+        for job_id, queue in list(self._unwritten.items()):
+            # a last try: what the disk still refuses is reconciled from the journal's
+            # older steps at the next start (submitting -> unknown; pending -> expired)
+            while queue:
+                try:
+                    self._journal.commit_step(queue[0], topic=self._topic)
+                except Exception:  # noqa: BLE001 - closing anyway
+                    log.error("job %s: %d step(s) could not be journaled before the stop",
+                              job_id, len(queue))
+                    break
+                queue.pop(0)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -288,6 +295,9 @@ class Engine:
         payload = await self._read(self._athena.get_patient(cmd.patient_id, dept), "patient")
         view = self._evaluate(payload, cmd.patient_id, dept)
         plan = plan_charge(view, cmd, dept)
+        # 6. the appointment, for a copay: it must exist and its copay not be paid already
+        if cmd.copay > 0 and cmd.appointment_id is not None:
+            await self._check_copay(cmd.appointment_id, cmd.allow_duplicate)
         # the terminal may have been taken while athena answered (the lock keeps other
         # starts out; this is the belt to its braces)
         if self._active is not None:
@@ -311,6 +321,22 @@ class Engine:
         self._wake()
         return {"job_id": cmd.job_id, "state": JobState.PENDING.value}
 
+    async def _check_copay(self, appointment_id: str, allow_duplicate: bool) -> None:
+        appt = await self._read(self._athena.get_appointment(appointment_id), "appointment")
+        try:
+            collected = copay_already_collected(appt)
+        except AppointmentNotFoundInPayload:
+            raise DomainError(Code.APPOINTMENT_NOT_FOUND,
+                              "athena has no such appointment") from None
+        except BalancePayloadError as exc:
+            raise DomainError(Code.ATHENA_BAD_RESPONSE,
+                              f"athena's appointment answer was unreadable: {_safe(exc)}"
+                              ) from None
+        if collected and not allow_duplicate:
+            raise DomainError(Code.COPAY_ALREADY_COLLECTED,
+                              f"athena says the copay of appointment {appointment_id} is "
+                              "already collected (allow_duplicate: true charges it again)")
+
     def charge_cancel(self, cmd: ChargeCancel) -> dict[str, Any]:
         active = self._active
         job: Job | None
@@ -331,13 +357,23 @@ class Engine:
         return {"job_id": cmd.job_id, "state": st.job.state.value}
 
     def charge_get(self, cmd: ChargeGet) -> dict[str, Any]:
-        ev = self._journal.latest_event(cmd.job_id)
+        ev = self._unwritten_event(cmd.job_id) or self._journal.latest_event(cmd.job_id)
         if ev is None:
             raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
         return {"job": ev}
 
     def charge_list(self, cmd: ChargeList) -> dict[str, Any]:
-        return {"jobs": self._journal.list_latest(max(1, min(100, cmd.limit)))}
+        jobs = self._journal.list_latest(max(1, min(100, cmd.limit)))
+        if self._unwritten:
+            jobs = [self._unwritten_event(str(ev.get("job_id"))) or ev for ev in jobs]
+        return {"jobs": jobs}
+
+    def _unwritten_event(self, job_id: str) -> dict[str, Any] | None:
+        """The latest event of a job whose newest steps the journal has not taken yet."""
+        for st in reversed(self._unwritten.get(job_id, ())):
+            if st.events:
+                return dict(st.events[-1])
+        return None
 
     def state(self) -> dict[str, Any]:
         """The protocol 8 ``state`` object."""
@@ -362,6 +398,23 @@ class Engine:
             "athena": {"last_ok_at": self._athena_last_ok_at,
                        "last_error": self._athena_last_error},
             "outbox": outbox,
+            "clock": self.clock_health(),
+        }
+
+    def clock_health(self) -> dict[str, Any]:
+        """Additive ``state.clock``: is the system clock synchronised, and how far is it
+        from athena's (``athena_offset_s`` = athena minus terminal, +- ``uncertainty_s``;
+        null until athena has answered with a Date header)."""
+        try:
+            synced = self._clock_synced()
+        except Exception:  # noqa: BLE001 - health must always answer
+            synced = None
+        off = (self._server_clock.offset(self._clock.now(), self._clock.monotonic())
+               if self._server_clock is not None else None)
+        return {
+            "synchronized": synced,
+            "athena_offset_s": off.seconds if off is not None else None,
+            "uncertainty_s": off.uncertainty_s if off is not None else None,
         }
 
     @property
@@ -400,7 +453,7 @@ class Engine:
     def _card_read(self, active: _Active, card: api.Card) -> None:
         job = active.job
         try:
-            expired = card.is_expired(self._clock.now().date())
+            expired = card.is_expired(self._clock.now().astimezone(CARD_EXPIRY_TZ).date())
             accepted = jm.CardAccepted(brand=str(card.brand), last4=str(card.last4))
         except Exception:  # noqa: BLE001 - a strange card object is a bad swipe
             _wipe(card)
@@ -429,7 +482,9 @@ class Engine:
         self._show(Screen(ScreenKind.PROCESSING, brand=accepted.brand, last4=accepted.last4))
         # the point of no return: "submitting" is on disk (fsynced) before the POST exists
         try:
-            st2 = jm.step(st1.job, jm.SubmitStarted(), self._clock.now())
+            athena_now = self._athena_now()
+            st2 = jm.step(st1.job, jm.SubmitStarted(athena_now.lo if athena_now else None),
+                          self._clock.now())
             self._commit(st2)
         except DomainError:
             _wipe(card)
@@ -462,7 +517,7 @@ class Engine:
             form = dict(plan.form_fields())
             form["trackdata"] = card.trackdata()
             posted = True
-            async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
+            async with asyncio.timeout(self._post_bound_s):
                 result = await self._athena.collect_payment(job.patient_id, form)
             failpoint("after_response")
             self._athena_ok()
@@ -480,14 +535,15 @@ class Engine:
             inp = jm.Rejected(Code.ATHENA_REJECTED, f"athena refused: {_safe(exc.message)}")
         except AthenaError as exc:  # OutcomeUnknown, AthenaBadResponse: may have landed
             self._athena_failed(Code.OUTCOME_UNKNOWN, exc.message)
-            inp = jm.OutcomeUnknown(_safe(exc.message))
+            inp = jm.OutcomeUnknown(_safe(exc.message), self._attempt_end())
         except TimeoutError:
             self._athena_failed(Code.OUTCOME_UNKNOWN, "POST timed out")
-            inp = jm.OutcomeUnknown("no answer from athena in time")
+            inp = jm.OutcomeUnknown("no answer from athena in time", self._attempt_end())
         except Exception as exc:  # noqa: BLE001 - any other failure: sent or not?
             log.error("job %s: payment call failed with %s", job.job_id, type(exc).__name__)
             if posted:
-                inp = jm.OutcomeUnknown(f"payment call failed ({type(exc).__name__})")
+                inp = jm.OutcomeUnknown(f"payment call failed ({type(exc).__name__})",
+                                        self._attempt_end())
             else:
                 inp = jm.NotSent(Code.INTERNAL_ERROR, "could not build the payment request")
         finally:
@@ -495,6 +551,27 @@ class Engine:
             form.clear()
             del card
         self._feed(job, inp)
+
+    def _athena_now(self) -> Span | None:
+        """Now on athena's clock: from its Date headers; else, only when the system says
+        NTP synchronised it, the wall clock within ``SYNCED_CLOCK_UNCERTAINTY_S``; else
+        None (the wall clock of a Pi without a battery clock can be anything)."""
+        sc = self._server_clock
+        if sc is not None:
+            span = sc.now(self._clock.monotonic())
+            if span is not None:
+                return span
+        try:
+            synced = self._clock_synced()
+        except Exception:  # noqa: BLE001 - a health probe never stops a job
+            synced = None
+        if synced is True:
+            return wall_span(self._clock.now(), SYNCED_CLOCK_UNCERTAINTY_S)
+        return None
+
+    def _attempt_end(self) -> datetime | None:
+        span = self._athena_now()
+        return span.hi if span is not None else None
 
     # ------------------------------------------------------------ timers
 
@@ -522,6 +599,7 @@ class Engine:
     # ------------------------------------------------------------ reconciliation
 
     def _spawn_reconcile(self, job: Job) -> None:
+        self._unknown[job.job_id] = job
         if job.job_id in self._reconciling:
             return
         task = self._spawn(self._reconcile(job), f"lobbypay.engine.reconcile[{job.job_id}]")
@@ -530,83 +608,153 @@ class Engine:
 
         def forget(_task: asyncio.Task[None]) -> None:
             self._reconciling.pop(job_id, None)
+            self._unknown.pop(job_id, None)
 
         task.add_done_callback(forget)
 
     async def _reconcile(self, job: Job) -> None:
+        """Read receipts until the core decides (core.reconcile). Survives any error: a
+        failed read or a bug in one round backs off and tries again."""
         assert job.submitted_at is not None and job.card_last4 is not None
-        # Time since the submission = wall time up to now (the only clock that survives a
-        # restart; clipped to [0, settle]) + monotonic time from here on, so a wall clock
-        # stepping forward later cannot settle the job early, nor one stepping back hold
-        # it in unknown for the size of the step (tests/proof/test_clock.py).
+        # Fallback time since the submission, for when athena's clock is not known: wall
+        # time up to now (the only clock that survives a restart; clipped to [0, settle])
+        # + monotonic time from here on, so a wall clock stepping later cannot settle the
+        # job early (tests/proof/test_clock.py).
         mono0 = self._clock.monotonic()
         elapsed0 = min(max(0.0, (self._clock.now() - job.submitted_at).total_seconds()),
                        self._settle_s)
         rt = self._rt
         backoff = rt.retry_min_s
+        doubts = 0
+        last_doubt = ""
         first_wait = rt.first_read_s - (self._clock.now() - job.updated_at).total_seconds()
         if first_wait > 0:
             await self._sleep_for(first_wait)
         while True:
-            read_elapsed = elapsed0 + (self._clock.monotonic() - mono0)
-            post_gen = self._post_gen
-            post_busy = self._posts_in_flight > 0
+            job = self._unknown.get(job.job_id, job)
+            if job.state is not JobState.UNKNOWN:
+                return
             try:
-                async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
-                    receipts = await self._athena.list_receipts(job.patient_id, job.department_id)
-            except (AthenaError, TimeoutError) as exc:
-                msg = exc.message if isinstance(exc, AthenaError) else "timed out"
-                self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
-                log.warning("job %s: receipts read failed (%s); retrying in %.0f s",
-                            job.job_id, _safe(msg), backoff)
+                wall_elapsed = elapsed0 + (self._clock.monotonic() - mono0)
+                read_start = self._athena_now()
+                post_gen = self._post_gen
+                post_busy = self._posts_in_flight > 0
+                try:
+                    async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
+                        receipts = await self._athena.list_receipts(job.patient_id,
+                                                                    job.department_id)
+                except (AthenaError, TimeoutError) as exc:
+                    msg = exc.message if isinstance(exc, AthenaError) else "timed out"
+                    self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
+                    log.warning("job %s: receipts read failed (%s); retrying in %.0f s",
+                                job.job_id, _safe(msg), backoff)
+                    await self._sleep_for(backoff)
+                    backoff = min(backoff * 2, rt.retry_max_s)
+                    continue
+                self._athena_ok()
+                backoff = rt.retry_min_s
+                job = self._close_attempt(job)
+                if read_start is None:  # athena's clock became known with this read
+                    read_start = self._athena_now()
+                settled = rc.is_settled(read_start, job.attempt_to, self._settle_s,
+                                        wall_elapsed)
+                decision = rc.decide(self._attempt_of(job), receipts,
+                                     others=self._rivals(job), taken=self._taken_ids(),
+                                     settled=settled)
+                if isinstance(decision, rc.Found):
+                    eid = decision.receipt.epayment_id
+                    if post_busy or self._posts_in_flight > 0 or self._post_gen != post_gen:
+                        # Another job's POST was in flight during this read: the receipt
+                        # may be its payment, listed before its answer (and epayment id)
+                        # reached us. Decide nothing; read again once it is settled.
+                        log.info("job %s: receipt %s seen while a POST was in flight; "
+                                 "reading again", job.job_id, eid)
+                        await self._sleep_for(rt.retry_min_s)
+                        continue
+                    log.info("job %s: reconciled, payment %s found", job.job_id, eid)
+                    self._feed(job, jm.ReconcileFound(str(eid)))
+                    return
+                if isinstance(decision, rc.Doubt):
+                    doubts += 1
+                    if decision.reason != last_doubt:
+                        log.warning("job %s: still unknown, not deciding: %s", job.job_id,
+                                    _safe(decision.reason))
+                        last_doubt = decision.reason
+                    await self._sleep_for(rc.next_wait(decision, rt, until_settle_s=0.0,
+                                                       doubts=doubts))
+                    continue
+                doubts, last_doubt = 0, ""
+                st = jm.step(job, jm.ReconcileMissed(settled=decision.settled),
+                             self._clock.now())
+                self._record(st)
+                job = self._keep_unknown(st.job)
+                if job.reconcile_reads >= rc.SETTLED_READS:
+                    log.info("job %s: no payment after %d settled reads: not charged",
+                             job.job_id, job.reconcile_reads)
+                    self._feed(job, jm.ReconcileGaveUp())
+                    return
+                await self._sleep_for(rc.next_wait(
+                    decision, rt, doubts=0,
+                    until_settle_s=self._until_settle(read_start, job, wall_elapsed)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a reconcile task must outlive a bug
+                log.error("job %s: reconcile round failed (%s); trying again in %.0f s",
+                          job.job_id, type(exc).__name__, backoff)
                 await self._sleep_for(backoff)
                 backoff = min(backoff * 2, rt.retry_max_s)
-                continue
-            self._athena_ok()
-            backoff = rt.retry_min_s
-            found = match_receipt(receipts, job.total, job.card_last4, job.submitted_at,
-                                  self._journal.known_epayment_ids())
-            if found is not None and (post_busy or self._posts_in_flight > 0
-                                      or self._post_gen != post_gen):
-                # Another job's POST was in flight during this read: the receipt may be
-                # its payment, listed before its answer reached us and its epayment id
-                # reached the journal. Decide nothing; read again once it is settled.
-                log.info("job %s: receipt %s seen while a POST was in flight; reading again",
-                         job.job_id, found.epayment_id)
-                await self._sleep_for(rt.retry_min_s)
-                continue
-            if found is not None:
-                log.info("job %s: reconciled, payment %s found", job.job_id, found.epayment_id)
-                self._feed(job, jm.ReconcileFound(str(found.epayment_id)))
-                return
-            settled = read_elapsed >= self._settle_s
-            st = jm.step(job, jm.ReconcileMissed(settled=settled), self._clock.now())
-            self._commit(st)
-            job = st.job
-            if job.reconcile_reads >= RECONCILE_SETTLED_READS:
-                log.info("job %s: no payment after %d settled reads: not charged",
-                         job.job_id, job.reconcile_reads)
-                self._feed(job, jm.ReconcileGaveUp())
-                return
-            if settled:
-                wait = rt.confirm_gap_s
-            else:
-                until_settle = self._settle_s - (elapsed0 + self._clock.monotonic() - mono0)
-                wait = max(0.0, min(rt.poll_s, until_settle))
-            await self._sleep_for(wait)
+
+    def _close_attempt(self, job: Job) -> Job:
+        """A job restarted mid-POST gets its attempt's end: the first athena-clock "now"."""
+        if job.attempt_to is not None:
+            return job
+        span = self._athena_now()
+        if span is None:
+            return job
+        st = jm.step(job, jm.AttemptClosed(span.hi), self._clock.now())
+        self._record(st)
+        return self._keep_unknown(st.job)
+
+    def _keep_unknown(self, job: Job) -> Job:
+        if job.state is JobState.UNKNOWN:
+            self._unknown[job.job_id] = job
+        return job
+
+    def _until_settle(self, read_start: Span | None, job: Job, wall_elapsed: float) -> float:
+        if read_start is not None and job.attempt_to is not None:
+            return self._settle_s - (read_start.lo - job.attempt_to).total_seconds()
+        return self._settle_s - wall_elapsed
+
+    @staticmethod
+    def _attempt_of(job: Job) -> rc.Attempt:
+        return rc.Attempt(job.job_id, job.total, job.card_last4 or "", job.attempt_from,
+                          job.attempt_to)
+
+    def _rivals(self, job: Job) -> list[rc.Attempt]:
+        """The other open attempts: unknown jobs, and the POST in flight (no end yet)."""
+        out = [self._attempt_of(j) for j in self._unknown.values() if j.job_id != job.job_id]
+        active = self._active
+        if (active is not None and active.job.state is JobState.SUBMITTING
+                and active.job.job_id != job.job_id and active.job.card_last4 is not None):
+            a = active.job
+            out.append(rc.Attempt(a.job_id, a.total, a.card_last4 or "", a.attempt_from, None))
+        return out
+
+    def _taken_ids(self) -> frozenset[str]:
+        """epayment ids that are some job's payment: in the journal, or in steps it has
+        not taken yet."""
+        ids = set(self._journal.known_epayment_ids())
+        for steps in self._unwritten.values():
+            ids.update(st.job.epayment_id for st in steps if st.job.epayment_id)
+        return frozenset(ids)
 
     # ------------------------------------------------------------ plumbing
 
-    def _feed(self, job: Job, inp: jm.Input) -> Step | None:
-        """Step a job, journal it, then act on its new state. Returns None if the
-        journal refused (the job stays as it was in memory and on disk)."""
+    def _feed(self, job: Job, inp: jm.Input) -> Step:
+        """Step a job, journal it (or queue the write if the journal refuses: ``_record``),
+        then act on its new state. The job's truth is the step, written or not."""
         st = jm.step(job, inp, self._clock.now())
-        try:
-            self._commit(st)
-        except DomainError:
-            log.error("job %s: journal write failed; %s not recorded", job.job_id,
-                      type(inp).__name__)
-            return None
+        self._record(st)
         if st.job.final:
             failpoint("before_publish")
         if job.state is not st.job.state:
@@ -621,8 +769,10 @@ class Engine:
         if job.state is JobState.UNKNOWN:
             self._finish(job)
             self._spawn_reconcile(job)
-        elif job.final:
-            self._finish(job)
+        else:
+            self._unknown.pop(job.job_id, None)
+            if job.final:
+                self._finish(job)
 
     def _finish(self, job: Job) -> None:
         """The job no longer holds the terminal: result screen, then idle."""
@@ -643,10 +793,57 @@ class Engine:
         self._wake()
 
     def _commit(self, st: Step, *, fsync: bool = True) -> None:
+        """Write a step now, or raise ``DomainError`` (internal_error): for the writes
+        that must be on disk before anything happens (a new job, ``submitting``)."""
+        if st.job.job_id in self._unwritten:
+            raise DomainError(Code.INTERNAL_ERROR, "journal: earlier steps of this job are "
+                              "not written yet")
         try:
             self._journal.commit_step(st, topic=self._topic, fsync=fsync)
         except JournalError as exc:
             raise DomainError(Code.INTERNAL_ERROR, f"journal: {exc}") from None
+
+    def _record(self, st: Step) -> bool:
+        """Write a step, or keep it in order behind the job's other unwritten steps and
+        let ``_heal`` retry until the disk takes it (disk full, database locked). True
+        when it is on disk now. Its events are published once written."""
+        job_id = st.job.job_id
+        queue = self._unwritten.get(job_id)
+        if queue is None:
+            try:
+                self._journal.commit_step(st, topic=self._topic)
+                return True
+            except JournalError as exc:
+                log.error("job %s: journal write failed (%s); keeping the %s step and "
+                          "retrying", job_id, _safe(exc), st.job.state)
+            queue = self._unwritten.setdefault(job_id, [])
+        queue.append(st)
+        if self._healer is None or self._healer.done():
+            self._healer = self._spawn(self._heal(), "lobbypay.engine.heal_journal")
+        self._changed()
+        return False
+
+    async def _heal(self) -> None:
+        """Retry the unwritten steps, oldest job first, each job's in order, with backoff."""
+        delay = JOURNAL_RETRY_MIN_S
+        while self._unwritten:
+            await self._sleep_for(delay)
+            for job_id in list(self._unwritten):
+                queue = self._unwritten[job_id]
+                while queue:
+                    try:
+                        self._journal.commit_step(queue[0], topic=self._topic)
+                    except JournalError:
+                        break
+                    except Exception as exc:  # noqa: BLE001 - a step the journal can never take
+                        log.error("job %s: step cannot be journaled (%s); dropped", job_id,
+                                  type(exc).__name__)
+                    queue.pop(0)
+                if not queue:
+                    del self._unwritten[job_id]
+                    log.info("job %s: journal writes caught up", job_id)
+                    self._wake()
+            delay = min(delay * 2, JOURNAL_RETRY_MAX_S) if self._unwritten else delay
 
     def _show(self, screen: Screen) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lobbypay.core import reconcile as rc
 from lobbypay.core.athena import (
     Approved,
     AthenaAuthError,
@@ -25,7 +26,6 @@ from lobbypay.core.athena import (
     Declined,
     NotFound,
     OutcomeUnknown,
-    match_receipt,
 )
 from lobbypay.core.money import Cents
 from lobbypay.shell.athena import AthenaClient
@@ -581,18 +581,23 @@ async def test_post_is_sent_once_and_never_leaks_the_card(
     await client.ping()  # token in hand, so the POST is the only thing left to time out
     if fault is not None:
         sim.add_fault(**fault)
-    submitted_at = datetime.now(UTC)
+    started = client.server_clock.now(time.monotonic())  # from the sim's Date headers
+    assert started is not None
     got: object
     try:
         got = await client.collect_payment("60178", claim_form())
     except AthenaError as exc:
         got = exc
+    ended = client.server_clock.now(time.monotonic())
+    assert ended is not None
     assert type(got) is outcome, repr(got)
     assert sim.post_count("60178") == 1, "the POST must be sent exactly once"
 
     # Reconciliation from receipts finds the charge iff there was one.
     receipts = await client.list_receipts("60178", "1")
-    found = match_receipt(receipts, Cents(4000), "1111", submitted_at)
+    decision = rc.decide(rc.Attempt("j", Cents(4000), "1111", started.lo, ended.hi), receipts,
+                         settled=True)
+    found = decision.receipt if isinstance(decision, rc.Found) else None
     assert (found is not None) is charged
     if isinstance(got, Approved):
         assert found is not None and found.epayment_id == got.epayment_id

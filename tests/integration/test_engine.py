@@ -27,6 +27,7 @@ from lobbypay.core.athena import (
     PaymentResult,
     Receipt,
 )
+from lobbypay.core.clock import ServerClock, Span
 from lobbypay.core.commands import (
     BalanceGet,
     ChargeCancel,
@@ -155,8 +156,20 @@ class FakeAthena:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     after_hang: object = None
     on_post: Callable[[], None] | None = None
+    #: athena's clock as its Date headers tell it, like the real client's: every answer
+    #: is a sample of ``clock.now() + athena_offset_s`` (set ``clock`` to get samples)
+    clock: ManualClock | None = None
+    athena_offset_s: float = 0.0
+    server_clock: ServerClock = field(default_factory=ServerClock)
+
+    def _dated(self) -> None:
+        if self.clock is not None:
+            m = self.clock.monotonic()
+            athena_now = self.clock.now() + timedelta(seconds=self.athena_offset_s)
+            self.server_clock.observe(m, m, athena_now.replace(microsecond=0))
 
     async def get_patient(self, patient_id: str, department_id: str) -> list[dict[str, Any]]:
+        self._dated()
         if self.read_hang:
             await asyncio.Event().wait()
         if self.read_error:
@@ -166,6 +179,7 @@ class FakeAthena:
         return self.patients[patient_id]  # type: ignore[no-any-return]
 
     async def get_appointment(self, appointment_id: str) -> dict[str, Any]:
+        self._dated()
         if appointment_id not in self.appointments:
             raise NotFound("appointment not found", status=404)
         return self.appointments[appointment_id]  # type: ignore[no-any-return]
@@ -188,6 +202,7 @@ class FakeAthena:
         return outcome  # type: ignore[return-value]
 
     async def list_receipts(self, patient_id: str, department_id: str) -> list[Receipt]:
+        self._dated()
         self.receipt_reads += 1
         outcome = self.receipts_script.pop(0) if self.receipts_script else []
         if isinstance(outcome, BaseException):
@@ -256,6 +271,8 @@ class Rig:
         self.clock = clock or ManualClock()
         self.athena = athena or FakeAthena(patients={"60178": patient_payload()},
                                            appointments={"1234": {"copay": "25.00"}})
+        if self.athena.clock is None:
+            self.athena.clock = self.clock
         self.display = FakeDisplay()
         self.journal = Journal(state_dir)
         self.wakeups = 0
@@ -566,7 +583,7 @@ async def test_reader_status_reaches_state(rig: Rig) -> None:
     assert rig.engine.state()["reader"]["connected"] is False
     st = rig.engine.state()
     assert set(st) == {"v", "job_id", "job_state", "screen", "reader", "display", "athena",
-                       "outbox"}
+                       "outbox", "clock"}
     assert st["display"] == {"driver": "fake", "connected": True}
 
 
@@ -597,7 +614,9 @@ async def test_definitive_outcomes(rig: Rig, outcome: object, state: str, code: 
 
 def receipt(eid: str, *, amount: int = 6500, last4: str = "1111",
             at: datetime = T0 + timedelta(seconds=5)) -> Receipt:
-    return Receipt(epayment_id=eid, amount=Cents(amount), last4=last4, requested_at=at)
+    lo = at.replace(microsecond=0)  # athena's requestdate has whole seconds
+    return Receipt(epayment_id=eid, amount=Cents(amount), last4=last4,
+                   requested=(Span(lo, lo + timedelta(microseconds=999999)),))
 
 
 async def go_unknown(r: Rig, job_id: str = "j-1") -> None:
@@ -636,7 +655,9 @@ async def test_unknown_ends_not_charged_after_two_settled_reads(rig: Rig) -> Non
     assert rig.states("j-1")[-1] == "unknown"
     early_reads = rig.athena.receipt_reads
     assert early_reads >= 2
-    await rig.clock.advance(2)  # now past the settle time: first settled read
+    # now past the settle time on athena's clock (its Date headers have whole seconds, so
+    # the attempt's end is known to a second): the first settled read
+    await rig.clock.advance(3)
     assert rig.athena.receipt_reads == early_reads + 1
     assert rig.journal.get_job("j-1").reconcile_reads == 1  # type: ignore[union-attr]
     await rig.clock.advance(engine_mod.RECONCILE_CONFIRM_GAP_S - 2)

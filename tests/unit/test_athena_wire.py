@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lobbypay.core.athena import (
-    RECEIPT_CLOCK_SKEW,
     Approved,
     AthenaBadResponse,
     AthenaParseError,
@@ -19,8 +18,9 @@ from lobbypay.core.athena import (
     Receipt,
     clean_peer_text,
     is_throttle_text,
-    match_receipt,
+    is_unknown_outcome_text,
     parse_eastern_datetime,
+    parse_eastern_spans,
     parse_error_body,
     parse_list_page,
     parse_payment_result,
@@ -115,7 +115,8 @@ def test_decline_text_is_scrubbed_of_card_data() -> None:
         ("2026-11-27 09:03:07.250", datetime(2026, 11, 27, 14, 3, 7, 250000, tzinfo=UTC)),
         ("2026-11-27T09:03:07-05:00", datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC)),
         ("2026-11-27T14:03:07Z", datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC)),
-        # the repeated hour of the autumn change: the earlier (EDT) reading
+        # the repeated hour of the autumn change: the earliest reading (EDT); both are in
+        # parse_eastern_spans (test_dst_fold_gives_both_readings)
         ("11/01/2026 01:30:00", datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),
     ],
 )
@@ -161,7 +162,7 @@ RECEIPT = {
 def test_parse_receipts_envelope_and_bare_array() -> None:
     want = [
         Receipt(
-            "90001", Cents(6550), "1111", datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC), "PAYMENT"
+            "90001", Cents(6550), "1111", parse_eastern_spans("11/27/2026 09:03:07"), "PAYMENT"
         )
     ]
     assert parse_receipts({"receipts": [RECEIPT], "totalcount": 1}) == want
@@ -226,46 +227,56 @@ def test_parse_list_page_follows_next() -> None:
         parse_list_page({"departments": [], "next": 5}, "departments")
 
 
-# ---------------------------------------------------------------- matching
-
-SUBMITTED = datetime(2026, 11, 27, 14, 3, 0, tzinfo=UTC)
-
-
-def _r(eid: str, cents: int, last4: str | None, at: datetime | None) -> Receipt:
-    return Receipt(eid, Cents(cents), last4, at)
+# ---------------------------------------------------------------- requestdate spans
+# (matching itself: tests/unit/test_reconcile.py)
 
 
-def test_match_receipt_finds_our_charge() -> None:
-    ours = _r("90001", 6550, "1111", SUBMITTED + timedelta(seconds=2))
-    others = [
-        _r("80001", 6550, "1111", SUBMITTED - timedelta(days=8)),  # older visit
-        _r("80002", 6550, "4444", SUBMITTED + timedelta(seconds=3)),  # another card
-        _r("80003", 2500, "1111", SUBMITTED + timedelta(seconds=3)),  # another total
-        _r("80004", 6550, None, SUBMITTED + timedelta(seconds=3)),  # no last4: unprovable
-        _r("80005", 6550, "1111", None),  # no date: unprovable
-    ]
-    assert match_receipt(others + [ours], Cents(6550), "1111", SUBMITTED) == ours
-    assert match_receipt(others, Cents(6550), "1111", SUBMITTED) is None
+def test_spans_cover_the_text_resolution() -> None:
+    (with_s,) = parse_eastern_spans("11/27/2026 09:03:07")
+    assert with_s.lo == datetime(2026, 11, 27, 14, 3, 7, tzinfo=UTC)
+    assert with_s.hi == datetime(2026, 11, 27, 14, 3, 7, 999999, tzinfo=UTC)
+    (no_s,) = parse_eastern_spans("11/27/2026 09:03")
+    assert no_s.lo == datetime(2026, 11, 27, 14, 3, 0, tzinfo=UTC)
+    assert no_s.hi == datetime(2026, 11, 27, 14, 3, 59, 999999, tzinfo=UTC)
+    (iso_no_s,) = parse_eastern_spans("2026-11-27T09:03")
+    assert iso_no_s.width_s > 59
+    (iso_frac,) = parse_eastern_spans("2026-11-27T09:03:07.250")
+    assert iso_frac.lo == iso_frac.hi == datetime(2026, 11, 27, 14, 3, 7, 250000, tzinfo=UTC)
 
 
-def test_match_receipt_clock_skew_allowance() -> None:
-    just_inside = _r("1", 100, "1111", SUBMITTED - RECEIPT_CLOCK_SKEW)
-    just_outside = _r("2", 100, "1111", SUBMITTED - RECEIPT_CLOCK_SKEW - timedelta(seconds=1))
-    assert match_receipt([just_inside], Cents(100), "1111", SUBMITTED) == just_inside
-    assert match_receipt([just_outside], Cents(100), "1111", SUBMITTED) is None
+def test_dst_fold_gives_both_readings() -> None:
+    # 2026-11-01 01:30:10 happens twice in New York: EDT (05:30:10Z), then EST (06:30:10Z)
+    spans = parse_eastern_spans("11/01/2026 01:30:10")
+    assert [s.lo for s in spans] == [datetime(2026, 11, 1, 5, 30, 10, tzinfo=UTC),
+                                     datetime(2026, 11, 1, 6, 30, 10, tzinfo=UTC)]
+    # the spring gap (02:30 does not exist on 2026-03-08): both readings too
+    assert len(parse_eastern_spans("03/08/2026 02:30:00")) == 2
+    # an ordinary hour has one
+    assert len(parse_eastern_spans("11/01/2026 03:30:10")) == 1
+    # an explicit offset is taken at its word
+    assert len(parse_eastern_spans("2026-11-01T01:30:10-05:00")) == 1
 
 
-def test_match_receipt_prefers_earliest_and_skips_known() -> None:
-    first = _r("90001", 100, "1111", SUBMITTED + timedelta(seconds=1))
-    second = _r("90002", 100, "1111", SUBMITTED + timedelta(seconds=30))
-    assert match_receipt([second, first], Cents(100), "1111", SUBMITTED) == first
-    assert match_receipt([second, first], Cents(100), "1111", SUBMITTED, {"90001"}) == second
-    assert match_receipt([first], Cents(100), "1111", SUBMITTED, {"90001"}) is None
+@pytest.mark.parametrize(
+    ("text", "unknown"),
+    [
+        ("Unknown", True),
+        ("Unknown - contact athena with the CCP payment number", True),
+        ("  UNKNOWN: processor did not answer", True),
+        ("Declined - card has been declined", False),
+        ("Card unknown to issuer", False),
+        ("", False),
+    ],
+)
+def test_unknown_outcome_text(text: str, unknown: bool) -> None:
+    assert is_unknown_outcome_text(text) is unknown
 
 
-def test_match_receipt_needs_aware_time() -> None:
-    with pytest.raises(ValueError):
-        match_receipt([], Cents(1), "1111", datetime(2026, 1, 1))  # noqa: DTZ001
+def test_unknown_errortext_is_not_a_decline() -> None:
+    with pytest.raises(AthenaParseError):
+        parse_payment_result([{"success": "false", "errortext": "Unknown"}])
+    assert parse_payment_result([{"success": "false", "errortext": "Declined"}]) == Declined(
+        "Declined")
 
 
 # ---------------------------------------------------------------- error bodies, tokens

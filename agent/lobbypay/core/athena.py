@@ -7,11 +7,11 @@ machine share one reading of athena's wire format.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from lobbypay.core.clock import Span
 from lobbypay.core.money import Cents, InvalidAmount, parse_athena_amount
 
 # ---------------------------------------------------------------- results
@@ -35,8 +35,16 @@ class Receipt:
     epayment_id: str
     amount: Cents
     last4: str | None
-    requested_at: datetime | None  # aware UTC (athena's requestdate is US Eastern)
+    #: When athena took the payment, as every reading of its ``requestdate`` allows: one
+    #: span per reading (two in the repeated hour of the autumn DST change), each as wide
+    #: as the text's resolution (a minute when it has no seconds). Empty: no date given.
+    requested: tuple[Span, ...] = ()
     type: str | None = None
+
+    @property
+    def requested_at(self) -> datetime | None:
+        """The earliest instant ``requestdate`` allows (None when it gave none)."""
+        return min(s.lo for s in self.requested) if self.requested else None
 
 
 # ---------------------------------------------------------------- errors
@@ -193,7 +201,24 @@ def parse_payment_result(body: object) -> PaymentResult:
             raise AthenaParseError("collectpayment succeeded without an epaymentid")
         return Approved(epayment_id=_parse_id(raw_id, "epaymentid"))
     reason = clean_peer_text(entry.get("errortext"))
+    if is_unknown_outcome_text(reason):
+        raise OutcomeUnknownText(f"athena reports the payment's outcome as unknown ({reason})")
     return Declined(errortext=reason or "declined (athena gave no reason)")
+
+
+class OutcomeUnknownText(AthenaParseError):
+    """``success: "false"`` whose ``errortext`` is the processor's "Unknown" message: athena
+    itself does not know whether the card was charged. Not a decline: reconcile."""
+
+
+_UNKNOWN_TEXT_RE = re.compile(r"\A\W*unknown\b", re.IGNORECASE)
+
+
+def is_unknown_outcome_text(errortext: str) -> bool:
+    """athena normalises the card processor's texts; "Unknown ..." means the processor's
+    result is not known (contact athena with the CCP payment number), so the payment may
+    have gone through (athena-api.md, CCP error messages)."""
+    return bool(_UNKNOWN_TEXT_RE.match(errortext))
 
 
 #: athena stamps receipts' ``requestdate`` in US Eastern time (DOC-RCPT).
@@ -204,12 +229,22 @@ _US_DATE_RE = re.compile(
 
 
 def parse_eastern_datetime(value: object) -> datetime:
-    """athena's Eastern timestamps -> aware UTC.
+    """athena's Eastern timestamps -> aware UTC: the earliest instant the text allows
+    (see ``parse_eastern_spans``)."""
+    return min(s.lo for s in parse_eastern_spans(value))
+
+
+def parse_eastern_spans(value: object) -> tuple[Span, ...]:
+    """athena's Eastern timestamps -> every instant (aware UTC) the text may stand for.
 
     Accepts "11/27/2026 09:03:07", "11/27/2026 09:03", "11/27/2026 9:03:07 AM" and ISO
     forms ("2026-11-27T09:03:07", "2026-11-27 09:03:07", with or without fraction). An ISO
-    text with an explicit offset is taken at its word; text without one is Eastern. In
-    the repeated hour of the autumn DST change the earlier (EDT) reading is used.
+    text with an explicit offset is taken at its word; text without one is Eastern.
+
+    Each span is as wide as the text's resolution: a time without seconds covers its whole
+    minute, one with whole seconds its second. A local time that occurs twice (the
+    repeated hour of the autumn DST change) or not at all (the spring gap) gives one span
+    per reading (EDT and EST), earliest first.
     """
     if not isinstance(value, str):
         raise AthenaParseError(f"timestamp is a {_kind(value)}, not text")
@@ -223,19 +258,31 @@ def parse_eastern_datetime(value: object) -> datetime:
                 if not 1 <= h <= 12:
                     raise ValueError("hour out of range for AM/PM")
                 h = h % 12 + (12 if ampm.lower() == "pm" else 0)
-            local = datetime(
-                int(year), int(month), int(day), h, int(minute), int(second or 0), tzinfo=ATHENA_TZ
-            )
+            local = datetime(  # noqa: DTZ001 - a wall time; the zone is applied below
+                int(year), int(month), int(day), h, int(minute), int(second or 0))
+            resolution = 1.0 if second is not None else 60.0
         elif len(text) >= 16 and text[4:5] == "-" and text[10:11] in ("T", " "):
             local = datetime.fromisoformat(text)
+            if len(text) < 19 or text[16:17] != ":":
+                resolution = 60.0
+            elif local.microsecond or text[19:20] in (".", ","):
+                resolution = 1e-6
+            else:
+                resolution = 1.0
         else:
             raise ValueError("unknown form")
     except ValueError:
         raise AthenaParseError("timestamp is not a date and time athena sends") from None
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=ATHENA_TZ)
     try:
-        return local.astimezone(UTC)
+        if local.tzinfo is not None:
+            readings = {local.astimezone(UTC)}
+        else:
+            readings = {
+                local.replace(tzinfo=ATHENA_TZ, fold=fold).astimezone(UTC) for fold in (0, 1)
+            }
+        width = timedelta(seconds=resolution)
+        return tuple(Span(t, t + width - timedelta(microseconds=1) if resolution >= 1 else t)
+                     for t in sorted(readings))
     except (OverflowError, ValueError):
         raise AthenaParseError("timestamp is out of range") from None
 
@@ -294,52 +341,13 @@ def parse_receipts(body: object) -> list[Receipt]:
         if isinstance(raw_last4, str) and _LAST4_RE.match(raw_last4.strip()):
             last4 = raw_last4.strip()
         raw_date = item.get("requestdate")
-        requested_at = (
-            None if raw_date is None or raw_date == "" else parse_eastern_datetime(raw_date)
+        requested = (
+            () if raw_date is None or raw_date == "" else parse_eastern_spans(raw_date)
         )
         raw_type = item.get("type")
         rtype = clean_peer_text(raw_type)[:40] if isinstance(raw_type, str) and raw_type else None
-        out.append(Receipt(epayment_id, amount, last4, requested_at, rtype))
+        out.append(Receipt(epayment_id, amount, last4, requested, rtype))
     return out
-
-
-#: How far *before* our submission time a receipt's requestdate may lie and still count as
-#: ours. ``requestdate`` is stamped by athena's clock with one-second resolution, and the
-#: submission time by the terminal's clock (NTP-disciplined, but a Pi has no RTC and may
-#: run a little ahead). Sixty seconds covers truncation and a modest drift while staying
-#: far below the ten minutes in which athena itself refuses a same-total duplicate, so an
-#: earlier, separate payment of the same total is not mistaken for ours.
-RECEIPT_CLOCK_SKEW = timedelta(seconds=60)
-
-
-def match_receipt(
-    receipts: Iterable[Receipt],
-    total: Cents,
-    last4: str,
-    submitted_at: datetime,
-    known_epayment_ids: Collection[str] = frozenset(),
-) -> Receipt | None:
-    """The receipt that is our charge, if any: same total, same card last4, requested at or
-    after ``submitted_at - RECEIPT_CLOCK_SKEW``, not one of ``known_epayment_ids`` (receipts
-    the caller already accounts for). The earliest qualifying receipt wins. A receipt
-    without a date or last4 never matches: we cannot show it is ours.
-    """
-    if submitted_at.tzinfo is None:
-        raise ValueError("submitted_at must be an aware datetime")
-    earliest = submitted_at - RECEIPT_CLOCK_SKEW
-    candidates = [
-        r
-        for r in receipts
-        if r.amount == total
-        and r.last4 is not None
-        and r.last4 == last4
-        and r.requested_at is not None
-        and r.requested_at >= earliest
-        and r.epayment_id not in known_epayment_ids
-    ]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda r: (r.requested_at, len(r.epayment_id), r.epayment_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -560,6 +560,27 @@ def parse_copay(appointment_payload: object) -> Cents | None:
     return Cents(max(0, _cents(copay, "copay")))
 
 
+def copay_already_collected(appointment_payload: object) -> bool:
+    """athena says this appointment's copay is already collected (protocol.md 4):
+    ``copay.collectedforappointment`` is at least ``copay.insurancecopay``, which is above
+    zero. A plain-amount ``copay`` or a missing one says nothing about collection: False.
+    """
+    appt = _one_object(appointment_payload, "appointment")
+    copay = appt.get("copay")
+    if not isinstance(copay, dict):
+        return False
+    insurance = copay.get("insurancecopay")
+    collected_raw = copay.get("collectedforappointment")
+    if insurance is None or collected_raw is None:
+        return False
+    if (isinstance(insurance, str) and not insurance.strip()) or (
+            isinstance(collected_raw, str) and not collected_raw.strip()):
+        return False
+    owed = _cents(insurance, "copay.insurancecopay")
+    collected = _cents(collected_raw, "copay.collectedforappointment")
+    return owed > 0 and collected >= owed
+
+
 # ---------------------------------------------------------------- departments
 
 
@@ -609,6 +630,7 @@ __all__ = [
     "DepartmentInfo",
     "NotCollectible",
     "PatientNotFoundInPayload",
+    "copay_already_collected",
     "department_info",
     "evaluate_balances",
     "parse_copay",

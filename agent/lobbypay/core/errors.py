@@ -30,6 +30,7 @@ class Code(StrEnum):
     UNKNOWN_JOB = "unknown_job"
     DECLINED = "declined"
     NOT_CHARGED = "not_charged"
+    COPAY_ALREADY_COLLECTED = "copay_already_collected"
     # --- lobbypay additions (events and replies) ---
     #: the job's outcome is being reconciled (on the ``unknown`` event)
     OUTCOME_UNKNOWN = "outcome_unknown"

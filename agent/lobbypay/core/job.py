@@ -80,7 +80,10 @@ class CardAccepted:
 
 @dataclass(frozen=True, slots=True)
 class SubmitStarted:
-    """The POST is about to be sent (the point of no return)."""
+    """The POST is about to be sent (the point of no return). ``athena_from``: the
+    earliest athena-clock time it can leave at (None: athena's clock is not known)."""
+
+    athena_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +114,19 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeUnknown:
-    """The POST may have landed (timeout after sending, 5xx, unreadable reply)."""
+    """The POST may have landed (timeout after sending, 5xx, unreadable reply).
+    ``athena_to``: the latest athena-clock time the attempt can have ended by."""
 
     message: str
+    athena_to: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptClosed:
+    """An ``unknown`` job whose attempt had no end on athena's clock (the agent restarted
+    during the POST) gets one: the first athena-clock "now" after the restart."""
+
+    athena_to: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +164,13 @@ class Restarted:
 
 Input = (
     CardAccepted | SubmitStarted | Approved | Declined | NotSent | Rejected | OutcomeUnknown
-    | ReconcileFound | ReconcileMissed | ReconcileGaveUp | Cancel | DeadlineHit | Restarted
+    | AttemptClosed | ReconcileFound | ReconcileMissed | ReconcileGaveUp | Cancel
+    | DeadlineHit | Restarted
 )
 INPUT_TYPES: tuple[type[Any], ...] = (
     CardAccepted, SubmitStarted, Approved, Declined, NotSent, Rejected, OutcomeUnknown,
-    ReconcileFound, ReconcileMissed, ReconcileGaveUp, Cancel, DeadlineHit, Restarted,
+    AttemptClosed, ReconcileFound, ReconcileMissed, ReconcileGaveUp, Cancel, DeadlineHit,
+    Restarted,
 )
 
 
@@ -187,6 +202,7 @@ TRANSITIONS: Mapping[JobState, Mapping[type[Any], JobState]] = {
         Restarted: _S.UNKNOWN,
     },
     _S.UNKNOWN: {
+        AttemptClosed: _S.UNKNOWN,
         ReconcileFound: _S.SUCCEEDED,
         ReconcileMissed: _S.UNKNOWN,
         ReconcileGaveUp: _S.FAILED,
@@ -253,6 +269,9 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     submitted_at: datetime | None = None
+    #: The POST attempt on athena's clock (core.reconcile): earliest send, latest end.
+    attempt_from: datetime | None = None
+    attempt_to: datetime | None = None
     reconcile_reads: int = 0  # settled receipt reads that found nothing
     reconcile_attempts: int = 0  # every receipts read, settled or not (for docs/ops)
 
@@ -337,8 +356,8 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
     match inp:
         case CardAccepted(brand=brand, last4=last4):
             changes.update(card_brand=brand, card_last4=last4)
-        case SubmitStarted():
-            changes.update(submitted_at=now)
+        case SubmitStarted(athena_from=athena_from):
+            changes.update(submitted_at=now, attempt_from=_aware_or_none(athena_from))
         case Approved(epayment_id=eid) | ReconcileFound(epayment_id=eid):
             changes.update(epayment_id=str(eid), error_code=None, error_message=None)
         case Declined(errortext=text):
@@ -346,11 +365,15 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
                            error_message=_clip(text) or "card declined")
         case NotSent(code=code, message=msg) | Rejected(code=code, message=msg):
             changes.update(error_code=Code(code).value, error_message=_clip(msg))
-        case OutcomeUnknown(message=msg):
+        case OutcomeUnknown(message=msg, athena_to=athena_to):
             changes.update(
                 error_code=Code.OUTCOME_UNKNOWN.value,
                 error_message=_clip(f"outcome not known, reconciling: {msg}"),
+                attempt_to=_aware_or_none(athena_to),
             )
+        case AttemptClosed(athena_to=athena_to):
+            if job.attempt_to is None:
+                changes.update(attempt_to=_aware_or_none(athena_to))
         case ReconcileMissed(settled=settled):
             changes.update(
                 reconcile_attempts=job.reconcile_attempts + 1,
@@ -388,6 +411,14 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
 def _clip(text: object, limit: int = 200) -> str:
     s = "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _aware_or_none(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    if not isinstance(t, datetime) or t.tzinfo is None:
+        raise TypeError("athena-clock times must be aware datetimes")
+    return t.astimezone(UTC)
 
 
 def _check_now(now: datetime) -> None:
@@ -529,6 +560,8 @@ def job_to_record(job: Job) -> dict[str, Any]:
         "error_code": job.error_code,
         "error_message": job.error_message,
         "submitted_at": _iso_precise(job.submitted_at) if job.submitted_at else None,
+        "attempt_from": _iso_precise(job.attempt_from) if job.attempt_from else None,
+        "attempt_to": _iso_precise(job.attempt_to) if job.attempt_to else None,
         "reconcile_reads": job.reconcile_reads,
         "reconcile_attempts": job.reconcile_attempts,
     }
@@ -567,6 +600,8 @@ def job_from_record(rec: Mapping[str, Any]) -> Job:
         error_code=rec.get("error_code"),
         error_message=rec.get("error_message"),
         submitted_at=t("submitted_at"),
+        attempt_from=t("attempt_from"),
+        attempt_to=t("attempt_to"),
         reconcile_reads=int(rec.get("reconcile_reads", 0)),
         reconcile_attempts=int(rec.get("reconcile_attempts", 0)),
     )

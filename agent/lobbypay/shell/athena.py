@@ -24,6 +24,7 @@ import copy
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -50,6 +51,7 @@ from lobbypay.core.athena import (
     Declined,
     NotFound,
     OutcomeUnknown,
+    OutcomeUnknownText,
     PaymentResult,
     Receipt,
     clean_peer_text,
@@ -60,6 +62,7 @@ from lobbypay.core.athena import (
     parse_receipts,
     parse_token,
 )
+from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
 
 _log = logging.getLogger("lobbypay.athena")
@@ -96,6 +99,8 @@ MAX_PAGES: Final = 50
 #: Extra time the POST may take beyond ``timeout_s`` in total (connect + write + read each
 #: have their own httpx timeout; this bounds a server that trickles bytes forever).
 POST_TOTAL_SLACK_S: Final = 10.0
+#: The longest wait a ``Retry-After`` may impose (token lockouts, throttled reads).
+RETRY_AFTER_CAP_S: Final = 120.0
 #: Form fields that carry card data: masked wherever athena's text might echo them.
 CARD_FIELDS: Final = frozenset(
     {
@@ -185,21 +190,44 @@ class _RateLimiter:
 
 
 def _retry_after_s(resp: httpx.Response, now: datetime) -> float | None:
+    """``Retry-After`` in seconds (delta or HTTP date), within 0..``RETRY_AFTER_CAP_S``;
+    None when absent or unreadable. A huge, infinite or NaN value is capped, never obeyed:
+    it would lock athena out until a restart."""
     raw = resp.headers.get("retry-after")
     if raw is None:
         return None
     raw = raw.strip()
     try:
-        return max(0.0, float(raw))
+        delta = float(raw)
     except ValueError:
-        pass
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delta = (when - now).total_seconds()
+    if math.isnan(delta):
+        return None
+    return min(RETRY_AFTER_CAP_S, max(0.0, delta))
+
+
+def _response_date(resp: httpx.Response) -> datetime | None:
+    """The ``Date`` header (athena's clock, to the second), or None."""
+    raw = resp.headers.get("date")
+    if not raw:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def payment_bound_s(timeout_s: float) -> float:
+    """The longest ``collect_payment`` can take with ``timeout_s``: the token and the rate
+    limit slot (``timeout_s``), then the POST (``timeout_s`` + connect + slack)."""
+    return 2 * float(timeout_s) + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S
 
 
 def _decode_json(resp: httpx.Response) -> object:
@@ -277,6 +305,8 @@ class AthenaClient:
         self._token_requests: deque[float] = deque()
         self._departments: tuple[float, list[dict[str, Any]]] | None = None
         self._closed = False
+        #: athena's clock, learnt from the Date header of every response.
+        self.server_clock = ServerClock()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -426,6 +456,10 @@ class AthenaClient:
         if 200 <= status < 300:
             try:
                 result = parse_payment_result(body)
+            except OutcomeUnknownText as exc:
+                text = clean_peer_text(exc.message, secrets)
+                _log.warning("athena %s: %s, X-Request-Id %s", what, text, rid)
+                raise OutcomeUnknown(f"{what}: {text}", status=status, request_id=rid) from None
             except AthenaParseError as exc:
                 message = exc.message
             else:
@@ -649,6 +683,7 @@ class AthenaClient:
             min(self._timeout_s, total_s), connect=min(CONNECT_TIMEOUT_S, total_s)
         )
         started = time.perf_counter()
+        sent = self._clock.monotonic()
         failure: _SendFailure | None = None
         try:
             async with asyncio.timeout(total_s):
@@ -656,6 +691,7 @@ class AthenaClient:
                     method, url, params=params, data=data, headers=headers, timeout=timeout
                 )
                 await resp.aread()
+            self._observe_date(resp, sent)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
@@ -787,6 +823,7 @@ class AthenaClient:
             (time.perf_counter() - started) * 1000,
             rid,
         )
+        self._observe_date(resp, now)
         if status == 200:
             body = _decode_json(resp)
             parsed: tuple[str, float] | None = None
@@ -827,6 +864,11 @@ class AthenaClient:
         raise AthenaBadResponse(f"{what}: unexpected HTTP {status}", status=status, request_id=rid)
 
     # ------------------------------------------------------------ small checks
+
+    def _observe_date(self, resp: httpx.Response, sent: float) -> None:
+        date = _response_date(resp)
+        if date is not None:
+            self.server_clock.observe(sent, self._clock.monotonic(), date)
 
     def _check_open(self) -> None:
         if self._closed:
