@@ -193,7 +193,11 @@ class Engine:
     async def start(self) -> None:
         """Recover from the journal, then show the idle screen."""
         now = self._clock.now()
-        for job in self._journal.load_jobs(only_open=True):
+        open_jobs = self._journal.load_jobs(only_open=True)
+        for job_id, reason in self._journal.quarantined:
+            log.error("journal: job %s's row is unreadable (%s); moved to the quarantine "
+                      "table, its id stays taken (docs/OPERATIONS.md)", job_id, reason)
+        for job in open_jobs:
             if job.state in jm.ACTIVE_STATES:
                 # pending/card_read: the card data died with the process -> expired;
                 # submitting: the POST may have landed -> unknown -> reconcile.
@@ -274,7 +278,7 @@ class Engine:
     async def _charge_start(self, cmd: ChargeStart) -> dict[str, Any]:
         # 1. idempotency
         body_key = jm.body_key_of(cmd)
-        existing = self._journal.get_job(cmd.job_id)
+        existing = self._get_job(cmd.job_id)
         if existing is not None:
             if existing.body_key != body_key:
                 raise DomainError(Code.IDEMPOTENCY_CONFLICT,
@@ -343,7 +347,7 @@ class Engine:
         if active is not None and active.job.job_id == cmd.job_id:
             job = active.job
         else:
-            job = self._journal.get_job(cmd.job_id)
+            job = self._get_job(cmd.job_id)
         if job is None:
             raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
         try:
@@ -359,6 +363,9 @@ class Engine:
     def charge_get(self, cmd: ChargeGet) -> dict[str, Any]:
         ev = self._unwritten_event(cmd.job_id) or self._journal.latest_event(cmd.job_id)
         if ev is None:
+            if self._journal.is_quarantined(cmd.job_id):
+                raise DomainError(Code.INTERNAL_ERROR, f"job {cmd.job_id}'s journal row is "
+                                  "unreadable (quarantined); see the agent's log")
             raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
         return {"job": ev}
 
@@ -791,6 +798,12 @@ class Engine:
                                              self._clock.monotonic() + RESULT_SCREEN_S),
                             "lobbypay.engine.idle_screen")
         self._wake()
+
+    def _get_job(self, job_id: str) -> Job | None:
+        try:
+            return self._journal.get_job(job_id)
+        except JournalError as exc:
+            raise DomainError(Code.INTERNAL_ERROR, f"journal: {exc}") from None
 
     def _commit(self, st: Step, *, fsync: bool = True) -> None:
         """Write a step now, or raise ``DomainError`` (internal_error): for the writes

@@ -39,6 +39,26 @@ DECLINE_TRACKS = f";{DECLINE_PAN}=30121010000000000000?"
 EXPIRED_TRACKS = f";{CANARY_PAN}=20011010000000000000?"
 
 
+def faketime_env(spec: str) -> dict[str, str]:
+    """Environment that runs a process under libfaketime (Debian package ``faketime``):
+    ``spec`` is an offset such as ``"+90s"`` / ``"-10m"`` or an absolute start such as
+    ``"@2026-11-01 06:29:50"`` (then the clock runs on from there). libfaketime shifts the
+    process's monotonic clock too (leaving it alone breaks clock_nanosleep); it still only
+    moves forward, at the real rate."""
+    lib = next((p for p in FAKETIME_LIBS if Path(p).exists()), None)
+    if lib is None:
+        raise FileNotFoundError("libfaketime is not installed (apt install faketime)")
+    return {"LD_PRELOAD": lib, "FAKETIME": spec, "FAKETIME_NO_CACHE": "1", "TZ": "UTC"}
+
+
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/arm-linux-gnueabihf/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+)
+
+
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "agent"), str(ROOT / "drivers")])
@@ -50,8 +70,9 @@ def subprocess_env() -> dict[str, str]:
 class AthenaSimProcess:
     """`python -m lobbypay.sim.athena` in its own process (like the real athena: apart)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, str] = {}
 
@@ -59,7 +80,8 @@ class AthenaSimProcess:
         with open(self.tmp / "sim.stderr", "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
-                stdout=subprocess.PIPE, stderr=err, text=True, env=subprocess_env(),
+                stdout=subprocess.PIPE, stderr=err, text=True,
+                env={**subprocess_env(), **self.env},
             )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -131,9 +153,11 @@ class AgentProcess:
     reader_path: str
     terminal_id: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:8]}")
     department_id: str = "1"
-    settle_s: float = 1.0
+    settle_s: float = 5.0
     athena_timeout_s: float = 3
     extra_toml: str = ""
+    #: extra environment for the agent process (e.g. libfaketime's)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
@@ -190,7 +214,7 @@ level = "debug"
         with open(self.tmp / f"agent-{self.runs}.log", "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lobbypay", "run", "--config", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, env=subprocess_env(),
+                stdout=out, stderr=subprocess.STDOUT, env={**subprocess_env(), **self.env},
             )
 
     def kill9(self) -> None:

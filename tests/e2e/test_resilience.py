@@ -224,7 +224,7 @@ practice_id = "195900"
 client_id = "client"
 client_secret_file = "SECRET"
 timeout_s = 3
-reconcile_settle_s = 1
+reconcile_settle_s = 5
 
 [mqtt]
 host = "127.0.0.1"
@@ -275,7 +275,7 @@ practice_id = "195900"
 client_id = "client"
 client_secret_file = "{secret}"
 timeout_s = 3
-reconcile_settle_s = 1
+reconcile_settle_s = 5
 
 [mqtt]
 host = "127.0.0.1"

@@ -45,7 +45,7 @@ practice_id = "{sim.practice_id}"
 client_id = "{sim.client_id}"
 client_secret_file = "{secret_file}"
 timeout_s = 5
-reconcile_settle_s = 1
+reconcile_settle_s = 5
 
 [mqtt]
 host = "127.0.0.1"

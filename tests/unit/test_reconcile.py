@@ -282,3 +282,18 @@ def test_timing_scales(settle: float) -> None:
     t = rc.reconcile_timing(settle)
     assert all(w >= rc.MIN_WAIT_S for w in (t.first_read_s, t.poll_s, t.confirm_gap_s,
                                               t.retry_min_s, t.retry_max_s))
+
+
+def test_a_receipt_inside_one_attempt_and_the_margin_of_another_is_the_first_ones() -> None:
+    """Job A's POST was lost; the patient swiped again at once and job B's POST (1 s after
+    A's ended) charged. B's receipt lies in A's skew margin: it is B's, and A waits for B
+    instead of taking it, then ends not charged."""
+    a = attempt("A", 0, 20)
+    b = attempt("B", 21, 40)
+    r = receipt("9", t=23)
+    assert rc.decide(b, [r], others=[a], settled=True) == rc.Found(r)
+    assert isinstance(rc.decide(a, [r], others=[b], settled=True), rc.Doubt)
+    assert rc.decide(a, [r], taken={"9"}, settled=True) == rc.Missed(settled=True)
+    # an attempt that cannot be placed outranks every placed one: nobody takes the receipt
+    unplaced = attempt("U", frm=None, to=None)
+    assert isinstance(rc.decide(b, [r], others=[unplaced], settled=True), rc.Doubt)

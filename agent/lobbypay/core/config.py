@@ -237,7 +237,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         client_secret_file=secret_file,
         client_secret_credential=secret_cred,
         timeout_s=a.number("timeout_s", 20, 0.1, 120),
-        reconcile_settle_s=a.number("reconcile_settle_s", 120, 0, 3600),
+        reconcile_settle_s=a.number("reconcile_settle_s", 120, 5, 3600),
         rate_limit_rps=a.number("rate_limit_rps", 5, 0.1, 100),
         token_scope=a.text("token_scope", "athena/service/Athenanet.MDP.*") or "",
     )

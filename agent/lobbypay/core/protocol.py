@@ -120,11 +120,21 @@ def _load(payload: bytes) -> object:
     except UnicodeDecodeError:
         raise ProtocolError(Code.BAD_REQUEST, "payload is not UTF-8") from None
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except RecursionError:
         raise ProtocolError(Code.BAD_REQUEST, "payload nests too deeply") from None
     except ValueError:  # JSONDecodeError, and int() digit limits on huge numbers
         raise ProtocolError(Code.BAD_REQUEST, "payload is not JSON") from None
+    if "\\ud" in text or "\\uD" in text:
+        # JSON may spell a lone surrogate ("\ud800"): valid JSON, but not text that can
+        # be echoed, logged or stored; refuse it like any other bad field
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(
+                Code.BAD_REQUEST, "payload holds a lone UTF-16 surrogate (not text)"
+            ) from None
+    return obj
 
 
 def peek_envelope(payload: bytes) -> tuple[str | None, str | None]:

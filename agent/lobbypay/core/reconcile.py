@@ -19,9 +19,14 @@ The matching rule (docs/jobs.md, "Reconciliation"):
    overlaps the job's POST attempt window on athena's clock. The window runs from just
    before the request left to just after its outcome became unknown, each end widened by
    the clock estimate's uncertainty (``lobbypay.core.clock``) and by ``ATHENA_SKEW_S``.
-2. A candidate that lies in the window of another open job (another ``unknown`` job, or a
-   POST in flight) of the same total and card is *contended* and decides neither job until
-   the other one is decided. The earliest uncontended candidate is the job's payment.
+2. Other open jobs (another ``unknown`` job, or a POST in flight) of the same total and
+   card are rivals. A receipt's claim on a window is *strong* when it overlaps the attempt
+   itself and *weak* when it overlaps only the skew margins. A job takes a candidate only
+   when its claim is stronger than every rival's: a receipt made during job B's POST, a
+   second after job A's POST ended, is B's, not A's. Where a rival's claim is as strong
+   or stronger, the receipt decides nothing for this job until the rival is decided (then
+   it is taken, or no longer contended). The earliest candidate the job takes is its
+   payment.
 3. So one receipt never decides two jobs, a receipt made outside this job's attempt (a
    later job's payment, a payment at the front desk afterwards) never decides it, and a
    receipt made during the attempt is always found when the clock estimate is right.
@@ -60,11 +65,30 @@ class Attempt:
     window_from: datetime | None
     window_to: datetime | None
 
-    def window(self) -> Span | None:
+    def core(self) -> Span | None:
+        """The attempt itself on athena's clock (no skew margin)."""
         if self.window_from is None:
             return None
         end = self.window_to if self.window_to is not None else self.window_from + _FAR
-        return Span(self.window_from, max(end, self.window_from)).widened(ATHENA_SKEW_S)
+        return Span(self.window_from, max(end, self.window_from))
+
+    def window(self) -> Span | None:
+        """The attempt with ``ATHENA_SKEW_S`` of margin on each side."""
+        core = self.core()
+        return core.widened(ATHENA_SKEW_S) if core is not None else None
+
+    def claim(self, spans: Sequence[Span]) -> int:
+        """How strongly a receipt at ``spans`` may be this attempt's: 2 inside the attempt,
+        1 only inside its margins, 0 outside; 3 when the attempt cannot be placed at all
+        (it may be anything, so it outranks every placed claim)."""
+        core, window = self.core(), self.window()
+        if core is None or window is None:
+            return 3
+        if any(s.overlaps(core) for s in spans):
+            return 2
+        if any(s.overlaps(window) for s in spans):
+            return 1
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,27 +140,23 @@ def decide(
             doubt = doubt or (f"receipt {r.epayment_id} of this total cannot be placed: "
                               "the attempt's time on athena's clock is not known")
             continue
-        inside = [s for s in r.requested if s.overlaps(window)]
-        if not inside:
+        mine = job.claim(r.requested)
+        if mine == 0:
             continue
         if r.last4 is None:
             doubt = doubt or f"receipt {r.epayment_id} in the attempt has no card digits"
             continue
-        rival = next((o.job_id for o in rivals if _could_own(o, inside)), None)
+        rival = next((o.job_id for o in rivals if o.claim(r.requested) >= mine), None)
         if rival is not None:
             doubt = doubt or f"receipt {r.epayment_id} could also be job {rival}'s payment"
             continue
+        inside = [s for s in r.requested if s.overlaps(window)]
         candidates.append((min(s.lo for s in inside), r.epayment_id, r))
     if candidates:
         return Found(min(candidates, key=lambda c: (c[0], len(c[1]), c[1]))[2])
     if doubt is not None:
         return Doubt(doubt)
     return Missed(settled=settled)
-
-
-def _could_own(other: Attempt, spans: Sequence[Span]) -> bool:
-    w = other.window()
-    return w is None or any(s.overlaps(w) for s in spans)
 
 
 def is_settled(athena_now: Span | None, attempt_end: datetime | None, settle_s: float,

@@ -39,15 +39,19 @@ from lobbypay.core.job import (
 )
 
 DB_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+#: 1: the first schema; 2: adds ``quarantine`` (rows that could not be read, kept aside).
+SCHEMA_VERSION = 2
 #: Replies kept for redelivered commands (QoS 1 redelivery comes within seconds; keep
 #: plenty).
 PROCESSED_KEEP = 1000
 #: Acknowledged outbox rows kept for inspection before they are deleted.
 OUTBOX_ACKED_KEEP = 500
-#: How long a writer waits for the file lock (only one writer exists; this covers a
-#: second process such as an operator's sqlite3 shell holding a read lock).
-BUSY_TIMEOUT_MS = 5000
+#: How long a call may wait for the file lock (only one writer exists; this covers a
+#: second process such as an operator's sqlite3 shell holding a lock). Kept short: the
+#: journal runs on the event loop, and a write that finds the lock taken fails at once
+#: and is retried by the engine with backoff (engine._record), so no wait ever blocks
+#: the loop for longer than this.
+BUSY_TIMEOUT_MS = 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -95,6 +99,18 @@ CREATE TABLE IF NOT EXISTS processed (
     created_at TEXT NOT NULL
 );
 """
+#: Forward migrations: ``MIGRATIONS[n]`` takes a journal from schema n to n + 1.
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE IF NOT EXISTS quarantine (
+    job_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    event TEXT,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+""",
+}
 
 
 class JournalError(Exception):
@@ -129,6 +145,8 @@ class Journal:
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self._conn, self.path = self._connect(Path(state_dir))
+        #: (job_id, reason) of the rows moved to quarantine since the journal was opened
+        self.quarantined: list[tuple[str, str]] = []
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str]) -> Journal:
@@ -159,12 +177,10 @@ class Journal:
                 raise JournalError(f"journal could not switch to WAL (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.executescript(_SCHEMA)
-            with _tx(conn):
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            _migrate(conn, path)
+        except JournalError:
+            conn.close()
+            raise
         except sqlite3.Error as exc:
             conn.close()
             raise JournalError(f"journal {path} is not usable: {exc}") from None
@@ -182,14 +198,18 @@ class Journal:
 
     def next_session(self) -> int:
         """The next session number (1, 2, ...), persisted before it is returned."""
-        with _tx(self._conn):
-            row = self._conn.execute("SELECT value FROM meta WHERE key='session'").fetchone()
-            n = (int(row[0]) if row else 0) + 1
-            self._conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('session', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(n),),
-            )
+        try:
+            with _tx(self._conn):
+                row = self._conn.execute(
+                    "SELECT value FROM meta WHERE key='session'").fetchone()
+                n = (int(row[0]) if row else 0) + 1
+                self._conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('session', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(n),),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
         return n
 
     # ------------------------------------------------------------ jobs
@@ -264,8 +284,18 @@ class Journal:
                     self._conn.execute("PRAGMA synchronous = FULL")
 
     def get_job(self, job_id: str) -> Job | None:
+        """The job, or None when it was never seen. A job whose row is in quarantine
+        raises ``JournalError``: its id stays taken (it may have been charged)."""
         row = self._conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return job_from_record(json.loads(row[0])) if row else None
+        if row is None:
+            if self.is_quarantined(job_id):
+                raise JournalError(f"job {job_id}'s journal row is unreadable (quarantined)")
+            return None
+        try:
+            return job_from_record(json.loads(row[0]))
+        except Exception as exc:  # noqa: BLE001 - an unreadable row
+            raise JournalError(f"job {job_id}'s journal row is unreadable "
+                               f"({type(exc).__name__})") from None
 
     def latest_event(self, job_id: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT event FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -279,12 +309,38 @@ class Journal:
         return [json.loads(r[0]) for r in rows]
 
     def load_jobs(self, *, only_open: bool = False) -> list[Job]:
-        """Jobs in creation order (``only_open``: those not in a final state)."""
-        sql = "SELECT record FROM jobs"
+        """Jobs in creation order (``only_open``: those not in a final state). A row that
+        cannot be read is moved to ``quarantine`` (see ``quarantined``) and skipped: one
+        bad row must not keep the agent from starting."""
+        sql = "SELECT job_id, record, event FROM jobs"
         if only_open:
             sql += " WHERE final = 0"
         sql += " ORDER BY created_order"
-        return [job_from_record(json.loads(r[0])) for r in self._conn.execute(sql)]
+        jobs: list[Job] = []
+        bad: list[tuple[str, str, str | None, str]] = []
+        for job_id, record, event in self._conn.execute(sql).fetchall():
+            try:
+                jobs.append(job_from_record(json.loads(record)))
+            except Exception as exc:  # noqa: BLE001 - any unreadable row is quarantined
+                bad.append((str(job_id), str(record), event, type(exc).__name__))
+        for job_id, record, event, reason in bad:
+            self._quarantine(job_id, record, event, reason)
+        return jobs
+
+    def _quarantine(self, job_id: str, record: str, event: str | None, reason: str) -> None:
+        try:
+            with _tx(self._conn):
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO quarantine(job_id, record, event, reason, at) "
+                    "VALUES (?,?,?,?,?)", (job_id, record, event, reason, _now_text()))
+                self._conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+        self.quarantined.append((job_id, reason))
+
+    def is_quarantined(self, job_id: str) -> bool:
+        return self._conn.execute(
+            "SELECT 1 FROM quarantine WHERE job_id = ?", (job_id,)).fetchone() is not None
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(
@@ -368,6 +424,40 @@ class Journal:
             if p.exists():
                 out[p.name] = stat.S_IMODE(os.stat(p).st_mode)
         return out
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema, or bring an older journal forward one version at a time; refuse
+    a journal written by a newer lobbypay (its rows may mean something this one does not
+    know) with a message that says what to do."""
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        has_jobs = conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is not None
+        version = 1 if has_jobs else SCHEMA_VERSION
+        if not has_jobs:
+            conn.executescript("".join(MIGRATIONS[v] for v in sorted(MIGRATIONS)))
+        with _tx(conn):
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                         (str(version),))
+    else:
+        try:
+            version = int(row[0])
+        except ValueError:
+            raise JournalError(f"journal {path} has an unreadable schema version") from None
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}, newer than this lobbypay "
+            f"understands ({SCHEMA_VERSION}): install the lobbypay that wrote it (or newer); "
+            "do not delete the journal while a job may be unknown")
+    while version < SCHEMA_VERSION:
+        with _tx(conn):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                         (str(version),))
 
 
 def _tx(conn: sqlite3.Connection) -> _Transaction:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import email.utils
 import hashlib
 import hmac
 import json
@@ -148,8 +149,17 @@ def money_number(cents: int) -> float:
     return float(money_text(cents))
 
 
-def eastern_text(at: datetime) -> str:
-    return at.astimezone(EASTERN).strftime("%m/%d/%Y %H:%M:%S")
+#: How the simulator writes a receipt's ``requestdate`` (athena's resolution is not
+#: documented): with seconds, without them, or ISO with seconds.
+RECEIPT_DATE_FORMATS = {
+    "seconds": "%m/%d/%Y %H:%M:%S",
+    "minutes": "%m/%d/%Y %H:%M",
+    "iso": "%Y-%m-%dT%H:%M:%S",
+}
+
+
+def eastern_text(at: datetime, form: str = "seconds") -> str:
+    return at.astimezone(EASTERN).strftime(RECEIPT_DATE_FORMATS[form])
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +328,7 @@ class AthenaSim:
         self.token_ttl_s = token_ttl_s
         self.page_size = page_size
         self._now = now or (lambda: datetime.now(UTC))
+        self.receipt_date_format = "seconds"
         self._digest_key = secrets.token_bytes(32)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -938,7 +949,7 @@ class AthenaSim:
                         }.get(r["brand"], "Other"),
                         "contractid": "",
                         "epaymentid": r["epaymentid"] if strings else int(r["epaymentid"]),
-                        "requestdate": eastern_text(r["at"]),
+                        "requestdate": eastern_text(r["at"], self.receipt_date_format),
                         "type": "PAYMENT",
                     }
                 )
@@ -1217,6 +1228,15 @@ class AthenaSim:
             for fault in faults:
                 self._install(fault)
             return _json_reply(200, {"ok": True, "faults": len(faults)})
+        if path == "/_sim/receipt-date-format" and method == "POST":
+            try:
+                form = json.loads(body or b"null").get("format")
+            except (ValueError, AttributeError):
+                form = None
+            if form not in RECEIPT_DATE_FORMATS:
+                return _error(400, "bad format", f"one of {sorted(RECEIPT_DATE_FORMATS)}")
+            self.receipt_date_format = form
+            return _json_reply(200, {"ok": True, "format": form})
         if path == "/_sim/reset" and method == "POST":
             self.reset()
             return _json_reply(200, {"ok": True})
@@ -1307,6 +1327,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # the Date header tells the simulator's own clock, like athena's tells athena's
+        sim: AthenaSim = self.server.sim  # type: ignore[attr-defined]
+        return email.utils.format_datetime(sim._now().astimezone(UTC), usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return None  # request lines carry patient ids; the sim records calls instead
