@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved
 from lobbypay.core.errors import DomainError
-from lobbypay.core import job as jm
 from lobbypay.core.job import JobState, job_to_record
 from lobbypay.shell import journal as journal_mod
 from lobbypay.shell.journal import DB_NAME, Journal, JournalError
