@@ -3,7 +3,12 @@
     scripts/prove crash-matrix [--runs 20] [--scenario NAME ...]
     scripts/prove fuzz [--cases 100000] [--seed 1] [--chunk 2000]
     scripts/prove load [--seconds 60] [--nodelay]
-    scripts/prove all            (crash-matrix --runs 20, fuzz --cases 100000, load --seconds 60)
+    scripts/prove money [--rounds 5]   (wrong clocks, coarse and DST-fold receipts, two
+                                        unknown jobs, full disk and held lock: each case
+                                        checks one POST per job, no false not_charged,
+                                        no lost job, the terminal free again)
+    scripts/prove all            (crash-matrix --runs 20, fuzz --cases 100000, load --seconds 60,
+                                  money --rounds 5)
 
 Each prints a table / JSON summary and exits 1 if anything was lost, unanswered or wrong.
 """
@@ -119,6 +124,33 @@ async def load(root: Path, seconds: float) -> int:
     return 0 if ok else 1
 
 
+MONEY_TESTS = ["tests/proof/test_money_clock.py", "tests/proof/test_money_disk.py"]
+
+
+def money(rounds: int) -> int:
+    """The money-fault cases of tests/proof, ``rounds`` times over (pytest per round)."""
+    import re
+    import subprocess
+
+    t0 = time.monotonic()
+    passed = failed = 0
+    for n in range(rounds):
+        r = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *MONEY_TESTS],
+            cwd=ROOT, capture_output=True, text=True)
+        tail = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]
+        p = re.search(r"(\d+) passed", tail)
+        f = re.search(r"(\d+) failed", tail)
+        passed += int(p.group(1)) if p else 0
+        failed += int(f.group(1)) if f else (0 if r.returncode == 0 else 1)
+        print(f"round {n + 1}/{rounds}: {tail} ({time.monotonic() - t0:.0f} s)", flush=True)
+        if r.returncode != 0:
+            print(r.stdout[-4000:], flush=True)
+    print(json.dumps({"rounds": rounds, "cases_run": passed + failed, "cases_failed": failed,
+                      "seconds": round(time.monotonic() - t0)}, indent=1))
+    return 0 if failed == 0 and passed > 0 else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -134,6 +166,8 @@ def main() -> int:
     for sp in (c, f, ld):
         sp.add_argument("--nodelay", action="store_true",
                         help="broker with set_tcp_nodelay true (the recommended setting)")
+    m = sub.add_parser("money")
+    m.add_argument("--rounds", type=int, default=5)
     a = sub.add_parser("all")
     a.add_argument("--nodelay", action="store_true")
     args = p.parse_args()
@@ -148,9 +182,12 @@ def main() -> int:
         return asyncio.run(fuzz(root / "fuzz", args.cases, args.seed, args.chunk))
     if args.cmd == "load":
         return asyncio.run(load(root / "load", args.seconds))
+    if args.cmd == "money":
+        return money(args.rounds)
     rc = asyncio.run(crash_matrix(root / "crash", 20, list(CRASH_SCENARIOS)))
     rc |= asyncio.run(fuzz(root / "fuzz", 100_000, 1, 2000))
     rc |= asyncio.run(load(root / "load", 60))
+    rc |= money(5)
     return rc
 
 

@@ -409,21 +409,25 @@ def _doctor_state_dir(cfg: Config) -> Check:
 
 
 def _doctor_clock(now: datetime, athena_date: datetime | None, *,
-                  compared: bool = True) -> Check:
+                  compared: bool = True, synced: bool | None = None) -> Check:
     hint = "enable time sync: timedatectl set-ntp true; check systemd-timesyncd"
+    sync_text = {True: "NTP-synchronised", False: "not NTP-synchronised",
+                 None: "synchronisation unknown"}[synced]
     if now.year < CLOCK_MIN_YEAR:
-        return Check("clock", "FAIL", f"system clock says {now:%Y-%m-%d}", hint)
+        return Check("clock", "FAIL", f"system clock says {now:%Y-%m-%d} ({sync_text})", hint)
     if athena_date is None:
         why = "athena's clock not reachable to compare" if compared else \
             "not compared with athena's: no usable config"
-        return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z ({why})",
+        return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z ({why}; {sync_text})",
                      hint if compared else "fix the config, then run doctor again")
     skew = (now - athena_date).total_seconds()
-    detail = f"{skew:+.0f} s from athena's clock"
+    detail = f"{skew:+.0f} s from athena's clock, {sync_text}"
     if abs(skew) >= CLOCK_FAIL_S:
         return Check("clock", "FAIL", detail, hint)
     if abs(skew) >= CLOCK_WARN_S:
         return Check("clock", "WARN", detail, hint)
+    # Close to athena's clock: PASS, synchronised or not (payments are judged on athena's
+    # clock anyway); the detail says which, for a clock that may drift later.
     return Check("clock", "PASS", detail)
 
 
@@ -514,6 +518,7 @@ def _doctor_secret(cfg: Config, exc: Exception) -> Check:
 async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
     from lobbypay.core.config import ConfigError
     from lobbypay.shell.loadconf import load_config
+    from lobbypay.shell.timesync import clock_synchronized
 
     path = _config_path(args)
     secret_error: ConfigError | None = None
@@ -550,7 +555,7 @@ async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
         checks.append(Check("athena", "WARN", "not checked: the client secret was not read",
                             "see the config line"))
     athena_date = await _athena_date(cfg.athena.base_url, min(cfg.athena.timeout_s, 10.0))
-    checks.append(_doctor_clock(datetime.now(UTC), athena_date))
+    checks.append(_doctor_clock(datetime.now(UTC), athena_date, synced=clock_synchronized()))
     checks.append(_doctor_state_dir(cfg))
 
 

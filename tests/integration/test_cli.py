@@ -301,6 +301,11 @@ def test_doctor_clock_rules() -> None:
     assert cli._doctor_clock(now, now - timedelta(seconds=90)).result == "WARN"
     assert cli._doctor_clock(now, now + timedelta(minutes=10)).result == "FAIL"
     assert cli._doctor_clock(now, None).result == "WARN"
+    # the detail says whether NTP keeps the clock
+    assert "not NTP-synchronised" in cli._doctor_clock(now, now, synced=False).detail
+    ok = cli._doctor_clock(now, now, synced=True)
+    assert ok.result == "PASS" and "NTP-synchronised" in ok.detail
+    assert "synchronisation unknown" in cli._doctor_clock(now, now).detail
     assert cli._doctor_clock(datetime(1970, 1, 1, tzinfo=UTC), None).result == "FAIL"
 
 
