@@ -203,3 +203,31 @@ async def test_sim_reader_paths(no_leak: Leaks, tmp_path: Path) -> None:
         reader.inject(GOOD.encode())
         await log.wait_for(lambda ev: len(ev) >= 1 + 2 + len(BAD))
     assert len(log.of(CardRead)) == 2
+
+
+async def test_hidraw_reader_paths(no_leak: Leaks, tmp_path: Path) -> None:
+    from tests.fakes.hidraw import HidrawNode, magtek_report
+
+    watch_loop(no_leak)
+    node = HidrawNode(tmp_path / "hidraw0")
+    log = EventLog()
+    reader = READERS["hidraw"](path=str(node.path), **FAST)
+    t1, t2 = GOOD.encode().split(b"?", 1)
+    reports = [magtek_report(t1 + b"?", t2)]
+    reports += [magtek_report(bad.encode()[:110]) for bad in BAD[:-1]]
+    reports += [magtek_report(t1 + b"?", t2, status=(0, 1, 0)), magtek_report(t1 + b"?", t2)[:90]]
+    try:
+        async with running(reader, recording_sink(log, no_leak)):
+            await log.wait_for(lambda ev: ReaderStatus(True) in ev)
+            for n, report in enumerate(reports, start=1):
+                node.send(report)
+                await log.wait_for(lambda ev, n=n: len(ev) >= 1 + n)
+            node.unplug()
+            await log.wait_for(lambda ev: len(log.of(ReaderStatus)) >= 2)
+            node.plug()
+            await log.wait_for(lambda ev: len(log.of(ReaderStatus)) >= 3)
+            node.send(reports[0])
+            await log.wait_for(lambda ev: len(log.of(CardRead)) >= 2)
+    finally:
+        node.close()
+    assert len(log.of(ReadFailed)) == len(reports) - 1
