@@ -6,11 +6,13 @@ operator's side (configure clear-text output, or use another reader), not the pa
 
 * **Masked PAN.** MagneSafe readers at security level 3 and IDTech SecureMag replace the
   middle digits of the PAN with a mask character, keeping the first 6 and last 4
-  (``4111 11** **** 1111`` or ``4111 1100 0000 1111``). ``*`` in a track's PAN, or a PAN
-  whose middle digits are all ``0`` *and* whose discretionary data is all ``0``
-  (MagneSafe masks both), is masked. A genuine PAN with six zeros in the middle and an
-  all-zero discretionary field is not known to exist; were one swiped, it is refused
-  safely (the patient is sent to the front desk), never charged wrongly.
+  (``4111 11** **** 1111`` or ``4111 1100 0000 1111``). ``*`` anywhere in a track is
+  masking. ``0`` masking is ambiguous: Visa's test card 4000 0000 0000 0002 has zeros
+  there too, with an all-zero discretionary field. So a PAN is taken as ``0``-masked only
+  when its middle digits and its discretionary data are all ``0`` *and* it fails the Luhn
+  check (a real PAN passes it; nine masked PANs in ten fail). MagneSafe's own output is
+  caught by its ``|`` fields anyway; a ``0``-masked PAN without them that happens to pass
+  Luhn is the one case not recognised here (athena declines it).
 * **Encrypted fields.** MagneSafe's keyboard-emulation and serial output, and SecureMag's,
   follow the masked tracks with ``|``-separated fields: card encode type, the TDES-DUKPT
   ciphertext of each track, MagnePrint status and data, device serial, KSN, all as hex.
@@ -79,7 +81,12 @@ def _pan_masked(raw: bytes | bytearray, a: int, b: int, disc: tuple[int, int] | 
         return False
     if disc is None or disc[1] <= disc[0]:
         return False
-    return all(raw[i] == _D0 for i in range(disc[0], disc[1]))
+    if not all(raw[i] == _D0 for i in range(disc[0], disc[1])):
+        return False
+    # Luhn has its home with the parser, which imports this module: import it late.
+    from lobbypay_hw.tracks import luhn_ok
+
+    return not luhn_ok(raw, a, b)
 
 
 def _star_in_track(raw: bytes | bytearray, start: int) -> bool:

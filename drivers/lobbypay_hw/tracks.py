@@ -350,4 +350,5 @@ def _parse(raw: bytes | bytearray) -> BankCard:
         last4=last4,
         exp_year=t2.exp_year,
         exp_month=t2.exp_month,
+        tracks=(1, 2) if isinstance(t1, _T1) else (2,),
     )

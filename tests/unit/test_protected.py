@@ -65,6 +65,10 @@ CLEAR_CASES = {
     "clear track 1 + 2": CLEAR,
     "clear track 2": f";{CANARY}=28121010000000?",
     "zeros in the middle but real discretionary data": ";4111110000001111=2812101123456?",
+    # Visa's test card: zeros in the middle and in the discretionary data, but Luhn-valid
+    "visa test card 4000 0000 0000 0002": (
+        "%B4000000000000002^TEST/LOBBYPAY^3012101000000000000000?"
+        ";4000000000000002=30121010000000000000?"),
     "a '|' in noise before any track": f"|ABCDEF0123456789ABCD|;{CANARY}=2812101?",
     "a '|' with a short field": f";{CANARY}=2812101?|12|",
     "a '|' with non-hex text": f";{CANARY}=2812101?|THIS IS NOT HEX AT ALL|",

@@ -1,0 +1,61 @@
+"""``lobbypay doctor --swipe``: one swipe on the configured reader (here the hidraw reader
+on a FIFO fed real MagTek report bytes) reports brand, last 4 and the tracks read, and
+nothing more; encrypting readers, bad swipes, no swipe and no reader say what to do."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from lobbypay import cli
+from lobbypay.devices import swipe_reader, swipe_test
+
+from tests.fakes.hidraw import HidrawNode, magtek_report
+
+CANARY = "4111111111111111"
+T1 = f"%B{CANARY}^DOE/JOHN^2812101000000?".encode()
+T2 = f";{CANARY}=28121010000000?".encode()
+
+
+def reader(path: Path) -> object:
+    return swipe_reader("hidraw", str(path), 9600)
+
+
+@pytest.mark.parametrize("report,result,detail", [
+    (magtek_report(T1, T2), "PASS", "visa ending 1111, track 1+2 read"),
+    (magtek_report(b"", T2), "PASS", "visa ending 1111, track 2 read"),
+    (bytes(887), "FAIL", "the reader sends masked or encrypted card data"),
+    (magtek_report(T1, T2, status=(0, 1, 0)), "WARN", "swipe read, but rejected (no_track2)"),
+])
+async def test_one_swipe_is_reported(tmp_path: Path, report: bytes, result: str, detail: str,
+                                     caplog: pytest.LogCaptureFixture,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    node = HidrawNode(tmp_path / "hidraw0")
+    try:
+        node.send(report)  # waits in the node until the reader opens it
+        got = await swipe_test(reader(node.path), 5.0)
+    finally:
+        node.close()
+    assert got[:2] == (result, detail)
+    text = " ".join(got) + capsys.readouterr().out + caplog.text
+    assert CANARY not in text and "DOE" not in text and "2812" not in text
+
+
+async def test_no_swipe_and_no_reader(tmp_path: Path) -> None:
+    node = HidrawNode(tmp_path / "hidraw0")
+    try:
+        result, detail, fix = await swipe_test(reader(node.path), 0.3)
+    finally:
+        node.close()
+    assert (result, detail) == ("FAIL", "no swipe within the time") and "swipe a card" in fix
+    result, detail, fix = await swipe_test(reader(tmp_path / "gone"), 0.3)
+    assert result == "FAIL" and detail == "reader not available: enoent: no such device"
+    assert "systemctl stop lobbypay" in fix
+
+
+def test_doctor_takes_swipe_options() -> None:
+    args = cli.build_parser().parse_args(["doctor", "--swipe", "--swipe-timeout", "5"])
+    assert args.swipe is True and args.swipe_timeout == 5.0
+    assert cli.build_parser().parse_args(["doctor"]).swipe is False
