@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from lobbypay_hw.api import CardRead, ReaderEvent, ReaderSink, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.framing import Frame, wipe
@@ -93,6 +95,25 @@ class StatusReporter:
             else:
                 log.warning("%s reader disconnected: %s", self._name, detail)
             emit(self._sink, ReaderStatus(False, detail))
+
+
+async def keep_open(
+    name: str,
+    sink: ReaderSink,
+    backoff: Backoff,
+    session: Callable[[StatusReporter], Awaitable[None]],
+) -> None:
+    """A reader's ``run()``: run ``session`` (open, read until the device goes) again and
+    again until cancelled. Device trouble of any kind (OSError from open or read, a
+    missing device library) is a status, never an exception out of ``run()``; between
+    tries it waits the backoff, so a missing device costs almost nothing."""
+    status = StatusReporter(name, sink)
+    while True:
+        try:
+            await session(status)
+        except Exception as exc:  # noqa: BLE001 - device trouble is a status
+            status.down(describe(exc))
+        await asyncio.sleep(backoff.next())
 
 
 def emit(sink: ReaderSink, event: ReaderEvent) -> None:

@@ -38,7 +38,7 @@ from lobbypay_hw._common import (
     Backoff,
     StatusReporter,
     deliver,
-    describe,
+    keep_open,
 )
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME
@@ -118,16 +118,12 @@ class EvdevReader:
         return self._connected
 
     async def run(self, sink: ReaderSink) -> None:
-        status = StatusReporter("evdev", sink)
+        async def session(status: StatusReporter) -> None:
+            # the opener raises OSError, or ImportError without evdev: both a status
+            await self._session(self._opener(self.path), sink, status)
+
         try:
-            while True:
-                # Device trouble of any kind (OSError from open/grab/read, or a missing
-                # evdev module) is a status, never an exception out of run().
-                try:
-                    await self._session(self._opener(self.path), sink, status)
-                except Exception as exc:  # noqa: BLE001
-                    status.down(describe(exc))
-                await asyncio.sleep(self._backoff.next())
+            await keep_open("evdev", sink, self._backoff, session)
         finally:
             self._connected = False
 

@@ -31,7 +31,7 @@ from lobbypay_hw._common import (
     Backoff,
     StatusReporter,
     deliver,
-    describe,
+    keep_open,
 )
 from lobbypay_hw.api import ReaderSink, ReadFailure
 from lobbypay_hw.hid_report import REPORT_SIZE, decode_report
@@ -64,14 +64,9 @@ class HidrawReader:
         return self._connected
 
     async def run(self, sink: ReaderSink) -> None:
-        status = StatusReporter("hidraw", sink)
         try:
-            while True:
-                try:
-                    await self._session(sink, status)
-                except Exception as exc:  # noqa: BLE001 - device trouble is a status
-                    status.down(describe(exc))
-                await asyncio.sleep(self._backoff.next())
+            await keep_open("hidraw", sink, self._backoff,
+                            lambda status: self._session(sink, status))
         finally:
             self._connected = False
 
