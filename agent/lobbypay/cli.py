@@ -553,10 +553,10 @@ async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
     checks.append(_doctor_clock(datetime.now(UTC), athena_date))
     checks.append(_doctor_state_dir(cfg))
     if getattr(args, "swipe", False):
-        from lobbypay.devices import swipe_reader, swipe_test
+        from lobbypay.devices import doctor_swipe
 
-        reader = swipe_reader(cfg.reader.driver, cfg.reader.path, cfg.reader.baudrate)
-        checks.append(Check("swipe", *await swipe_test(reader, args.swipe_timeout)))
+        checks.append(Check("swipe", *await doctor_swipe(
+            cfg.reader.driver, cfg.reader.path, cfg.reader.baudrate, args.swipe_timeout)))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -1023,7 +1023,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _connection_options(parsers["doctor"])
     parsers["doctor"].add_argument("--swipe", action="store_true",
-                                   help="also wait for one swipe on the configured reader")
+                                   help="also wait for one swipe on the configured reader "
+                                        "(stop the agent first: it holds the reader)")
     parsers["doctor"].add_argument("--swipe-timeout", type=float, default=30.0,
                                    help="seconds to wait for it (default 30)")
     from lobbypay.devices import add_arguments as devices_arguments

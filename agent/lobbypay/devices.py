@@ -500,11 +500,21 @@ async def swipe_test(reader: Any, timeout_s: float) -> tuple[str, str, str]:
 
 
 def swipe_reader(driver: str, path: str | None, baudrate: int) -> Any:
-    """The configured reader, built as the agent builds it, without the grab's side
-    effects mattering (doctor runs while the agent is stopped)."""
+    """The configured reader, built as the agent builds it (with the exclusive grab or
+    lock, so a running agent makes it report "busy" instead of sharing swipes)."""
     from lobbypay_hw import READERS
 
     return READERS[driver](path=path, baudrate=baudrate, grab=True)
+
+
+async def doctor_swipe(driver: str, path: str | None, baudrate: int,
+                       timeout_s: float) -> tuple[str, str, str]:
+    """``doctor --swipe`` for the configured reader."""
+    if driver == "sim":
+        # binding the socket would take it from a running agent
+        return ("WARN", "the sim reader takes swipes from `lobbypay swipe`; nothing to test",
+                "configure the real reader, then run doctor --swipe again")
+    return await swipe_test(swipe_reader(driver, path, baudrate), timeout_s)
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:

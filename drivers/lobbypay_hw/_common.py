@@ -62,6 +62,7 @@ _ERRNO_TEXT = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EBUSY: "device busy (grabbed by another process)",
+    errno.EAGAIN: "device busy (held by another process)",
     errno.ENXIO: "device not configured",
     errno.EEXIST: "path exists and is not a socket",
     errno.ECONNREFUSED: "nothing listening",

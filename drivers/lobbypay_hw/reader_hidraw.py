@@ -13,6 +13,9 @@ into the swipe frame the other readers produce, which ``tracks.parse_swipe`` par
   removes the descriptor from the loop at once and closes it (a dead descriptor left in
   the selector is readable forever: 100 % CPU), reports ``ReaderStatus(False)``, and the
   path is reopened with the shared backoff (``ENOENT`` while the node is gone).
+* The node is locked with ``flock`` (as the serial reader opens its port exclusively):
+  hidraw gives each report to every open descriptor, so a second lobbypay process on the
+  same reader (``doctor --swipe`` while the agent runs) is told the reader is busy.
 * Nothing is written to the device: the reader's mode (HID vs keyboard) is set with
   MagTek's tools, and ``lobbypay devices`` / ``doctor`` tell which mode it is in.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 
@@ -73,6 +77,13 @@ class HidrawReader:
     async def _session(self, sink: ReaderSink, status: StatusReporter) -> None:
         loop = asyncio.get_running_loop()
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            # hidraw hands every report to every reader of the node: like the serial
+            # reader's exclusive=True, one lobbypay process at a time (EAGAIN: busy)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
         buf = bytearray(READ_BUFFER)
         gone: asyncio.Future[OSError] = loop.create_future()
         watching = False

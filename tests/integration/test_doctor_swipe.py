@@ -4,12 +4,13 @@ nothing more; encrypting readers, bad swipes, no swipe and no reader say what to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 from lobbypay import cli
-from lobbypay.devices import swipe_reader, swipe_test
+from lobbypay.devices import doctor_swipe, swipe_reader, swipe_test
 
 from tests.fakes.hidraw import HidrawNode, magtek_report
 
@@ -59,3 +60,25 @@ def test_doctor_takes_swipe_options() -> None:
     args = cli.build_parser().parse_args(["doctor", "--swipe", "--swipe-timeout", "5"])
     assert args.swipe is True and args.swipe_timeout == 5.0
     assert cli.build_parser().parse_args(["doctor"]).swipe is False
+
+
+async def test_sim_reader_is_not_taken_from_the_agent(tmp_path: Path) -> None:
+    result, detail, _ = await doctor_swipe("sim", str(tmp_path / "s.sock"), 9600, 0.3)
+    assert result == "WARN" and "lobbypay swipe" in detail
+    assert not (tmp_path / "s.sock").exists()
+
+
+async def test_busy_reader_says_to_stop_the_agent(tmp_path: Path) -> None:
+    node = HidrawNode(tmp_path / "hidraw0")
+    agent_reader = swipe_reader("hidraw", str(node.path), 9600)
+    task = asyncio.create_task(agent_reader.run(lambda ev: None))  # type: ignore[attr-defined]
+    try:
+        async with asyncio.timeout(5):
+            while not agent_reader.connected:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        result, detail, fix = await doctor_swipe("hidraw", str(node.path), 9600, 0.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        node.close()
+    assert result == "FAIL" and "busy" in detail and "systemctl stop lobbypay" in fix

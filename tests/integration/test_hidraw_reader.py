@@ -115,3 +115,20 @@ async def test_missing_or_unreadable_node_is_a_status(tmp_path: Path) -> None:
     finally:
         node.close()
     assert log.of(ReaderStatus) == [ReaderStatus(False, "eacces: permission denied")]
+
+
+async def test_a_second_process_on_the_same_reader_is_told_it_is_busy(tmp_path: Path) -> None:
+    node = HidrawNode(tmp_path / "hidraw0")
+    first, second = EventLog(), EventLog()
+    try:
+        async with running(node.path, first):
+            await first.wait_for(lambda ev: ReaderStatus(True) in ev)
+            async with running(node.path, second):
+                await second.wait_for(lambda ev: len(second.of(ReaderStatus)) == 1)
+                node.send(magtek_report(T1, T2))
+                await first.wait_for(lambda ev: len(first.of(CardRead)) == 1)
+            assert second.of(ReaderStatus) == [
+                ReaderStatus(False, "eagain: device busy (held by another process)")]
+            assert second.of(CardRead) == []
+    finally:
+        node.close()
