@@ -6,13 +6,15 @@ scripts looking after terminals; each is described in docs/OPERATIONS.md:
 ==============  =========================================================================
 run             run the agent in the foreground until SIGTERM
 check-config    validate a config file and read its secret files
-doctor          check config, reader, display, broker, athena, clock and state_dir
+doctor          check config, reader, display, broker, athena, clock and state_dir;
+                ``--swipe`` then waits for one swipe (brand, last 4, tracks read)
 jobs            recent jobs from this terminal's journal (read-only)
 status          this terminal's retained ``status`` and ``state``
 fleet           every terminal on a broker, from the retained topics
 balance         ``balance.get`` through the terminal
 charge          ``charge.start`` through the terminal; ``--wait`` prints events to the end
 swipe           a test card into a ``sim`` reader's socket (no hardware needed)
+devices         readers and displays plugged in, with the config lines for each
 demo            the whole system on loopback, scripted or ``--interactive``
 ==============  =========================================================================
 

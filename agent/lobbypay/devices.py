@@ -243,7 +243,7 @@ def _serial_devices(t: _Tree) -> list[Device]:
         tty = os.path.basename(target)
         vendor, product = _usb_ids(t, os.path.join(t.sys, "class", "tty", tty, "device"))
         d = Device("serial", t.shown(target), stable=t.shown(link), vendor=vendor,
-                   product=product, name=os.path.basename(link))
+                   product=product)
         if vendor in DISPLAY_VENDORS:
             drv = DISPLAY_VENDORS[vendor]
             d.looks_like = f"serial display adapter ({drv})"
