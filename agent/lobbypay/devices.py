@@ -81,12 +81,22 @@ class Device:
 # ---------------------------------------------------------------- small readers
 
 
+# A USB device chooses its own name: it is shown only as printable ASCII, capped, so a
+# hostile descriptor cannot put terminal escapes on the maintainer's screen.
+_NAME_MAX = 80
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(4096).strip()
+            text = f.read(4096)
     except OSError:
         return None
+    return "".join(c if " " <= c <= "~" or c == "\n" else "?" for c in text).strip()
+
+
+def _label(text: str | None) -> str:
+    return (text or "").replace("\n", " ")[:_NAME_MAX]
 
 
 def _links(directory: str) -> dict[str, str]:
@@ -171,7 +181,7 @@ def _input_devices(t: _Tree) -> list[Device]:
         if not all(low >> bit & 1 for bit in _KEYBOARD_BITS):
             continue  # mice, buttons, lid switches: not a keyboard-wedge candidate
         node = os.path.join(t.dev, "input", ev)
-        d = Device("input", t.shown(node), name=_read(os.path.join(dev, "name")) or "",
+        d = Device("input", t.shown(node), name=_label(_read(os.path.join(dev, "name"))),
                    vendor=_read(os.path.join(dev, "id", "vendor")),
                    product=_read(os.path.join(dev, "id", "product")))
         link = names.get(node)
@@ -204,7 +214,7 @@ def _hidraw_devices(t: _Tree) -> list[Device]:
             vendor, product = parts[1][-4:].lower(), parts[2][-4:].lower()
         node = os.path.join(t.dev, hr)
         d = Device("hidraw", t.shown(node), vendor=vendor, product=product,
-                   name=info.get("HID_NAME", ""))
+                   name=_label(info.get("HID_NAME")))
         link = names.get(node)
         d.stable = t.shown(link) if link else None
         if vendor == MAGTEK and product in MAGTEK_HID_PRODUCTS:
@@ -283,7 +293,7 @@ def _i2c_devices(t: _Tree, probe: Prober | None) -> list[Device]:
         names = []
     for name in names:
         node = os.path.join(t.dev, name)
-        adapter = _read(os.path.join(t.sys, "class", "i2c-dev", name, "name")) or ""
+        adapter = _label(_read(os.path.join(t.sys, "class", "i2c-dev", name, "name")))
         d = Device("i2c", t.shown(node), name=adapter)
         d.access = _access_fix(node, os.R_OK | os.W_OK)
         if d.access is not None:

@@ -253,3 +253,13 @@ def test_empty_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["devices", "--dev-root", str(tmp_path / "d"),
                      "--sys-root", str(tmp_path / "s")]) == 0
     assert capsys.readouterr().out.count("none") == 4
+
+
+def test_device_names_are_shown_as_plain_text(tree: FakeTree) -> None:
+    # a USB device names itself: escapes and control characters never reach the screen
+    (tree.sys / "class" / "input" / "event0" / "device" / "name").write_text(
+        "Evil\x1b]0;owned\x07Keyboard\u00e9" + "x" * 200 + "\n")
+    found = by_node(discover(str(tree.dev), str(tree.sys))["input"])
+    name = found["/dev/input/event0"].name
+    assert name.startswith("Evil?]0;owned?Keyboard?") and len(name) == 80
+    assert all(" " <= c <= "~" for c in name)
