@@ -82,3 +82,47 @@ async def test_busy_reader_says_to_stop_the_agent(tmp_path: Path) -> None:
         await asyncio.gather(task, return_exceptions=True)
         node.close()
     assert result == "FAIL" and "busy" in detail and "systemctl stop lobbypay" in fix
+
+
+def test_doctor_swipe_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from lobbypay.sim.athena import AthenaSim
+
+    from tests.fakes.mosquitto import free_port
+
+    node = HidrawNode(tmp_path / "hidraw0")
+    node.send(magtek_report(T1, T2))  # waits in the node until doctor opens it
+    (tmp_path / "secret").write_text("x\n")
+    try:
+        with AthenaSim() as sim:
+            cfg = tmp_path / "lobbypay.toml"
+            cfg.write_text(f"""
+[terminal]
+id = "t-swipe"
+department_id = "1"
+state_dir = "{tmp_path / 'state'}"
+[athena]
+base_url = "{sim.base_url}"
+practice_id = "{sim.practice_id}"
+client_id = "{sim.client_id}"
+client_secret_file = "{tmp_path / 'secret'}"
+timeout_s = 2
+[mqtt]
+host = "127.0.0.1"
+port = {free_port()}
+[reader]
+driver = "hidraw"
+path = "{node.path}"
+""")
+            rc = cli.main(["doctor", "--config", str(cfg), "--json", "--swipe",
+                           "--swipe-timeout", "5"])
+    finally:
+        node.close()
+    out, err = capsys.readouterr()
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}  # stdout is only the JSON
+    assert checks["swipe"]["result"] == "PASS"
+    assert checks["swipe"]["detail"] == "visa ending 1111, track 1+2 read"
+    assert checks["reader"]["result"] == "FAIL"  # a FIFO, not a hidraw character device
+    assert "swipe a card" in err
+    assert rc == 1 and CANARY not in out + err
