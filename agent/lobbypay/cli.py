@@ -6,13 +6,15 @@ scripts looking after terminals; each is described in docs/OPERATIONS.md:
 ==============  =========================================================================
 run             run the agent in the foreground until SIGTERM
 check-config    validate a config file and read its secret files
-doctor          check config, reader, display, broker, athena, clock and state_dir
+doctor          check config, reader, display, broker, athena, clock and state_dir;
+                ``--swipe`` then waits for one swipe (brand, last 4, tracks read)
 jobs            recent jobs from this terminal's journal (read-only)
 status          this terminal's retained ``status`` and ``state``
 fleet           every terminal on a broker, from the retained topics
 balance         ``balance.get`` through the terminal
 charge          ``charge.start`` through the terminal; ``--wait`` prints events to the end
 swipe           a test card into a ``sim`` reader's socket (no hardware needed)
+devices         readers and displays plugged in, with the config lines for each
 demo            the whole system on loopback, scripted or ``--interactive``
 ==============  =========================================================================
 
@@ -374,9 +376,9 @@ def _doctor_reader(cfg: Config) -> Check:
                          "the agent creates state_dir at start")
         return Check("reader", "FAIL", f"sim reader: {parent} is not writable",
                      "point reader.path to a directory the agent's user owns")
-    return _check_device("reader", r.path, os.R_OK,
-                         "plug the reader in; ls -l /dev/lobbypay-reader /dev/serial/by-id "
-                         "/dev/input/by-id; check reader.path")
+    from lobbypay.devices import reader_check
+
+    return Check("reader", *reader_check(r.driver, r.path))
 
 
 def _doctor_display(cfg: Config) -> Check:
@@ -557,6 +559,11 @@ async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
     athena_date = await _athena_date(cfg.athena.base_url, min(cfg.athena.timeout_s, 10.0))
     checks.append(_doctor_clock(datetime.now(UTC), athena_date, synced=clock_synchronized()))
     checks.append(_doctor_state_dir(cfg))
+    if getattr(args, "swipe", False):
+        from lobbypay.devices import doctor_swipe
+
+        checks.append(Check("swipe", *await doctor_swipe(
+            cfg.reader.driver, cfg.reader.path, cfg.reader.baudrate, args.swipe_timeout)))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -953,6 +960,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     workdir=args.workdir)
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from lobbypay.devices import cmd_devices as run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -967,6 +980,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "balance": ("a patient's balances, read through the terminal", cmd_balance),
     "charge": ("start a charge on the terminal (for testing); --wait follows it", cmd_charge),
     "swipe": ("swipe a test card into a sim reader (no hardware needed)", cmd_swipe),
+    "devices": ("card readers and displays plugged in, and the config lines for them",
+                cmd_devices),
     "demo": ("run the whole system on loopback and walk through a charge", cmd_demo),
 }
 
@@ -1014,6 +1029,14 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name] = sp
 
     _connection_options(parsers["doctor"])
+    parsers["doctor"].add_argument("--swipe", action="store_true",
+                                   help="also wait for one swipe on the configured reader "
+                                        "(stop the agent first: it holds the reader)")
+    parsers["doctor"].add_argument("--swipe-timeout", type=float, default=30.0,
+                                   help="seconds to wait for it (default 30)")
+    from lobbypay.devices import add_arguments as devices_arguments
+
+    devices_arguments(parsers["devices"])
     parsers["jobs"].add_argument("--limit", type=_positive_int, default=20,
                                  help="how many jobs, newest first (default 20)")
     parsers["jobs"].add_argument("--state-dir", help="read this state_dir instead")

@@ -71,6 +71,12 @@ from lobbypay.shell.journal import Journal, JournalError
 
 log = logging.getLogger("lobbypay.engine")
 
+# The screen a bad swipe gets while a job is pending (anything else: "swipe again").
+_FAILED_SCREENS = {
+    api.ReadFailure.NOT_A_BANK_CARD: ScreenKind.NOT_A_BANK_CARD,
+    api.ReadFailure.ENCRYPTED_READER: ScreenKind.CANNOT_READ_HERE,
+}
+
 T = TypeVar("T")
 
 #: Backstop on the POST on top of the client's own bound (``payment_bound_s``; the client
@@ -182,6 +188,8 @@ class Engine:
         self._screen: tuple[str, ...] = ()
         self._screen_gen = 0
         self._reader_connected: bool | None = None
+        #: A reader set-up problem seen in a swipe (``encrypted_reader``), for state.reader.
+        self._reader_error: str | None = None
         #: The terminal department's entry from GET /departments, once read (app.py's probe).
         self.department: DepartmentInfo | None = None
         self._athena_last_ok_at: str | None = None
@@ -399,7 +407,8 @@ class Engine:
             "job_id": active.job.job_id if active else None,
             "job_state": active.job.state.value if active else "idle",
             "screen": list(self._screen),
-            "reader": {"driver": reader_driver, "connected": reader_connected},
+            "reader": {"driver": reader_driver, "connected": reader_connected,
+                       **({"last_error": self._reader_error} if self._reader_error else {})},
             "display": {"driver": self._display.driver,
                         "connected": bool(self._display.connected)},
             "athena": {"last_ok_at": self._athena_last_ok_at,
@@ -437,25 +446,39 @@ class Engine:
     def on_reader_event(self, ev: api.ReaderEvent) -> None:
         if isinstance(ev, api.ReaderStatus):
             self._reader_connected = ev.connected
+            if ev.connected:
+                self._reader_error = None  # a replugged (perhaps another) reader
             self._changed()
             return
         active = self._active
         pending = active is not None and active.job.state is JobState.PENDING
         if isinstance(ev, api.ReadFailed):
+            if ev.reason is api.ReadFailure.ENCRYPTED_READER:
+                self._encrypted_reader()
             if active is not None and pending:
-                kind = (ScreenKind.NOT_A_BANK_CARD if ev.reason is api.ReadFailure.NOT_A_BANK_CARD
-                        else ScreenKind.SWIPE_AGAIN)
+                kind = _FAILED_SCREENS.get(ev.reason, ScreenKind.SWIPE_AGAIN)
                 log.info("job %s: swipe not usable (%s)", active.job.job_id, ev.reason)
                 self._show(Screen(kind, total=active.job.total))
             return
         if not isinstance(ev, api.CardRead):
             return
         card = ev.card
+        if self._reader_error is not None:
+            self._reader_error = None  # a clear swipe: the reader is set up right now
+            self._changed()
         if active is None or not pending:
             _wipe(card)
             log.info("card swiped with no job waiting for one; ignored")
             return
         self._card_read(active, card)
+
+    def _encrypted_reader(self) -> None:
+        log.warning("reader sends masked or encrypted card data, which athena cannot take: "
+                    "set the reader to clear-text (unencrypted) output, or use a "
+                    "non-encrypting reader (docs/drivers.md, encrypting readers)")
+        if self._reader_error != api.ReadFailure.ENCRYPTED_READER.value:
+            self._reader_error = api.ReadFailure.ENCRYPTED_READER.value
+            self._changed()
 
     def _card_read(self, active: _Active, card: api.Card) -> None:
         job = active.job

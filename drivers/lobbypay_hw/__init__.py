@@ -8,6 +8,8 @@ plain keyword arguments (the ``[reader]`` / ``[display]`` config keys):
                   required), ``baudrate`` (default 9600); ``grab`` is accepted and ignored.
     ``"evdev"``   ``path`` (``/dev/input/by-id/...-event-kbd`` or ``/dev/lobbypay-reader``,
                   required), ``grab`` (default True: exclusive grab); ``baudrate`` ignored.
+    ``"hidraw"``  ``path`` (a MagTek reader in HID mode: ``/dev/lobbypay-reader`` from the
+                  udev rule, or ``/dev/hidrawN``, required); ``baudrate``/``grab`` ignored.
     ``"sim"``     ``path`` (Unix socket path to listen on, required: the caller passes its
                   default, e.g. ``<state_dir>/swipe.sock``); ``baudrate``/``grab`` ignored.
     Tuning, all optional: ``retry_base_s``, ``retry_cap_s`` (reopen backoff), ``max_frame``;
@@ -36,6 +38,7 @@ from lobbypay_hw.api import CardReader, Display
 from lobbypay_hw.display_console import ConsoleDisplay, NoneDisplay
 from lobbypay_hw.display_serial import SerialDisplay
 from lobbypay_hw.reader_evdev import EvdevReader
+from lobbypay_hw.reader_hidraw import HidrawReader
 from lobbypay_hw.reader_serial import SerialReader
 from lobbypay_hw.reader_sim import SimReader, send_swipe
 from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS
@@ -52,6 +55,12 @@ def make_evdev_reader(
     *, path: str | None = None, baudrate: int = 9600, grab: bool = True, **tuning: Any
 ) -> CardReader:
     return EvdevReader(path or "", grab=grab, **tuning)
+
+
+def make_hidraw_reader(
+    *, path: str | None = None, baudrate: int = 9600, grab: bool = True, **tuning: Any
+) -> CardReader:
+    return HidrawReader(path or "", **tuning)
 
 
 def make_sim_reader(
@@ -108,6 +117,7 @@ def make_none(
 READERS: dict[str, Callable[..., CardReader]] = {
     "serial": make_serial_reader,
     "evdev": make_evdev_reader,
+    "hidraw": make_hidraw_reader,
     "sim": make_sim_reader,
 }
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from lobbypay_hw.api import CardRead, ReaderEvent, ReaderSink, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.framing import Frame, wipe
@@ -60,10 +62,12 @@ _ERRNO_TEXT = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EBUSY: "device busy (grabbed by another process)",
+    errno.EAGAIN: "device busy (held by another process)",
     errno.ENXIO: "device not configured",
     errno.EEXIST: "path exists and is not a socket",
     errno.ECONNREFUSED: "nothing listening",
     errno.ENOTDIR: "no such directory",
+    errno.ESTALE: "reader.path now names another device (not grabbed)",
 }
 
 
@@ -92,6 +96,25 @@ class StatusReporter:
             else:
                 log.warning("%s reader disconnected: %s", self._name, detail)
             emit(self._sink, ReaderStatus(False, detail))
+
+
+async def keep_open(
+    name: str,
+    sink: ReaderSink,
+    backoff: Backoff,
+    session: Callable[[StatusReporter], Awaitable[None]],
+) -> None:
+    """A reader's ``run()``: run ``session`` (open, read until the device goes) again and
+    again until cancelled. Device trouble of any kind (OSError from open or read, a
+    missing device library) is a status, never an exception out of ``run()``; between
+    tries it waits the backoff, so a missing device costs almost nothing."""
+    status = StatusReporter(name, sink)
+    while True:
+        try:
+            await session(status)
+        except Exception as exc:  # noqa: BLE001 - device trouble is a status
+            status.down(describe(exc))
+        await asyncio.sleep(backoff.next())
 
 
 def emit(sink: ReaderSink, event: ReaderEvent) -> None:

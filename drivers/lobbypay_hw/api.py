@@ -60,6 +60,9 @@ class ReadFailure(StrEnum):
     NO_TRACK2 = "no_track2"  # track 1 only, or track 2 missing/unreadable
     NOT_A_BANK_CARD = "not_a_bank_card"  # licence, loyalty or access card
     TOO_LONG = "too_long"  # frame over the size limit (stuck key, garbage)
+    # masked PAN or encrypted fields (MagneSafe, SecureMag): the reader must be set to
+    # clear-text output or replaced; athena cannot take it (protected.py)
+    ENCRYPTED_READER = "encrypted_reader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ ReaderSink = Callable[[ReaderEvent], None]
 
 
 class CardReader(Protocol):
-    driver: str  # "serial" | "evdev" | "sim"
+    driver: str  # "serial" | "evdev" | "hidraw" | "sim"
 
     @property
     def connected(self) -> bool: ...

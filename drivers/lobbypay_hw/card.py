@@ -19,10 +19,11 @@ class CardWipedError(RuntimeError):
 class BankCard:
     """A bank card read from a magnetic stripe. Build it with ``tracks.parse_swipe``."""
 
-    __slots__ = ("_raw", "_brand", "_last4", "_exp_year", "_exp_month", "_wiped")
+    __slots__ = ("_raw", "_brand", "_last4", "_exp_year", "_exp_month", "_wiped", "_tracks")
 
     def __init__(
-        self, raw: bytearray, *, brand: str, last4: str, exp_year: int, exp_month: int
+        self, raw: bytearray, *, brand: str, last4: str, exp_year: int, exp_month: int,
+        tracks: tuple[int, ...] = (2,),
     ) -> None:
         # ``raw`` is taken over, not copied: the caller hands us the only copy.
         if not isinstance(raw, bytearray):
@@ -37,6 +38,7 @@ class BankCard:
         self._exp_year = exp_year
         self._exp_month = exp_month
         self._wiped = False
+        self._tracks = tracks
 
     # ------------------------------------------------------------ safe views
 
@@ -47,6 +49,11 @@ class BankCard:
     @property
     def last4(self) -> str:
         return self._last4
+
+    @property
+    def tracks(self) -> tuple[int, ...]:
+        """Which tracks the card data holds (``(1, 2)`` or ``(2,)``): safe to show."""
+        return self._tracks
 
     @property
     def wiped(self) -> bool:

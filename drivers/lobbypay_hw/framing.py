@@ -21,8 +21,9 @@ from lobbypay_hw.api import ReadFailure
 
 STX, ETX, LF, CR = 0x02, 0x03, 0x0A, 0x0D
 
-# Three full tracks plus wrappers stay far below this (see tracks.MAX_SWIPE_BYTES).
-DEFAULT_MAX_FRAME = 512
+# Three clear tracks plus wrappers stay far below this; an encrypting reader's output
+# (about 1100 bytes) fits, so it is recognised rather than cut (tracks.MAX_SWIPE_BYTES).
+DEFAULT_MAX_FRAME = 2048
 
 Frame = bytearray | ReadFailure
 

@@ -9,6 +9,9 @@ Linux ``input-event-codes.h`` values; ``evdev`` is not imported here.
   a stuck key must not fill the buffer faster).
 * Left/right shift are tracked separately; caps lock toggles on press and affects
   letters only; Ctrl+letter gives the control character (MagTek sends STX/ETX that way).
+* Caps lock also follows the device's LED: readers look at it and compensate (a lit
+  caps lock makes them type capitals unshifted), so the reader seeds the state from
+  ``leds()`` when it opens the device, and an ``EV_LED``/``LED_CAPSL`` event sets it.
 * Keypad digits are read as digits whatever num lock says.
 * A frame ends at KEY_ENTER / KEY_KPENTER, or when an event arrives more than
   ``idle_gap_s`` after the previous one (timestamps come from the events; call
@@ -25,6 +28,8 @@ from lobbypay_hw.api import ReadFailure
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME, Frame
 
 EV_KEY = 1
+EV_LED = 0x11
+LED_CAPSL = 1
 
 KEY_ENTER = 28
 KEY_LEFTCTRL = 29
@@ -100,6 +105,9 @@ class KeyDecoder:
     def feed(self, type_: int, code: int, value: int, timestamp: float) -> list[Frame]:
         """Feed one input event; returns the frames it completed (usually none)."""
         out: list[Frame] = []
+        if type_ == EV_LED and code == LED_CAPSL:
+            self._caps = bool(value)
+            return out
         if type_ != EV_KEY:
             return out
         if (
@@ -127,6 +135,10 @@ class KeyDecoder:
             if ch is not None:
                 self._put(ord(ch), out)
         return out
+
+    def set_caps_lock(self, on: bool) -> None:
+        """The device's caps lock LED state (read when the device is opened)."""
+        self._caps = on
 
     def flush(self) -> list[Frame]:
         """The device went quiet (idle gap) or away: end the current frame."""

@@ -5,6 +5,13 @@ the ``/dev/lobbypay-reader`` udev symlink, never ``eventN``), takes an exclusive
 swipes never reach a console or desktop, decodes key events with the fixed US table in
 ``keymap`` and parses each frame with ``tracks.parse_swipe``.
 
+Before the grab, the reader checks that the device it opened is the node ``reader.path``
+names at that moment (``fstat`` of the descriptor against ``stat`` of the path): after a
+replug, a stale by-id or udev symlink can briefly name an ``eventN`` that now belongs to
+another device, such as the front desk's keyboard, and a grab would lock that keyboard
+out. Such a device is left alone (not grabbed, not read) and the path is tried again.
+The path is used exactly as configured: no globbing, no matching by device name.
+
 Unplug shows up as ``OSError(ENODEV)`` from the read loop (and ``ENOENT`` when reopening
 a vanished path): the reader reports ``ReaderStatus(False)``, drops the device and its
 partial frame, and retries opening with a jittered backoff until the device is back.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -29,11 +38,11 @@ from lobbypay_hw._common import (
     Backoff,
     StatusReporter,
     deliver,
-    describe,
+    keep_open,
 )
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME
-from lobbypay_hw.keymap import DEFAULT_IDLE_GAP_S, KeyDecoder
+from lobbypay_hw.keymap import DEFAULT_IDLE_GAP_S, LED_CAPSL, KeyDecoder
 
 
 class InputEventLike(Protocol):
@@ -46,6 +55,10 @@ class InputEventLike(Protocol):
 
 class InputDeviceLike(Protocol):
     """What we use of ``evdev.InputDevice`` (the fake in tests/fakes/evdev.py has it too)."""
+
+    fd: int
+
+    def leds(self) -> list[int]: ...
 
     def grab(self) -> None: ...
 
@@ -105,16 +118,12 @@ class EvdevReader:
         return self._connected
 
     async def run(self, sink: ReaderSink) -> None:
-        status = StatusReporter("evdev", sink)
+        async def session(status: StatusReporter) -> None:
+            # the opener raises OSError, or ImportError without evdev: both a status
+            await self._session(self._opener(self.path), sink, status)
+
         try:
-            while True:
-                # Device trouble of any kind (OSError from open/grab/read, or a missing
-                # evdev module) is a status, never an exception out of run().
-                try:
-                    await self._session(self._opener(self.path), sink, status)
-                except Exception as exc:  # noqa: BLE001
-                    status.down(describe(exc))
-                await asyncio.sleep(self._backoff.next())
+            await keep_open("evdev", sink, self._backoff, session)
         finally:
             self._connected = False
 
@@ -126,9 +135,11 @@ class EvdevReader:
         pump: asyncio.Task[None] | None = None
         decoder = KeyDecoder(idle_gap_s=self._idle_gap_s, max_frame=self._max_frame)
         try:
+            self._identify(device)
             if self.grab:
                 device.grab()  # EBUSY if another process holds it
                 grabbed = True
+            decoder.set_caps_lock(LED_CAPSL in device.leds())
             queue: asyncio.Queue[Any] = asyncio.Queue()
             pump = asyncio.create_task(self._pump(device, queue), name="lobbypay_hw.evdev.pump")
             self._connected = True
@@ -161,6 +172,13 @@ class EvdevReader:
                     device.ungrab()
             with contextlib.suppress(OSError):
                 device.close()
+
+    def _identify(self, device: InputDeviceLike) -> None:
+        """Raise unless ``device`` is open on the node ``self.path`` names now."""
+        opened = os.fstat(device.fd)
+        named = os.stat(self.path)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            raise OSError(errno.ESTALE, "reader.path names another device")
 
     @staticmethod
     async def _pump(device: InputDeviceLike, queue: asyncio.Queue[Any]) -> None:

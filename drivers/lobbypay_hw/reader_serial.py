@@ -22,7 +22,7 @@ from lobbypay_hw._common import (
     Backoff,
     StatusReporter,
     deliver,
-    describe,
+    keep_open,
 )
 from lobbypay_hw._serial import SerialLink, open_port
 from lobbypay_hw.api import ReaderSink
@@ -64,14 +64,9 @@ class SerialReader:
         return self._connected
 
     async def run(self, sink: ReaderSink) -> None:
-        status = StatusReporter("serial", sink)
         try:
-            while True:
-                try:
-                    await self._session(sink, status)
-                except Exception as exc:  # noqa: BLE001 - device trouble is a status
-                    status.down(describe(exc))
-                await asyncio.sleep(self._backoff.next())
+            await keep_open("serial", sink, self._backoff,
+                            lambda status: self._session(sink, status))
         finally:
             self._connected = False
 

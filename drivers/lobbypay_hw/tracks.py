@@ -13,6 +13,8 @@ Rules (see docs/drivers.md for the reasoning):
 * Licence, loyalty and access cards (track 1 format code other than ``B``, a track 2 with
   no ``=`` or a PAN outside 12-19 digits, AAMVA IIN ``636``) are ``NOT_A_BANK_CARD``.
 * Luhn failure is ``BAD_CHECK_DIGIT``.
+* Masked or encrypted reader output (``protected.is_protected``) is ``ENCRYPTED_READER``,
+  checked before anything else is parsed.
 * ``trackdata()`` of the result is the good track 1 (if any) followed by track 2, each
   exactly as swiped with its sentinels; wrappers, noise, error marks and track 3 are left
   out.
@@ -28,10 +30,14 @@ from dataclasses import dataclass
 
 from lobbypay_hw.api import ReadFailure
 from lobbypay_hw.card import BankCard
+from lobbypay_hw.protected import is_protected
 
-# The longest swipe we look at: three full tracks (79 + 40 + 107) plus wrappers and
-# configurable pre/post strings fit well under this; anything longer is a stuck key.
-MAX_SWIPE_BYTES = 512
+# The longest swipe we look at. Three clear tracks (79 + 40 + 107) plus wrappers fit in
+# 512, but an encrypting reader's output (masked tracks, then the hex ciphertext of each
+# track, MagnePrint data, serial and KSN) runs to about 1100 bytes, and must reach
+# protected.is_protected to be refused as such rather than as "too long". Anything longer
+# is a stuck key.
+MAX_SWIPE_BYTES = 2048
 
 _TRACK1_MAX = 79  # ISO/IEC 7813, sentinels included
 _TRACK2_MAX = 40
@@ -301,6 +307,8 @@ def parse_swipe(raw: bytes | bytearray) -> BankCard:
 def _parse(raw: bytes | bytearray) -> BankCard:
     if len(raw) > MAX_SWIPE_BYTES:
         raise SwipeError(ReadFailure.TOO_LONG)
+    if is_protected(raw):
+        raise SwipeError(ReadFailure.ENCRYPTED_READER)
     s1, s2, truncated = _spans(raw)
     t1: _T1State = _parse_t1(raw, *s1) if s1 else _Kind.ABSENT
     t2: _T2State = _parse_t2(raw, *s2) if s2 else _Kind.ABSENT
@@ -342,4 +350,5 @@ def _parse(raw: bytes | bytearray) -> BankCard:
         last4=last4,
         exp_year=t2.exp_year,
         exp_month=t2.exp_month,
+        tracks=(1, 2) if isinstance(t1, _T1) else (2,),
     )

@@ -6,12 +6,20 @@
 ``OSError(ENODEV)`` after ``unplug()``, the way python-evdev reports an unplugged device.
 ``FakeOpener`` stands in for ``evdev.InputDevice(path)``: ENOENT while nothing is plugged.
 ``typed(text)`` builds the event sequence a US keyboard-wedge reader sends for ``text``.
+
+Each fake device stands on a real node: ``fake_node(name)`` is a file in this process's
+temporary directory (``/dev/input/by-id/...`` cannot be written), and the device holds an
+``fd`` on it, so the reader's identity check (the node ``reader.path`` names is the one
+it opened) runs against real ``stat``/``fstat`` results. ``leds()`` reports the LEDs lit
+(``LED_CAPSL`` when ``caps_lock=True``), as ``evdev.InputDevice.leds()`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 
 from evdev import InputEvent, ecodes
@@ -90,14 +98,35 @@ def typed(
     return out
 
 
+_NODES = tempfile.mkdtemp(prefix="lobbypay-fake-input-")
+
+
+def fake_node(name: str) -> str:
+    """A real file standing in for ``/dev/input/by-id/<name>`` (created once)."""
+    path = os.path.join(_NODES, name)
+    if not os.path.exists(path):
+        with open(path, "wb"):
+            pass
+    return path
+
+
 class FakeInputDevice:
-    def __init__(self, path: str = "/dev/input/by-id/usb-Fake_MSR-event-kbd") -> None:
-        self.path = path
+    def __init__(self, path: str | None = None, *, node: str | None = None,
+                 caps_lock: bool = False) -> None:
+        """``path``: the node the device is (default: a fake by-id node); ``node``: the
+        node its descriptor is really open on, when a test wants them to differ."""
+        self.path = path or fake_node("usb-Fake_MSR-event-kbd")
+        self._node = node or self.path
+        self.fd = -1
         self.calls: list[str] = []
         self.grabbed = False
-        self.closed = False
+        self.closed = False  # opens the descriptor
         self.grab_error: OSError | None = None
+        self.caps_lock = caps_lock
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def leds(self) -> list[int]:
+        return [ecodes.LED_CAPSL] if self.caps_lock else []
 
     def grab(self) -> None:
         self.calls.append("grab")
@@ -112,6 +141,19 @@ class FakeInputDevice:
         if not self.grabbed:
             raise OSError(errno.EINVAL, "Invalid argument")
         self.grabbed = False
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        """``closed = False`` opens the device again (a test reusing one device)."""
+        if value and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        elif not value and self.fd < 0:
+            self.fd = os.open(self._node, os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:
         self.calls.append("close")

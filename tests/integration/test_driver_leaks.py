@@ -23,13 +23,20 @@ from tests.fakes.pty import EventLog, Replug
 
 CANARY = "4111111111111111"
 GOOD = f"%B{CANARY}^DOE/JOHN^2812101000?;{CANARY}=28121010000?"
+# An encrypting reader's swipe (MagneSafe keyboard emulation, security level 3): neither
+# the masked tracks nor the hex fields may reach a log either.
+MASKED = "411111******1111"
+KSN = "9011880B0BB8E7000007"
+ENCRYPTED = f"%B{MASKED}^DOE/JOHN^2812?;{MASKED}=2812?|0600|{'C1A4D8E6F2B3C5D7' * 4}|{KSN}|"
+SECRETS = (CANARY, MASKED, KSN, "C1A4D8E6F2B3C5D7")
 BAD = [
     f"%B{CANARY}^DOE/JOHN^2812101000?",  # no track 2
     f"%B{CANARY}^DOE/JOHN^2812101000?;{CANARY}=2912101?",  # tracks disagree
     f";{CANARY}=2812101",  # truncated
     f";{CANARY}=28A2101?",  # bad character
     f";{CANARY}1=2812101?",  # Luhn
-    CANARY * 40,  # too long
+    ENCRYPTED,
+    CANARY * 140,  # too long
 ]
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.1}
 
@@ -57,15 +64,18 @@ def no_leak(caplog: pytest.LogCaptureFixture) -> Iterator[Leaks]:
         rendered = record.getMessage() + " " + repr(record.args)
         if record.exc_info and record.exc_info[1] is not None:
             rendered += text_of(record.exc_info[1])
-        assert CANARY not in rendered, f"canary in log record from {record.name}"
+        for secret in SECRETS:
+            assert secret not in rendered, f"card data in log record from {record.name}"
     for text in texts:
-        assert CANARY not in text
+        for secret in SECRETS:
+            assert secret not in text
     assert texts, "nothing was checked"
     if texts.reader_test:
         # the readers really ran and logged (otherwise this file proves nothing)
         messages = [r.getMessage() for r in records]
         assert any("card read" in m for m in messages)
         assert any("swipe rejected" in m for m in messages)
+        assert any("swipe rejected (encrypted_reader)" in m for m in messages)
         assert any("sink raised RuntimeError" in m for m in messages)
 
 
@@ -193,3 +203,31 @@ async def test_sim_reader_paths(no_leak: Leaks, tmp_path: Path) -> None:
         reader.inject(GOOD.encode())
         await log.wait_for(lambda ev: len(ev) >= 1 + 2 + len(BAD))
     assert len(log.of(CardRead)) == 2
+
+
+async def test_hidraw_reader_paths(no_leak: Leaks, tmp_path: Path) -> None:
+    from tests.fakes.hidraw import HidrawNode, magtek_report
+
+    watch_loop(no_leak)
+    node = HidrawNode(tmp_path / "hidraw0")
+    log = EventLog()
+    reader = READERS["hidraw"](path=str(node.path), **FAST)
+    t1, t2 = GOOD.encode().split(b"?", 1)
+    reports = [magtek_report(t1 + b"?", t2)]
+    reports += [magtek_report(bad.encode()[:110]) for bad in BAD[:-1]]
+    reports += [magtek_report(t1 + b"?", t2, status=(0, 1, 0)), magtek_report(t1 + b"?", t2)[:90]]
+    try:
+        async with running(reader, recording_sink(log, no_leak)):
+            await log.wait_for(lambda ev: ReaderStatus(True) in ev)
+            for n, report in enumerate(reports, start=1):
+                node.send(report)
+                await log.wait_for(lambda ev, n=n: len(ev) >= 1 + n)
+            node.unplug()
+            await log.wait_for(lambda ev: len(log.of(ReaderStatus)) >= 2)
+            node.plug()
+            await log.wait_for(lambda ev: len(log.of(ReaderStatus)) >= 3)
+            node.send(reports[0])
+            await log.wait_for(lambda ev: len(log.of(CardRead)) >= 2)
+    finally:
+        node.close()
+    assert len(log.of(ReadFailed)) == len(reports) - 1

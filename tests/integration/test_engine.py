@@ -874,3 +874,26 @@ async def test_real_driver_card_goes_through_and_is_wiped(rig: Rig) -> None:
     assert card.wiped  # trackdata() now raises; the POST saw the exact swiped text
     assert len(rig.athena.posts) == 1
     assert rig.events("j-1")[-1]["card"] == {"brand": "visa", "last4": "1111"}
+
+
+async def test_encrypting_reader_keeps_pending_and_says_what_to_fix(rig: Rig, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    await rig.engine.charge_start(start_cmd())
+    rig.engine.on_reader_event(api.ReadFailed(api.ReadFailure.ENCRYPTED_READER))
+    assert rig.engine.screen == ("Can't read card", "See desk $65.00")
+    st = rig.engine.state()
+    assert st["job_state"] == "pending" and rig.states("j-1") == ["pending"]
+    assert st["reader"]["last_error"] == "encrypted_reader"
+    assert rig.athena.posts == []
+    assert "clear-text" in caplog.text and "non-encrypting reader" in caplog.text
+    # the error stays until a clear swipe (or a reconnect) shows the set-up is right
+    rig.engine.on_reader_event(api.ReadFailed(api.ReadFailure.BAD_CHECK_DIGIT))
+    assert rig.engine.state()["reader"]["last_error"] == "encrypted_reader"
+    await swipe(rig)
+    assert "last_error" not in rig.engine.state()["reader"]
+    await until(lambda: rig.engine.active_job is None)
+    assert rig.states("j-1")[-1] == "succeeded"
+    rig.engine.on_reader_event(api.ReadFailed(api.ReadFailure.ENCRYPTED_READER))
+    assert rig.engine.state()["reader"]["last_error"] == "encrypted_reader"  # also when idle
+    rig.engine.on_reader_event(api.ReaderStatus(connected=True))
+    assert "last_error" not in rig.engine.state()["reader"]

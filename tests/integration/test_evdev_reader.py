@@ -15,11 +15,11 @@ from lobbypay_hw import READERS
 from lobbypay_hw.api import CardRead, ReaderStatus, ReadFailed, ReadFailure
 from lobbypay_hw.reader_evdev import EvdevReader
 
-from tests.fakes.evdev import Clock, FakeInputDevice, FakeOpener, key, tap, typed
+from tests.fakes.evdev import Clock, FakeInputDevice, FakeOpener, fake_node, key, tap, typed
 from tests.fakes.pty import EventLog
 
 SWIPE = "%B4111111111111111^DOE/JOHN^2812101000?;4111111111111111=28121010000?"
-PATH = "/dev/input/by-id/usb-Fake_MSR-event-kbd"
+PATH = fake_node("usb-Fake_MSR-event-kbd")
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.1}
 
 
@@ -100,7 +100,7 @@ async def test_autorepeat_and_shift_in_a_live_stream() -> None:
 async def test_a_second_keyboard_does_not_mix_in() -> None:
     """The reader reads ONE device: keys on another device object never reach it."""
     dev = FakeInputDevice(PATH)
-    other = FakeInputDevice("/dev/input/by-id/usb-Office_Keyboard-event-kbd")
+    other = FakeInputDevice(fake_node("usb-Office_Keyboard-event-kbd"))
     log = EventLog()
     reader = EvdevReader(PATH, opener=FakeOpener(dev), **FAST)
     reader_events = typed(SWIPE, Clock(1000.0))
@@ -222,3 +222,37 @@ async def test_uinput_device_removed_is_reported() -> None:
 def test_tap_helper_is_press_then_release() -> None:
     events = [e for e in tap(Clock(), ecodes.KEY_A) if e.type == ecodes.EV_KEY]
     assert [e.value for e in events] == [1, 0]
+
+
+async def test_not_grabbed_unless_the_path_names_the_opened_device(tmp_path) -> None:
+    # After a replug, reader.path (a symlink) still named the old eventN, which now is
+    # the front desk's keyboard: the opened device is not the node the path names.
+    reader_node = fake_node("usb-Fake_MSR-event-kbd")
+    keyboard_node = fake_node("usb-Office_Keyboard-event-kbd")
+    link = tmp_path / "lobbypay-reader"
+    link.symlink_to(reader_node)
+    keyboard = FakeInputDevice(str(link), node=keyboard_node)
+    opener = FakeOpener(keyboard)
+    log = EventLog()
+    reader = EvdevReader(str(link), opener=opener, **FAST)
+    async with running(reader, log):
+        await log.wait_for(lambda ev: statuses(log) == [False])
+        await asyncio.sleep(0.1)
+        assert "grab" not in keyboard.calls and not keyboard.grabbed
+        assert log.of(ReaderStatus)[0].detail.startswith("estale: reader.path now names")  # type: ignore[attr-defined]
+        opener.plug(FakeInputDevice(str(link), node=reader_node))  # udev caught up
+        await log.wait_for(lambda ev: statuses(log) == [False, True])
+        assert opener.device is not None and opener.device.grabbed
+    assert statuses(log) == [False, True]
+
+
+async def test_caps_lock_lit_on_the_device() -> None:
+    # The reader sees the caps lock LED lit and sends capitals without shift.
+    dev = FakeInputDevice(PATH, caps_lock=True)
+    log = EventLog()
+    reader = EvdevReader(PATH, opener=FakeOpener(dev), **FAST)
+    async with running(reader, log):
+        await log.wait_for(lambda ev: ReaderStatus(True) in ev)
+        dev.feed(typed(SWIPE.replace("B", "b").replace("DOE/JOHN", "doe/john")))
+        await log.wait_for(lambda ev: len(log.of(CardRead)) == 1)
+    assert cards(log) == [SWIPE]

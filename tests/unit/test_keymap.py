@@ -156,3 +156,26 @@ def test_reset_forgets_partial_frame_and_modifiers() -> None:
     d.reset()
     assert not d.pending
     assert run(d, typed("5", c)) == [bytearray(b"5")]
+
+
+def test_autorepeat_neither_duplicates_nor_loses_overlapping_keys() -> None:
+    # a reader that presses the next key before releasing the last, with the kernel's
+    # autorepeat firing on the held key and on a held shift
+    c = Clock()
+    events = key(c, ecodes.KEY_4, 1) + key(c, ecodes.KEY_4, 2) + key(c, ecodes.KEY_1, 1)
+    events += key(c, ecodes.KEY_4, 0) + key(c, ecodes.KEY_1, 2) + key(c, ecodes.KEY_1, 0)
+    events += key(c, ecodes.KEY_LEFTSHIFT, 1) + key(c, ecodes.KEY_LEFTSHIFT, 2)
+    events += tap(c, ecodes.KEY_B) + key(c, ecodes.KEY_LEFTSHIFT, 2) + tap(c, ecodes.KEY_6)
+    events += key(c, ecodes.KEY_LEFTSHIFT, 0) + tap(c, ecodes.KEY_KPENTER)
+    assert run(KeyDecoder(), events) == [bytearray(b"41B^")]
+
+
+def test_caps_lock_led_sets_the_state() -> None:
+    c = Clock()
+    d = KeyDecoder()
+    d.set_caps_lock(True)  # the reader found the LED lit and types capitals unshifted
+    events = tap(c, ecodes.KEY_B) + [InputEvent(1, 0, ecodes.EV_LED, ecodes.LED_CAPSL, 0)]
+    events += tap(c, ecodes.KEY_B) + [InputEvent(1, 0, ecodes.EV_LED, ecodes.LED_CAPSL, 1)]
+    events += tap(c, ecodes.KEY_B) + tap(c, ecodes.KEY_ENTER)
+    assert run(d, events) == [bytearray(b"BbB")]
+    assert keymap.EV_LED == ecodes.EV_LED and keymap.LED_CAPSL == ecodes.LED_CAPSL

@@ -9,7 +9,7 @@ from lobbypay.core.screen import Screen, ScreenKind, brand_label, render
 from lobbypay_hw.api import ScreenView
 
 PENDING_KINDS = [ScreenKind.PENDING, ScreenKind.SWIPE_AGAIN, ScreenKind.NOT_A_BANK_CARD,
-                 ScreenKind.CARD_EXPIRED]
+                 ScreenKind.CARD_EXPIRED, ScreenKind.CANNOT_READ_HERE]
 
 
 def sample(kind: ScreenKind, total: int = 6500) -> Screen:
@@ -116,3 +116,12 @@ def test_pending_without_total_is_refused() -> None:
 def test_too_small_display_refused() -> None:
     with pytest.raises(ValueError):
         render(Screen(ScreenKind.IDLE), 8, 1)
+
+
+def test_cannot_read_here_sends_to_the_front_desk() -> None:
+    assert render(sample(ScreenKind.CANNOT_READ_HERE), 16, 2) == ("Can't read card",
+                                                                   "See desk $65.00")
+    assert render(sample(ScreenKind.CANNOT_READ_HERE), 20, 2)[0] == "Can't read card here"
+    assert render(sample(ScreenKind.CANNOT_READ_HERE), 40, 2)[1] == "See front desk $65.00"
+    assert render(sample(ScreenKind.CANNOT_READ_HERE), 20, 4) == (
+        "Total due", "$65.00", "Card can't be read", "See front desk")

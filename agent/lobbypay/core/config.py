@@ -21,7 +21,7 @@ from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
 
 TERMINAL_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 ID_RE = re.compile(r"\A[0-9A-Za-z._-]{1,32}\Z")
-READER_DRIVERS = ("serial", "evdev", "sim")
+READER_DRIVERS = ("serial", "evdev", "hidraw", "sim")
 DISPLAY_DRIVERS = ("serlcd", "matrixorbital", "console", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -271,7 +271,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     # the sim reader, which only takes swipes from `lobbypay swipe`. `doctor` flags it.
     rdriver = r.choice("driver", "serial" if "reader" in data else "sim", READER_DRIVERS)
     rpath = r.text("path")
-    if rdriver in ("serial", "evdev") and not rpath:
+    if rdriver in ("serial", "evdev", "hidraw") and not rpath:
         raise ConfigError("reader.path", f"is required for the {rdriver} reader")
     reader = ReaderConfig(
         driver=rdriver, path=rpath, baudrate=r.integer("baudrate", 9600, 300, 921600),

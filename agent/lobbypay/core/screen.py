@@ -37,6 +37,7 @@ class ScreenKind(StrEnum):
     CANCELED = "canceled"
     EXPIRED = "expired"
     UNKNOWN = "unknown"  # outcome being reconciled
+    CANNOT_READ_HERE = "cannot_read_here"  # encrypting/masking reader: see the front desk
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class Screen:
 
 _NEEDS_TOTAL = frozenset({
     ScreenKind.PENDING, ScreenKind.SWIPE_AGAIN, ScreenKind.NOT_A_BANK_CARD,
-    ScreenKind.CARD_EXPIRED,
+    ScreenKind.CARD_EXPIRED, ScreenKind.CANNOT_READ_HERE,
 })
 
 _BRANDS = {
@@ -149,6 +150,12 @@ def _texts(s: Screen, cols: int) -> tuple[tuple[str, str], tuple[str, ...]]:
             return ("Time is up", "See front desk"), ()
         case ScreenKind.UNKNOWN:
             return ("Please wait", "See front desk"), ()
+        case ScreenKind.CANNOT_READ_HERE:
+            assert t is not None
+            a = format_cents(t)
+            return (_first_fit(cols, "Can't read card here", "Can't read card"),
+                    _first_fit(cols, f"See front desk ${a}", f"See desk ${a}", f"Desk ${a}",
+                               f"${a}")), ()
     raise ValueError(f"unknown screen kind {k!r}")  # pragma: no cover
 
 
@@ -180,4 +187,8 @@ def _tall(s: Screen, cols: int) -> list[str] | None:
             return ["Card declined", card, "Please see", "the front desk"]
         case ScreenKind.UNKNOWN:
             return ["Please wait", "Checking payment", "Please see", "the front desk"]
+        case ScreenKind.CANNOT_READ_HERE:
+            assert t is not None
+            return ["Total due", f"${format_cents(t)}",
+                    _first_fit(cols, "Card can't be read", "Can't read card"), "See front desk"]
     return None
