@@ -619,7 +619,39 @@ def job_summary(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cmd_jobs_unsettled(args: argparse.Namespace) -> int:
+    """``jobs --unsettled``: jobs in ``submitting``/``unknown``; exit 1 when there is one.
+
+    The Debian package's prerm gates removal on it. With ``--state-dir`` the config is
+    not read (a broken config must not block removing the package).
+    """
+    from lobbypay.shell.journal import Journal, JournalError
+
+    state_dir = args.state_dir or _load(_config_path(args), read_secrets=False).terminal.state_dir
+    try:
+        journal = Journal.open_read_only(state_dir)
+    except FileNotFoundError:
+        events: list[dict[str, Any]] = []
+    except JournalError as exc:
+        return fail(f"{exc} (run as root or the lobbypay user)", EXIT_FAIL)
+    else:
+        try:
+            events = journal.unsettled()
+        finally:
+            journal.close()
+    jobs = [job_summary(e) for e in events]
+    if args.json:
+        print_json({"state_dir": state_dir, "unsettled": jobs})
+    elif not jobs:
+        print(f"no job in submitting or unknown in {state_dir}")
+    for j in [] if args.json else jobs:
+        print(f"{j['job_id']}: {j['state']} since {j['at']} (total {j['total']})")
+    return EXIT_FAIL if jobs else EXIT_OK
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
+    if args.unsettled:
+        return cmd_jobs_unsettled(args)
     cfg = _load(_config_path(args), read_secrets=False)
     state_dir = args.state_dir or cfg.terminal.state_dir
     try:
@@ -1012,6 +1044,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["jobs"].add_argument("--limit", type=_positive_int, default=20,
                                  help="how many jobs, newest first (default 20)")
     parsers["jobs"].add_argument("--state-dir", help="read this state_dir instead")
+    parsers["jobs"].add_argument("--unsettled", action="store_true",
+                                 help="only jobs in submitting or unknown; exit 1 if any")
     _connection_options(parsers["status"])
     _connection_options(parsers["fleet"], terminal=False)
     parsers["fleet"].add_argument("--wait", type=float, default=2.0,
