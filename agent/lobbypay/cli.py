@@ -325,6 +325,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
         for w in warnings:
             print(f"warning: {w}")
+    if args.strict and warnings:
+        return EXIT_FAIL  # the Debian unit's ExecCondition: not filled in, not started
     return EXIT_OK
 
 
@@ -750,8 +752,10 @@ def fleet_rows(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         state = found[tid].get("state") or {}
         reader = state.get("reader") or {}
         athena = state.get("athena") or {}
+        site, _, bare = tid.rpartition("/")  # "<site>/<id>" behind a prefixed bridge
         rows.append({
-            "terminal": tid,
+            "terminal": bare,
+            "site": site or None,
             "online": bool(status.get("online")),
             "session": status.get("session"),
             "since": status.get("since"),
@@ -772,7 +776,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(fleet(conn.host, conn.port, username=conn.username,
                                   password=conn.password, tls=conn.tls,
-                                  protocol=conn.protocol, timeout=args.wait))
+                                  protocol=conn.protocol, timeout=args.wait,
+                                  settle=args.settle, site=args.site or "+"))
     except (ClientError, OSError) as exc:
         return _unreachable(conn, exc)
     rows = fleet_rows(found)
@@ -786,7 +791,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     cells: list[list[Cell]] = []
     for r in rows:
         word = "online" if r["online"] else "offline"
-        cells.append([r["terminal"], (word, RESULT_STYLE[word]), str(r["session"] or "-"),
+        name = f"{r['site']}/{r['terminal']}" if r["site"] else r["terminal"]
+        cells.append([name, (word, RESULT_STYLE[word]), str(r["session"] or "-"),
                       f"{r['job_id'] or '-'} {r['job_state'] or ''}".strip(),
                       r["reader"] or "-", str(r["outbox"] if r["outbox"] is not None else "-"),
                       r["last_error"] or "-"])
@@ -1040,6 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--no-color", action="store_true", help="no colours")
         parsers[name] = sp
 
+    parsers["check-config"].add_argument(
+        "--strict", action="store_true",
+        help="exit 1 while a REPLACE-WITH-... placeholder is still there")
     _connection_options(parsers["doctor"])
     parsers["jobs"].add_argument("--limit", type=_positive_int, default=20,
                                  help="how many jobs, newest first (default 20)")
@@ -1049,7 +1058,13 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(parsers["status"])
     _connection_options(parsers["fleet"], terminal=False)
     parsers["fleet"].add_argument("--wait", type=float, default=2.0,
-                                  help="seconds to collect retained messages (default 2)")
+                                  help="seconds to collect retained messages, at most "
+                                       "(default 2)")
+    parsers["fleet"].add_argument("--settle", type=float, default=0.3,
+                                  help="done when nothing more came for this long "
+                                       "(default 0.3 s)")
+    parsers["fleet"].add_argument("--site", help="only this site's terminals, on a central "
+                                                 "broker whose bridges add a site prefix")
 
     b = parsers["balance"]
     b.add_argument("patient", help="athena patient id")
