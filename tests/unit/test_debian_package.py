@@ -5,10 +5,15 @@ the same lower bound (scripts/test-deb then proves they install and run on trixi
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
 import lobbypay
+import pytest
+
+from tests.unit.test_systemd_unit import parse_unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +74,46 @@ def test_optional_display_extras_are_not_hard_dependencies() -> None:
     deps = depends()
     for pkg in ("python3-luma.oled", "python3-smbus2", "python3-pil", "mosquitto"):
         assert pkg not in deps
+
+
+def debian_unit(tmp_path: Path) -> str:
+    """The package's unit, made by debian/rules's own recipe from systemd/lobbypay.service."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    for rel in ("debian/rules", "systemd/lobbypay.service"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tmp_path / rel)
+    res = subprocess.run([make, "-f", "debian/rules", "execute_before_dh_installsystemd"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return (tmp_path / "debian" / "lobbypay.service").read_text()
+
+
+def test_the_packages_unit_is_the_repositorys_with_usr_bin_and_the_gate(tmp_path: Path) -> None:
+    text = debian_unit(tmp_path)
+    deb = parse_unit(text)
+    src = parse_unit((ROOT / "systemd" / "lobbypay.service").read_text())
+    svc = deb["Service"]
+    assert svc["ExecStart"] == ["/usr/bin/lobbypay run --config /etc/lobbypay/lobbypay.toml"]
+    assert svc["ExecCondition"] == [
+        "/usr/bin/lobbypay check-config --strict --config /etc/lobbypay/lobbypay.toml"]
+    assert "/opt/lobbypay" not in text
+    # everything else is the repository's unit, directive for directive
+    for section, keys in src.items():
+        for key, values in keys.items():
+            if (section, key) in {("Service", "ExecStart"), ("Unit", "Documentation")}:
+                continue
+            assert deb[section][key] == values, (section, key)
+    assert set(deb["Service"]) - set(src["Service"]) == {"ExecCondition"}
+
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze not installed")
+    copy = tmp_path / "lobbypay.service"
+    copy.write_text(text.replace("/usr/bin/lobbypay", shutil.which("true") or "/bin/true"))
+    # --man=no: the man page (Documentation=man:lobbypay(1)) ships in the package only
+    res = subprocess.run([exe, "verify", "--man=no", str(copy)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "lobbypay.service" not in res.stderr, res.stderr
