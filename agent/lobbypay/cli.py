@@ -327,6 +327,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
         for w in warnings:
             print(f"warning: {w}")
+    if args.strict and warnings:
+        return EXIT_FAIL  # the Debian unit's ExecCondition: not filled in, not started
     return EXIT_OK
 
 
@@ -631,7 +633,39 @@ def job_summary(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cmd_jobs_unsettled(args: argparse.Namespace) -> int:
+    """``jobs --unsettled``: jobs in ``submitting``/``unknown``; exit 1 when there is one.
+
+    The Debian package's prerm gates removal on it. With ``--state-dir`` the config is
+    not read (a broken config must not block removing the package).
+    """
+    from lobbypay.shell.journal import Journal, JournalError
+
+    state_dir = args.state_dir or _load(_config_path(args), read_secrets=False).terminal.state_dir
+    try:
+        journal = Journal.open_read_only(state_dir)
+    except FileNotFoundError:
+        events: list[dict[str, Any]] = []
+    except JournalError as exc:
+        return fail(f"{exc} (run as root or the lobbypay user)", EXIT_FAIL)
+    else:
+        try:
+            events = journal.unsettled()
+        finally:
+            journal.close()
+    jobs = [job_summary(e) for e in events]
+    if args.json:
+        print_json({"state_dir": state_dir, "unsettled": jobs})
+    elif not jobs:
+        print(f"no job in submitting or unknown in {state_dir}")
+    for j in [] if args.json else jobs:
+        print(f"{j['job_id']}: {j['state']} since {j['at']} (total {j['total']})")
+    return EXIT_FAIL if jobs else EXIT_OK
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
+    if args.unsettled:
+        return cmd_jobs_unsettled(args)
     cfg = _load(_config_path(args), read_secrets=False)
     state_dir = args.state_dir or cfg.terminal.state_dir
     try:
@@ -730,8 +764,10 @@ def fleet_rows(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         state = found[tid].get("state") or {}
         reader = state.get("reader") or {}
         athena = state.get("athena") or {}
+        site, _, bare = tid.rpartition("/")  # "<site>/<id>" behind a prefixed bridge
         rows.append({
-            "terminal": tid,
+            "terminal": bare,
+            "site": site or None,
             "online": bool(status.get("online")),
             "session": status.get("session"),
             "since": status.get("since"),
@@ -752,7 +788,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(fleet(conn.host, conn.port, username=conn.username,
                                   password=conn.password, tls=conn.tls,
-                                  protocol=conn.protocol, timeout=args.wait))
+                                  protocol=conn.protocol, timeout=args.wait,
+                                  settle=args.settle, site=args.site or "+"))
     except (ClientError, OSError) as exc:
         return _unreachable(conn, exc)
     rows = fleet_rows(found)
@@ -766,7 +803,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     cells: list[list[Cell]] = []
     for r in rows:
         word = "online" if r["online"] else "offline"
-        cells.append([r["terminal"], (word, RESULT_STYLE[word]), str(r["session"] or "-"),
+        name = f"{r['site']}/{r['terminal']}" if r["site"] else r["terminal"]
+        cells.append([name, (word, RESULT_STYLE[word]), str(r["session"] or "-"),
                       f"{r['job_id'] or '-'} {r['job_state'] or ''}".strip(),
                       r["reader"] or "-", str(r["outbox"] if r["outbox"] is not None else "-"),
                       r["last_error"] or "-"])
@@ -1028,6 +1066,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--no-color", action="store_true", help="no colours")
         parsers[name] = sp
 
+    parsers["check-config"].add_argument(
+        "--strict", action="store_true",
+        help="exit 1 while a REPLACE-WITH-... placeholder is still there")
     _connection_options(parsers["doctor"])
     parsers["doctor"].add_argument("--swipe", action="store_true",
                                    help="also wait for one swipe on the configured reader "
@@ -1040,10 +1081,18 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["jobs"].add_argument("--limit", type=_positive_int, default=20,
                                  help="how many jobs, newest first (default 20)")
     parsers["jobs"].add_argument("--state-dir", help="read this state_dir instead")
+    parsers["jobs"].add_argument("--unsettled", action="store_true",
+                                 help="only jobs in submitting or unknown; exit 1 if any")
     _connection_options(parsers["status"])
     _connection_options(parsers["fleet"], terminal=False)
     parsers["fleet"].add_argument("--wait", type=float, default=2.0,
-                                  help="seconds to collect retained messages (default 2)")
+                                  help="seconds to collect retained messages, at most "
+                                       "(default 2)")
+    parsers["fleet"].add_argument("--settle", type=float, default=0.3,
+                                  help="done when nothing more came for this long "
+                                       "(default 0.3 s)")
+    parsers["fleet"].add_argument("--site", help="only this site's terminals, on a central "
+                                                 "broker whose bridges add a site prefix")
 
     b = parsers["balance"]
     b.add_argument("patient", help="athena patient id")

@@ -297,8 +297,12 @@ class TerminalClient:
         protocol: int | str = 5,
         keepalive: int = 30,
         reconnect_max_s: float = 5.0,
+        site: str | None = None,
     ) -> None:
         self.terminal_id = _check_id(terminal_id, "terminal_id", _TERMINAL_ID_RE)
+        #: the site prefix on a central broker bridged with one (``<site>/lobbypay/v1/...``;
+        #: docs/OPERATIONS.md, "A fleet over bridged brokers"); None: no prefix
+        self.site = None if site is None else _check_id(site, "site", _TERMINAL_ID_RE)
         self.host = host
         self.port = port
         self._username = username
@@ -309,6 +313,8 @@ class TerminalClient:
         self._keepalive = keepalive
         self._reconnect_max_s = reconnect_max_s
         base = f"{TOPIC_PREFIX}/{self.terminal_id}"
+        if self.site is not None:
+            base = f"{self.site}/{base}"
         self.topics = {k: f"{base}/{k}" for k in ("cmd", "reply", "events", "status", "state")}
 
         self._mqtt: aiomqtt.Client | None = None
@@ -686,13 +692,27 @@ class TerminalClient:
 async def fleet(
     host: str = "127.0.0.1", port: int = 1883, *, username: str | None = None,
     password: str | None = None, tls: ssl.SSLContext | bool | None = None,
-    protocol: int | str = 5, timeout: float = 2.0,
+    protocol: int | str = 5, timeout: float = 2.0, settle: float | None = None,
+    site: str | None = None,
 ) -> dict[str, dict[str, dict[str, Any] | None]]:
     """Every terminal on the broker: ``{terminal_id: {"status": ..., "state": ...}}``.
 
     Subscribes to ``lobbypay/v1/+/status`` and ``+/state`` and collects what arrives
-    (the retained messages, plus any live update) for ``timeout`` seconds.
+    (the retained messages, plus any live update) for ``timeout`` seconds, or, with
+    ``settle``, until no message has come for ``settle`` seconds (the broker sends the
+    retained ones in one burst), ``timeout`` at most.
+
+    ``site`` reads a central broker whose site bridges add a prefix
+    (``<site>/lobbypay/v1/...``): ``"+"`` every site's terminals as well as unprefixed
+    ones, a name only that site's. Prefixed terminals are keyed ``"<site>/<terminal_id>"``.
     """
+    if site not in (None, "+"):
+        site = _check_id(site, "site", _TERMINAL_ID_RE)
+    patterns = []
+    if site in (None, "+"):
+        patterns.append(TOPIC_PREFIX)
+    if site is not None:
+        patterns.append(f"{site}/{TOPIC_PREFIX}")
     found: dict[str, dict[str, dict[str, Any] | None]] = {}
     mqtt = aiomqtt.Client(
         host, port, username=username, password=password, protocol=_protocol(protocol),
@@ -701,16 +721,26 @@ async def fleet(
     )
     try:
         async with mqtt:
-            for name in ("status", "state"):
-                await mqtt.subscribe(f"{TOPIC_PREFIX}/+/{name}", qos=1)
+            for prefix in patterns:
+                for name in ("status", "state"):
+                    await mqtt.subscribe(f"{prefix}/+/{name}", qos=1)
             try:
                 async with asyncio.timeout(timeout):
-                    async for message in mqtt.messages:
+                    messages = aiter(mqtt.messages)
+                    while True:
+                        try:
+                            message = await asyncio.wait_for(anext(messages), settle)
+                        except (TimeoutError, StopAsyncIteration):
+                            break  # settled: nothing more came for `settle` seconds
                         parts = str(message.topic).split("/")
-                        if len(parts) != 4:
+                        if len(parts) == 4:
+                            key = parts[2]
+                        elif len(parts) == 5 and site is not None:
+                            key = f"{parts[0]}/{parts[3]}"
+                        else:
                             continue
-                        entry = found.setdefault(parts[2], {"status": None, "state": None})
-                        entry[parts[3]] = _decode(message.payload)
+                        entry = found.setdefault(key, {"status": None, "state": None})
+                        entry[parts[-1]] = _decode(message.payload)
             except TimeoutError:
                 pass
     except aiomqtt.MqttError as exc:

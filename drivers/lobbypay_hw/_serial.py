@@ -1,5 +1,10 @@
-"""A serial port as an asyncio transport (pyserial-asyncio-fast), shared by the serial
-reader and the serial displays.
+"""A serial port as an asyncio transport, shared by the serial reader and the serial
+displays.
+
+The transport comes from pyserial-asyncio-fast (what pip installs) or, where that is
+absent, from pyserial-asyncio (module ``serial_asyncio``; Debian's python3-serial-asyncio,
+which the .deb depends on). Both expose the same ``create_serial_connection`` and a
+transport with ``write``, ``abort`` and ``is_closing``; docs/ARCHITECTURE.md says why.
 
 ``open_port`` returns once the port is open; ``SerialLink.lost`` resolves when the port
 goes away (unplug: the read fails with EIO and pyserial raises ``SerialException``).
@@ -12,11 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 # How long close() waits for the transport to finish tearing down (it closes the fd in
 # an executor thread).
 CLOSE_WAIT_S = 2.0
+
+
+def transport_module() -> ModuleType:
+    """The asyncio serial module in use: ``serial_asyncio_fast``, else ``serial_asyncio``."""
+    try:
+        import serial_asyncio_fast
+    except ImportError:
+        import serial_asyncio  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+        module: ModuleType = serial_asyncio
+        return module
+    return serial_asyncio_fast
 
 
 class _LinkProtocol(asyncio.Protocol):
@@ -59,10 +77,8 @@ async def open_port(
 ) -> SerialLink:
     """Open ``path`` at ``baudrate`` (8N1, no flow control). Raises OSError-like errors
     (``serial.SerialException`` is an ``OSError`` subclass in pyserial 3.5 on POSIX)."""
-    import serial_asyncio_fast
-
     loop = asyncio.get_running_loop()
-    transport, protocol = await serial_asyncio_fast.create_serial_connection(
+    transport, protocol = await transport_module().create_serial_connection(
         loop, lambda: _LinkProtocol(on_data), path, baudrate=baudrate, exclusive=True
     )
     assert isinstance(protocol, _LinkProtocol)

@@ -10,6 +10,7 @@ nothing: PUBACKs stop).
 Options: ``users={"name": "password"}`` turns anonymous access off and writes a password
 file with ``mosquitto_passwd``; ``tls=TlsFiles(...)`` makes the listener TLS-only;
 ``require_certificate=True`` demands a client certificate signed by the same CA.
+``extra_lines=(...)`` appends config lines (a bridge ``connection`` section).
 
 ``make_tls_files(dir)`` writes a trustme CA, a server certificate for 127.0.0.1/localhost
 and a client certificate.
@@ -93,6 +94,7 @@ class Mosquitto:
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         persistence: bool = True,
+        extra_lines: tuple[str, ...] = (),
     ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -136,6 +138,8 @@ class Mosquitto:
                 f"keyfile {tls.server_key}",
                 f"require_certificate {'true' if require_certificate else 'false'}",
             ]
+        # e.g. a bridge section (tests/e2e/test_bridge_fleet.py); last, as mosquitto wants
+        lines += list(extra_lines)
         self.conf.write_text("\n".join(lines) + "\n")
 
     # -- lifecycle

@@ -231,6 +231,9 @@ def test_check_config_and_doctor_flag_template_placeholders(
     assert "warning: athena.client_secret_file: the secret is still" in out
     rc, data = run_json(capsys, "check-config", "--config", str(cfg))
     assert rc == EXIT_OK and len(data["warnings"]) == 2
+    # --strict (the Debian unit's ExecCondition) refuses a config still holding placeholders
+    rc, out, _ = run(capsys, "check-config", "--strict", "--config", str(cfg))
+    assert rc == EXIT_FAIL and "warning: athena.client_id" in out
     rc, data = run_json(capsys, "doctor", "--config", str(cfg))
     config = data["checks"][0]
     assert config["name"] == "config" and config["result"] == "WARN", config
@@ -239,6 +242,8 @@ def test_check_config_and_doctor_flag_template_placeholders(
     (tmp_path / "good").mkdir()
     good = write_config(tmp_path / "good", broker_port=1883, sim=sim, tid="lobby-q")
     rc, data = run_json(capsys, "check-config", "--config", str(good))
+    assert rc == EXIT_OK and data["warnings"] == []
+    rc, data = run_json(capsys, "check-config", "--strict", "--config", str(good))
     assert rc == EXIT_OK and data["warnings"] == []
 
 

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from lobbypay.core.job import (
     Job,
+    JobState,
     Step,
     check_event,
     job_from_record,
@@ -39,6 +41,10 @@ from lobbypay.core.job import (
 )
 
 DB_NAME = "journal.sqlite3"
+#: Jobs in these states may have money at athena that no final event reports yet: a POST
+#: may be in flight (``submitting``) or its outcome is being reconciled (``unknown``).
+#: Removing the agent or its journal then would lose the only record of it.
+UNSETTLED_STATES: frozenset[JobState] = frozenset({JobState.SUBMITTING, JobState.UNKNOWN})
 #: 1: the first schema; 2: adds ``quarantine`` (rows that could not be read, kept aside).
 SCHEMA_VERSION = 2
 #: Replies kept for redelivered commands (QoS 1 redelivery comes within seconds; keep
@@ -147,10 +153,37 @@ class Journal:
         self._conn, self.path = self._connect(Path(state_dir))
         #: (job_id, reason) of the rows moved to quarantine since the journal was opened
         self.quarantined: list[tuple[str, str]] = []
+        self._read_only = False
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str]) -> Journal:
         return cls(state_dir)
+
+    @classmethod
+    def open_read_only(cls, state_dir: str | os.PathLike[str]) -> Journal:
+        """The journal for reading only (``lobbypay jobs``, the Debian package's prerm).
+
+        Creates and changes nothing: ``mode=ro`` while the agent runs (its -wal/-shm files
+        exist), ``immutable=1`` when it does not, so a root shell never leaves root-owned
+        -wal/-shm files the agent could not open. Raises FileNotFoundError when there is no
+        journal, ``JournalError`` when it cannot be read.
+        """
+        path = Path(state_dir) / DB_NAME
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        mode = "mode=ro" if path.with_name(DB_NAME + "-wal").exists() else "immutable=1"
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {path}: {exc}") from None
+        self = cls.__new__(cls)
+        self._conn, self.path = conn, path
+        self.quarantined = []
+        self._read_only = True
+        return self
 
     # ------------------------------------------------------------ lifecycle
 
@@ -324,7 +357,10 @@ class Journal:
             except Exception as exc:  # noqa: BLE001 - any unreadable row is quarantined
                 bad.append((str(job_id), str(record), event, type(exc).__name__))
         for job_id, record, event, reason in bad:
-            self._quarantine(job_id, record, event, reason)
+            if self._read_only:  # only the agent's own journal moves rows
+                self.quarantined.append((job_id, reason))
+            else:
+                self._quarantine(job_id, record, event, reason)
         return jobs
 
     def _quarantine(self, job_id: str, record: str, event: str | None, reason: str) -> None:
@@ -339,8 +375,22 @@ class Journal:
         self.quarantined.append((job_id, reason))
 
     def is_quarantined(self, job_id: str) -> bool:
-        return self._conn.execute(
-            "SELECT 1 FROM quarantine WHERE job_id = ?", (job_id,)).fetchone() is not None
+        try:
+            row = self._conn.execute(
+                "SELECT 1 FROM quarantine WHERE job_id = ?", (job_id,)).fetchone()
+        except sqlite3.OperationalError:  # a version 1 journal opened read-only
+            return False
+        return row is not None
+
+    def unsettled(self) -> list[dict[str, Any]]:
+        """Latest event of every job in ``UNSETTLED_STATES``, oldest first."""
+        marks = ", ".join("?" * len(UNSETTLED_STATES))
+        rows = self._conn.execute(
+            f"SELECT event FROM jobs WHERE final = 0 AND state IN ({marks})"  # noqa: S608
+            " ORDER BY created_order",
+            sorted(str(x) for x in UNSETTLED_STATES),
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(
