@@ -357,3 +357,18 @@ def test_encode_json_is_compact_utf8_and_refuses_nan() -> None:
 def test_format_time_requires_aware() -> None:
     with pytest.raises(ValueError):
         format_time(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+def test_a_lone_surrogate_gets_bad_request() -> None:
+    from lobbypay.core import protocol
+
+    payload = b'{"v":1,"type":"ping","request_id":"\\ud800"}'
+    with pytest.raises(protocol.ProtocolError) as ei:
+        protocol.decode_command(payload)
+    assert ei.value.code == "bad_request" and ei.value.request_id is None
+    encoded = protocol.error_reply(ei.value.request_id, ei.value.command, ei.value.code,
+                                   ei.value.message)
+    assert json.loads(encoded)["error"]["code"] == "bad_request"
+    # a surrogate pair (an emoji) is ordinary text
+    ok = protocol.decode_command(b'{"v":1,"type":"ping","request_id":"\\ud83d\\ude00"}')
+    assert ok.request_id == "\U0001f600"

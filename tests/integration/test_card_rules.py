@@ -1,0 +1,45 @@
+"""Money rules the engine applies at the card: expiry is judged on the card's month in US
+time (a card is good through the last day of its month; the terminal's UTC date would
+refuse it hours early every month's end)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from lobbypay.core.job import JobState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_engine as te  # noqa: E402  (the engine test fakes: clock, athena, card)
+
+
+class NovemberCard(te.FakeCard):
+    """A card good through November 2026 (BankCard's rule on the date it is given)."""
+
+    def is_expired(self, today: te.date) -> bool:
+        return (today.year, today.month) > (2026, 11)
+
+
+@pytest.mark.parametrize(("utc", "expired"), [
+    ("2026-12-01T03:00:00+00:00", False),  # still Nov 30 in the US (Hawaii: 17:00)
+    ("2026-12-01T09:59:00+00:00", False),  # 23:59 on Nov 30 in Honolulu
+    ("2026-12-01T10:01:00+00:00", True),   # Dec 1 everywhere in the US
+])
+async def test_card_expiry_is_judged_on_the_us_date(tmp_path: Path, utc: str,
+                                                   expired: bool) -> None:
+    from datetime import datetime
+
+    r = te.Rig(tmp_path / "state", clock=te.ManualClock(datetime.fromisoformat(utc)))
+    await r.engine.start()
+    try:
+        r.athena.post_script = [te.HANG]
+        await r.engine.charge_start(te.start_cmd("j-1"))
+        await te.swipe(r, NovemberCard())
+        state = r.engine.active_job.state  # type: ignore[union-attr]
+        assert (state is JobState.PENDING) is expired
+        if expired:
+            assert any("xpired" in line for line in r.engine.screen)
+    finally:
+        r.athena.release.set()
+        await r.close()
