@@ -171,7 +171,7 @@ def main() -> int:
     a = sub.add_parser("all")
     a.add_argument("--nodelay", action="store_true")
     args = p.parse_args()
-    if args.nodelay:
+    if getattr(args, "nodelay", False):
         os.environ["LOBBYPAY_PROOF_NODELAY"] = "1"
     root = Path(tempfile.mkdtemp(prefix="lobbypay-prove-"))
     print(f"work dir {root}", flush=True)
