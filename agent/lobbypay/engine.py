@@ -540,12 +540,16 @@ class Engine:
         self._post_gen += 1
 
     async def _submit(self, job: Job, plan: Any, card: api.Card) -> None:
-        form: dict[str, str] = {}
+        form: dict[str, str | bytearray] = {}
+        track = bytearray()
         posted = False
         inp: jm.Input
         try:
             form = dict(plan.form_fields())
-            form["trackdata"] = card.trackdata()
+            # the track travels as a bytearray the client overwrites after the POST (a
+            # str could not be wiped); the card's own copy is wiped below
+            track = card.track_bytes()
+            form["trackdata"] = track
             posted = True
             async with asyncio.timeout(self._post_bound_s):
                 result = await self._athena.collect_payment(job.patient_id, form)
@@ -578,8 +582,9 @@ class Engine:
                 inp = jm.NotSent(Code.INTERNAL_ERROR, "could not build the payment request")
         finally:
             _wipe(card)
+            track[:] = bytes(len(track))
             form.clear()
-            del card
+            del card, track
         self._feed(job, inp)
 
     def _athena_now(self) -> Span | None:

@@ -43,8 +43,10 @@ class Athena(Protocol):
         """GET /departments (all pages), cached by the client."""
         ...
 
-    async def collect_payment(self, patient_id: str, form: Mapping[str, str]) -> PaymentResult:
-        """POST /patients/{id}/collectpayment, once. ``form`` includes ``trackdata``."""
+    async def collect_payment(self, patient_id: str,
+                              form: Mapping[str, str | bytearray]) -> PaymentResult:
+        """POST /patients/{id}/collectpayment, once. ``form`` includes ``trackdata``, a
+        ``bytearray`` (overwritten by the client once sent) or text."""
         ...
 
     async def list_receipts(self, patient_id: str, department_id: str) -> list[Receipt]:

@@ -34,9 +34,11 @@ from typing import Protocol, runtime_checkable
 class Card(Protocol):
     """A parsed bank card. Only ``brand`` and ``last4`` may leave the card-handling code.
 
-    ``trackdata()`` returns the exact swiped text (sentinels included) for the athena
-    call and nothing else may call it. ``wipe()`` overwrites the raw bytes; after it,
-    ``trackdata()`` raises. ``repr``/``str``/``format`` show only brand and last 4.
+    ``track_bytes()`` returns the exact swiped text (ASCII, sentinels included) in a new
+    ``bytearray`` for the athena call, which overwrites it after the POST; ``trackdata()``
+    is the same as text, for tools. Nothing else may call either. ``wipe()`` overwrites
+    the raw bytes; after it, both raise. ``repr``/``str``/``format`` show only brand and
+    last 4.
     """
 
     @property
@@ -48,6 +50,8 @@ class Card(Protocol):
     def is_expired(self, today: date) -> bool: ...
 
     def trackdata(self) -> str: ...
+
+    def track_bytes(self) -> bytearray: ...
 
     def wipe(self) -> None: ...
 

@@ -74,10 +74,19 @@ class BankCard:
     # ------------------------------------------------------------ the one way out
 
     def trackdata(self) -> str:
-        """The swiped tracks, sentinels included, for the athena ``trackdata`` field."""
+        """The swiped tracks, sentinels included, as text. A ``str`` cannot be wiped:
+        the payment path uses ``track_bytes`` instead; this is for tools and tests."""
         if self._wiped:
             raise CardWipedError("card data already wiped")
         return self._raw.decode("ascii")
+
+    def track_bytes(self) -> bytearray:
+        """The swiped tracks (ASCII, sentinels included) in a new ``bytearray`` that the
+        caller owns and must overwrite when done (the athena client does, right after
+        the POST)."""
+        if self._wiped:
+            raise CardWipedError("card data already wiped")
+        return bytearray(self._raw)
 
     def wipe(self) -> None:
         """Overwrite the track bytes. Safe to call more than once."""

@@ -649,3 +649,44 @@ async def test_token_failure_before_post_means_not_sent(
         await client.collect_payment("60178", claim_form())
     assert type(info.value) is AthenaUnavailable and "not sent" in info.value.message
     assert sim.post_count("60178") == 0
+
+
+# ---------------------------------------------------------------- the track as a buffer
+
+async def test_a_bytearray_track_is_posted_as_the_form_would_be(
+        sim: AthenaSim, make_client: MakeClient) -> None:
+    """The engine hands the track over as a bytearray (it can be overwritten, a str
+    cannot); the client writes the body itself: athena must read the same form."""
+    client = make_client()
+    # a declined card first: athena parsed the track and said no
+    declined: dict[str, str | bytearray] = dict(claim_form(pan="4000000000000002"))
+    declined["trackdata"] = bytearray(str(declined["trackdata"]).encode("ascii"))
+    assert isinstance(await client.collect_payment("60178", declined), Declined)
+    form: dict[str, str | bytearray] = dict(claim_form())
+    form["trackdata"] = bytearray(str(form["trackdata"]).encode("ascii"))
+    got = await client.collect_payment("60178", form)
+    assert isinstance(got, Approved)
+    assert sim.post_count("60178") == 2
+
+
+def test_form_body_is_standard_form_encoding() -> None:
+    from urllib.parse import parse_qsl, urlencode
+
+    from lobbypay.shell.athena import _form_body
+
+    form = {"departmentid": "1", "claimpayment": json.dumps([{"5569": "40.00"}]),
+            "note": "a b&c=d/é~", "trackdata": track(CANARY_PAN)}
+    body = _form_body(form)
+    assert parse_qsl(body.decode("ascii"), strict_parsing=True) == list(form.items())
+    assert bytes(body) == urlencode(form).encode("ascii")
+    as_buffer = _form_body({**form, "trackdata": bytearray(form["trackdata"].encode())})
+    assert as_buffer == body
+
+
+def test_overwrite_bytes_zeroes_the_object_in_place() -> None:
+    from lobbypay.shell.athena import _overwrite_bytes
+
+    data = bytes(f"trackdata={CANARY_PAN}", "ascii") + bytes(range(3))  # a fresh object
+    n = len(data)
+    _overwrite_bytes(data)
+    assert data == bytes(n)

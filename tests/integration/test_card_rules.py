@@ -43,3 +43,18 @@ async def test_card_expiry_is_judged_on_the_us_date(tmp_path: Path, utc: str,
     finally:
         r.athena.release.set()
         await r.close()
+
+
+async def test_the_track_buffer_is_overwritten_after_the_post(tmp_path: Path) -> None:
+    r = te.Rig(tmp_path / "state")
+    await r.engine.start()
+    try:
+        await r.engine.charge_start(te.start_cmd("j-1"))
+        card = await te.swipe(r)
+        await te.until(lambda: r.engine.active_job is None)
+        assert r.states("j-1")[-1] == "succeeded"
+        (sent,) = r.athena.tracks_seen
+        assert len(sent) == len(te.CANARY_TRACKS) and sent == bytearray(len(sent))
+        assert card.wiped
+    finally:
+        await r.close()

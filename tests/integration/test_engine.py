@@ -129,6 +129,9 @@ class FakeCard:
             raise RuntimeError("card wiped")
         return self._tracks
 
+    def track_bytes(self) -> bytearray:
+        return bytearray(self.trackdata().encode("ascii"))
+
     def wipe(self) -> None:
         self._tracks = None
         self.wiped = True
@@ -161,6 +164,7 @@ class FakeAthena:
     clock: ManualClock | None = None
     athena_offset_s: float = 0.0
     server_clock: ServerClock = field(default_factory=ServerClock)
+    tracks_seen: list[bytearray] = field(default_factory=list)
 
     def _dated(self) -> None:
         if self.clock is not None:
@@ -187,9 +191,13 @@ class FakeAthena:
     async def get_departments(self) -> list[dict[str, Any]]:
         return []
 
-    async def collect_payment(self, patient_id: str, form: Mapping[str, str]) -> PaymentResult:
-        # keep what was sent, minus the track (checked here, never stored)
-        assert form["trackdata"] == CANARY_TRACKS
+    async def collect_payment(self, patient_id: str,
+                              form: Mapping[str, str | bytearray]) -> PaymentResult:
+        # keep what was sent, minus the track (checked here, never stored); the engine
+        # hands it over as a bytearray, overwritten once the call returns
+        track = form["trackdata"]
+        assert isinstance(track, bytearray) and track.decode("ascii") == CANARY_TRACKS
+        self.tracks_seen.append(track)  # the same buffer, to see it overwritten later
         self.posts.append({k: v for k, v in form.items() if k != "trackdata"})
         if self.on_post:
             self.on_post()

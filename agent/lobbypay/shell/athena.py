@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
 import email.utils
 import json
 import logging
 import math
 import random
 import re
+import sys
 import time
 import uuid
 from collections import deque
@@ -119,6 +121,8 @@ _ID_RE = re.compile(r"\A[0-9A-Za-z_-]{1,32}\Z")
 #: track 2 ``; PAN =``), so athena's text is masked for them on their own too.
 _TRACK_PAN_RE = re.compile(r"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
 _TRACK_NAME_FIELD_RE = re.compile(r"\^([^^?]{2,26})\^")
+_TRACK_PAN_BRE = re.compile(rb"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
+_TRACK_NAME_FIELD_BRE = re.compile(rb"\^([^^?]{2,26})\^")
 _NOT_JSON: Final = object()
 
 
@@ -389,8 +393,13 @@ class AthenaClient:
 
     # ------------------------------------------------------------ the payment
 
-    async def collect_payment(self, patient_id: str, form: Mapping[str, str]) -> PaymentResult:
-        """POST /patients/{id}/collectpayment exactly once. See docs/athena.md for outcomes."""
+    async def collect_payment(self, patient_id: str,
+                              form: Mapping[str, str | bytearray]) -> PaymentResult:
+        """POST /patients/{id}/collectpayment exactly once. See docs/athena.md for outcomes.
+
+        Card fields may be ``bytearray``s (the engine's ``trackdata``): the body is built
+        in a buffer of its own, and both, with the bytes handed to httpx, are overwritten
+        once the exchange is over."""
         err: AthenaError
         try:
             return await self._collect_payment(patient_id, form)
@@ -402,16 +411,30 @@ class AthenaClient:
             err = OutcomeUnknown(f"POST collectpayment: unexpected {type(exc).__name__}")
         raise err  # outside the except block: nothing (no request, no form) is chained
 
-    async def _collect_payment(self, patient_id: str, form: Mapping[str, str]) -> PaymentResult:
+    async def _collect_payment(
+        self, patient_id: str, form: Mapping[str, str | bytearray]
+    ) -> PaymentResult:
         template = "/patients/{patientid}/collectpayment"
         what = f"POST {template}"
         path = f"/patients/{self._check_id(patient_id, 'patient id')}/collectpayment"
         if not isinstance(form, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in form.items()
+            isinstance(k, str) and isinstance(v, str | bytearray) for k, v in form.items()
         ):
-            raise AthenaRejected(f"{what}: not sent: form must map str to str")
-        data = dict(form)
-        secrets = _card_secrets(data)
+            raise AthenaRejected(f"{what}: not sent: form must map str to str or bytearray")
+        secrets = _card_secrets(form)
+        body = _form_body(form)
+        try:
+            payload = bytes(body)
+        finally:
+            _overwrite(body)
+        try:
+            return await self._post_payment(path, what, template, payload, secrets)
+        finally:
+            _overwrite_bytes(payload)
+
+    async def _post_payment(
+        self, path: str, what: str, template: str, payload: bytes, secrets: tuple[str, ...]
+    ) -> PaymentResult:
         self._check_open()
         deadline = self._clock.monotonic() + self._timeout_s
 
@@ -436,11 +459,10 @@ class AthenaClient:
             template,
             token,
             rid,
-            data=data,
+            content=payload,
             client=self._post_http,
             total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S,
         )
-        del data
         if isinstance(result, _SendFailure):
             if not result.sent:
                 raise AthenaUnavailable(f"{what}: not sent ({result.what})", request_id=rid)
@@ -672,13 +694,17 @@ class AthenaClient:
         *,
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
+        content: bytes | None = None,
         client: httpx.AsyncClient | None = None,
         total_s: float,
     ) -> httpx.Response | _SendFailure:
         """One request. Transport failures come back classified, never raised, so that no
-        httpx exception (which holds the request and its body) is chained onto ours."""
+        httpx exception (which holds the request and its body) is chained onto ours.
+        ``content`` is a form-encoded body built by the caller."""
         http = client or self._http
         headers = {"Authorization": f"Bearer {token}", "X-Request-Id": rid}
+        if content is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         timeout = httpx.Timeout(
             min(self._timeout_s, total_s), connect=min(CONNECT_TIMEOUT_S, total_s)
         )
@@ -688,7 +714,8 @@ class AthenaClient:
         try:
             async with asyncio.timeout(total_s):
                 resp = await http.request(
-                    method, url, params=params, data=data, headers=headers, timeout=timeout
+                    method, url, params=params, data=data, content=content, headers=headers,
+                    timeout=timeout,
                 )
                 await resp.aread()
             self._observe_date(resp, sent)
@@ -882,23 +909,80 @@ class AthenaClient:
         return value
 
 
-def _card_secrets(form: Mapping[str, str]) -> tuple[str, ...]:
-    """What to mask in athena's text for this POST: each card field verbatim, and from
-    ``trackdata`` the PAN and the cardholder name (whole, and each part of 4 or more
-    characters: "SANDBOXTEST/JANE" is also masked as "SANDBOXTEST" and "JANE"). Longest
-    first, so a part never splits a longer secret before it is masked."""
+def _card_secrets(form: Mapping[str, str | bytearray]) -> tuple[str, ...]:
+    """What to mask in athena's text for this POST: each card field verbatim (text
+    fields), and from ``trackdata`` the PAN and the cardholder name (whole, and each part
+    of 4 or more characters: "SANDBOXTEST/JANE" is also masked as "SANDBOXTEST" and
+    "JANE"). Longest first, so a part never splits a longer secret before it is masked.
+    (Track-shaped text as a whole is masked by ``clean_peer_text`` anyway.)"""
     out: set[str] = set()
     for key, value in form.items():
         if key not in CARD_FIELDS or not value:
             continue
-        out.add(value)
-        if key == "trackdata":
-            out.update(m.group(1) for m in _TRACK_PAN_RE.finditer(value))
-            for m in _TRACK_NAME_FIELD_RE.finditer(value):
-                name = m.group(1).strip()
-                out.add(name)
-                out.update(p for p in re.split(r"[/ .,-]+", name) if len(p) >= 4)
+        if isinstance(value, bytearray):  # read in place: no copy of the whole track
+            pans = [m.group(1).decode("ascii") for m in _TRACK_PAN_BRE.finditer(value)]
+            names = [m.group(1).decode("ascii", "replace")
+                     for m in _TRACK_NAME_FIELD_BRE.finditer(value)]
+        else:
+            out.add(value)
+            if key != "trackdata":
+                continue
+            pans = [m.group(1) for m in _TRACK_PAN_RE.finditer(value)]
+            names = [m.group(1) for m in _TRACK_NAME_FIELD_RE.finditer(value)]
+        out.update(pans)
+        for name in (n.strip() for n in names):
+            out.add(name)
+            out.update(p for p in re.split(r"[/ .,-]+", name) if len(p) >= 4)
     return tuple(sorted(out, key=len, reverse=True))
+
+
+#: RFC 3986 unreserved characters: left as they are in a form-encoded value.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = b"0123456789ABCDEF"
+
+
+def _form_body(form: Mapping[str, str | bytearray]) -> bytearray:
+    """``application/x-www-form-urlencoded`` of ``form`` (as httpx would write it), built
+    byte by byte into one buffer so that a ``bytearray`` value is never copied into an
+    immutable object on the way."""
+    out = bytearray()
+    for key, value in form.items():
+        if out:
+            out += b"&"
+        _quote_into(out, key.encode("utf-8"))
+        out += b"="
+        if isinstance(value, bytearray):
+            _quote_into(out, value)
+        else:
+            _quote_into(out, value.encode("utf-8"))
+    return out
+
+
+def _quote_into(out: bytearray, raw: bytes | bytearray) -> None:
+    for b in raw:
+        if b in _UNRESERVED:
+            out.append(b)
+        elif b == 0x20:
+            out.append(0x2B)  # "+"
+        else:
+            out += b"%"
+            out.append(_HEX[b >> 4])
+            out.append(_HEX[b & 15])
+
+
+def _overwrite(buf: bytearray) -> None:
+    buf[:] = bytes(len(buf))
+
+
+def _overwrite_bytes(data: bytes) -> None:
+    """Overwrite an immutable ``bytes`` object that only this module made and holds (the
+    request body handed to httpx, a scratch copy of the track): CPython keeps a bytes
+    object's data inline after its header, so this zeroes it in place. Elsewhere (another
+    interpreter) it does nothing; the copy then lives until its memory is reused."""
+    if sys.implementation.name != "cpython" or len(data) < 2:
+        return
+    offset = sys.getsizeof(b"") - 1  # the header; the data (and its NUL) follow
+    ctypes.memset(id(data) + offset, 0, len(data))
 
 
 def _consume_result(task: asyncio.Task[str]) -> None:
