@@ -251,7 +251,8 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         path=sim_reader_socket(cfg) if r.driver == "sim" else r.path,
         baudrate=r.baudrate, grab=r.grab,
     )
-    display = DISPLAYS[d.driver](path=d.path, baudrate=d.baudrate, rows=d.rows, cols=d.cols)
+    display = DISPLAYS[d.driver](path=d.path, baudrate=d.baudrate, rows=d.rows, cols=d.cols,
+                                 **d.options)
     prefix = f"lobbypay/v1/{t.id}"
 
     link: MqttLink | None = None

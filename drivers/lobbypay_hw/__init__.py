@@ -19,6 +19,10 @@ plain keyword arguments (the ``[reader]`` / ``[display]`` config keys):
     ``"console"`` ``rows``, ``cols``, ``stream`` (text stream, default stdout); ``path`` and
                   ``baudrate`` ignored.
     ``"none"``    ``rows``, ``cols``; ``path`` and ``baudrate`` ignored.
+    ``"hd44780-i2c"`` ``bus`` (1: ``/dev/i2c-1``), ``address`` (0x27; 0x3F common),
+                  ``rows``, ``cols``, ``backlight`` (True), ``wiring`` ("standard" or
+                  "mjkdz"); tuning ``retry_base_s``, ``retry_cap_s``, ``bus_opener``
+                  (tests: bus number -> an ``smbus2.SMBus``-like object).
 
 Unknown keyword arguments raise ``TypeError``; bad values raise ``ValueError`` naming the
 config key. Constructing a driver does no I/O: devices are opened by ``run()``.
@@ -34,6 +38,7 @@ from typing import Any, TextIO
 
 from lobbypay_hw.api import CardReader, Display
 from lobbypay_hw.display_console import ConsoleDisplay, NoneDisplay
+from lobbypay_hw.display_i2c import DEFAULT_ADDRESS, DEFAULT_BUS, Hd44780I2cDisplay
 from lobbypay_hw.display_serial import SerialDisplay
 from lobbypay_hw.reader_evdev import EvdevReader
 from lobbypay_hw.reader_serial import SerialReader
@@ -105,6 +110,24 @@ def make_none(
     return NoneDisplay(rows=rows, cols=cols)
 
 
+def make_hd44780_i2c(
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    bus: int = DEFAULT_BUS,
+    address: int = DEFAULT_ADDRESS,
+    backlight: bool = True,
+    wiring: str = "standard",
+    **tuning: Any,
+) -> Display:
+    return Hd44780I2cDisplay(
+        bus=bus, address=address, rows=rows, cols=cols, backlight=backlight, wiring=wiring,
+        **tuning,
+    )
+
+
 READERS: dict[str, Callable[..., CardReader]] = {
     "serial": make_serial_reader,
     "evdev": make_evdev_reader,
@@ -116,6 +139,7 @@ DISPLAYS: dict[str, Callable[..., Display]] = {
     "matrixorbital": make_matrixorbital,
     "console": make_console,
     "none": make_none,
+    "hd44780-i2c": make_hd44780_i2c,
 }
 
 __all__ = [

@@ -64,6 +64,7 @@ _ERRNO_TEXT = {
     errno.EEXIST: "path exists and is not a socket",
     errno.ECONNREFUSED: "nothing listening",
     errno.ENOTDIR: "no such directory",
+    errno.EREMOTEIO: "no answer at that I2C address (wrong address or wiring)",
 }
 
 

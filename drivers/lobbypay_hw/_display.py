@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 
 from lobbypay_hw.api import ScreenView
-from lobbypay_hw.screen import blank, check_geometry, render
+from lobbypay_hw.screen import SAFE_CHARS, blank, check_geometry, render
 
 
 class FrameSlot:
+    # The characters this display shows as themselves; the rest are folded (screen.py).
+    charset: frozenset[str] = SAFE_CHARS
+
     def __init__(self, rows: int, cols: int) -> None:
         check_geometry(rows, cols)
         self.rows = rows
@@ -27,7 +30,7 @@ class FrameSlot:
         return self._wanted
 
     def show(self, view: ScreenView) -> tuple[str, ...]:
-        lines = render(view, self.rows, self.cols)
+        lines = render(view, self.rows, self.cols, self.charset)
         self._wanted = lines
         self._wake.set()
         return lines
