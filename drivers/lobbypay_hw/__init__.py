@@ -23,6 +23,14 @@ plain keyword arguments (the ``[reader]`` / ``[display]`` config keys):
                   ``rows``, ``cols``, ``backlight`` (True), ``wiring`` ("standard" or
                   "mjkdz"); tuning ``retry_base_s``, ``retry_cap_s``, ``bus_opener``
                   (tests: bus number -> an ``smbus2.SMBus``-like object).
+    ``"ssd1306"``, ``"sh1106"``  128x64 OLEDs through luma.oled: ``interface`` ("i2c" or
+                  "spi"), ``bus`` (I2C bus or SPI port), ``address`` (0x3C), ``spi_device``,
+                  ``gpio_dc``, ``gpio_rst``, ``rotate`` (quarter turns), ``rows`` (4),
+                  ``cols`` (20), ``font`` (a TTF; default DejaVu Sans); tuning
+                  ``device_opener`` (tests: an ``OledPort`` -> a luma device).
+    ``"framebuffer"`` HDMI/DSI screens: ``path`` (/dev/fb0), ``rows`` (4), ``cols`` (20),
+                  ``font``; tuning ``sysfs`` (the /sys/class/graphics directory).
+    The graphic drivers import Pillow (and luma) when built, never before.
 
 Unknown keyword arguments raise ``TypeError``; bad values raise ``ValueError`` naming the
 config key. Constructing a driver does no I/O: devices are opened by ``run()``.
@@ -128,6 +136,36 @@ def make_hd44780_i2c(
     )
 
 
+def _make_oled(driver: str, rows: int, cols: int, **kwargs: Any) -> Display:
+    # lazy: Pillow and luma load only when an OLED is configured
+    from lobbypay_hw.display_graphic import OledDisplay
+
+    return OledDisplay(driver, rows=rows, cols=cols, **kwargs)
+
+
+def make_ssd1306(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    return _make_oled("ssd1306", rows, cols, **kwargs)
+
+
+def make_sh1106(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    return _make_oled("sh1106", rows, cols, **kwargs)
+
+
+def make_framebuffer(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    from lobbypay_hw.display_graphic import FramebufferDisplay  # lazy: Pillow
+
+    return FramebufferDisplay(path=path or "/dev/fb0", rows=rows, cols=cols, **kwargs)
+
+
 READERS: dict[str, Callable[..., CardReader]] = {
     "serial": make_serial_reader,
     "evdev": make_evdev_reader,
@@ -140,6 +178,9 @@ DISPLAYS: dict[str, Callable[..., Display]] = {
     "console": make_console,
     "none": make_none,
     "hd44780-i2c": make_hd44780_i2c,
+    "ssd1306": make_ssd1306,
+    "sh1106": make_sh1106,
+    "framebuffer": make_framebuffer,
 }
 
 __all__ = [

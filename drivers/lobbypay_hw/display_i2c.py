@@ -13,20 +13,16 @@ display disconnected and the writer retries with backoff, starting again with th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, describe
-from lobbypay_hw._display import FrameSlot
+from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S
+from lobbypay_hw._display import DeviceDisplay
 from lobbypay_hw.hd44780 import CHARSET, WIRINGS, Encoder, encode, init_steps
 from lobbypay_hw.screen import DEFAULT_COLS, DEFAULT_ROWS
 
 if TYPE_CHECKING:
     from smbus2 import i2c_msg
-
-log = logging.getLogger("lobbypay_hw")
 
 DEFAULT_BUS = 1  # /dev/i2c-1: the Pi's GPIO header pins 3 (SDA) and 5 (SCL)
 DEFAULT_ADDRESS = 0x27  # PCF8574; 0x3F on the PCF8574A version
@@ -61,7 +57,7 @@ def check_bus(bus: int) -> None:
         raise ValueError("display.bus must be an I2C bus number (0-255)")
 
 
-class Hd44780I2cDisplay(FrameSlot):
+class Hd44780I2cDisplay(DeviceDisplay):
     driver = "hd44780-i2c"
     charset = CHARSET
 
@@ -82,49 +78,32 @@ class Hd44780I2cDisplay(FrameSlot):
         check_address(address)
         if wiring not in WIRINGS:
             raise ValueError(f"display.wiring must be one of {sorted(WIRINGS)}")
-        super().__init__(rows, cols)
+        super().__init__(rows, cols, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
         self.bus = bus
         self.address = address
         self._encoder = Encoder(WIRINGS[wiring], backlight=bool(backlight))
         self._open = bus_opener or open_smbus
-        self._backoff = Backoff(retry_base_s, retry_cap_s)
-        self._connected = False
-        self.detail = ""  # why it is not connected (errno name and phrase)
+        self._bus: I2cBus | None = None
         self.bytes_sent = 0  # for tests and diagnostics
         self.writes = 0
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
+    async def _session(self) -> None:
+        bus = self._bus = await asyncio.to_thread(self._open, self.bus)
+        for data, wait_s in init_steps(self._encoder, self.rows):
+            await self._write(bus, data)
+            if wait_s:
+                await asyncio.sleep(wait_s)
+        self._up(f"bus {self.bus}, 0x{self.address:02x}")
 
-    async def run(self) -> None:
-        first_failure = True
-        try:
-            while True:
-                bus: I2cBus | None = None
-                try:
-                    bus = await asyncio.to_thread(self._open, self.bus)
-                    await self._setup(bus)
-                    self._connected = True
-                    self.detail = ""
-                    self._backoff.reset()
-                    log.info("%s display connected (bus %d, 0x%02x)",
-                             self.driver, self.bus, self.address)
-                    first_failure = False
-                    await self._write_loop(bus)
-                except Exception as exc:  # noqa: BLE001 - device trouble: reconnect
-                    self.detail = describe(exc)
-                    if self._connected or first_failure:
-                        log.warning("%s display unavailable: %s", self.driver, self.detail)
-                    first_failure = False
-                finally:
-                    self._connected = False
-                    if bus is not None:
-                        with contextlib.suppress(Exception):
-                            bus.close()
-                await asyncio.sleep(self._backoff.next())
-        finally:
-            self._connected = False
+        async def update(sent: tuple[str, ...] | None, wanted: tuple[str, ...]) -> None:
+            await self._write(bus, encode(self._encoder, sent, wanted))
+
+        await self._write_frames(update)
+
+    async def _close(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            bus.close()
 
     async def _write(self, bus: I2cBus, data: bytes) -> None:
         from smbus2 import i2c_msg  # lazy, as in open_smbus
@@ -134,21 +113,3 @@ class Hd44780I2cDisplay(FrameSlot):
             await asyncio.to_thread(bus.i2c_rdwr, msg)
         self.bytes_sent += len(data)
         self.writes += 1
-
-    async def _setup(self, bus: I2cBus) -> None:
-        for data, wait_s in init_steps(self._encoder, self.rows):
-            await self._write(bus, data)
-            if wait_s:
-                await asyncio.sleep(wait_s)
-
-    async def _write_loop(self, bus: I2cBus) -> None:
-        sent: tuple[str, ...] | None = None
-        while True:
-            self._wake.clear()
-            wanted = self._wanted
-            data = encode(self._encoder, sent, wanted)
-            if data:
-                await self._write(bus, data)
-            sent = wanted
-            if self._wanted == sent:
-                await self._wake.wait()

@@ -311,11 +311,13 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     dpath = d.text("path")
     if ddriver in ("serlcd", "matrixorbital") and not dpath:
         raise ConfigError("display.path", f"is required for the {ddriver} display")
+    graphic = ddriver in ("ssd1306", "sh1106", "framebuffer")
     if ddriver == "framebuffer":
         dpath = dpath or "/dev/fb0"
     display = DisplayConfig(
         driver=ddriver, path=dpath, baudrate=d.integer("baudrate", 9600, 300, 921600),
-        cols=d.integer("cols", 16, 8, 40), rows=d.integer("rows", 2, 1, 4),
+        cols=d.integer("cols", 20 if graphic else 16, 8, 40),
+        rows=d.integer("rows", 4 if graphic else 2, 1, 4),
         options=_display_options(d, ddriver),
     )
 
