@@ -237,7 +237,8 @@ def write_image(fd: int, image: Image.Image, geo: FbGeometry) -> None:
             os.pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], (y0 + i) * geo.stride)
 
 
-# High contrast for a patient a metre or two away: white on black, the amount in yellow.
+# High contrast for a patient a metre or two away: white on black, the main line (the
+# amount due, or the result) in yellow.
 FB_BACKGROUND = (0, 0, 0)
 FB_TEXT = (255, 255, 255)
 FB_AMOUNT = (255, 214, 0)
@@ -294,7 +295,7 @@ class FramebufferDisplay(GraphicDisplay):
 def draw_patient_view(
     placed: Sequence[Placed], fonts: FontSet, size: tuple[int, int]
 ) -> Image.Image:
-    """The full-screen view: every line white, the amount line yellow."""
+    """The full-screen view: the lines white, the main (bold) line yellow."""
     image = draw([p for p in placed if not p.bold], fonts, size, "RGB", FB_TEXT, FB_BACKGROUND)
     amount = draw([p for p in placed if p.bold], fonts, size, "L", 255, 0)
     image.paste(FB_AMOUNT, (0, 0), amount)

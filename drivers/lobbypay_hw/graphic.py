@@ -9,10 +9,12 @@ has (each Latin-1 letter is drawn and compared with a missing glyph), so with De
 Spanish letters are drawn as they are, and with Pillow's font (ASCII only) they fold to
 plain letters like on a character LCD; either way the screen mirror says what is drawn.
 
-Layout: the non-blank lines of the frame, centred, stacked top to bottom. A line with an
-amount (``$65.00``) is the main message: it gets twice the height and bold type. Each
-line gets the largest size that fits its band and the width; a line too long even at the
-smallest size is cut, and the mirror is cut with it.
+Layout: the non-blank lines of the frame, centred, stacked top to bottom. The main
+message is bold and large: the amount due (``$65.00`` alone on its line, or a first
+line with an amount) gets twice the height of a line, else the first line (the result)
+one and a half. The main line gets the largest size that fits its band and the width;
+the other lines share the largest size at which all of them fit. A line too long even
+at the smallest size is cut, and the mirror is cut with it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,15 @@ def is_amount(text: str) -> bool:
     return _AMOUNT.search(text) is not None
 
 
+def main_line(texts: Sequence[str]) -> int:
+    """Index of the main message: the amount due when it is alone on its line or heads
+    the screen ("Total $65.00"), else the first line (the result: "Approved")."""
+    for i, t in enumerate(texts):
+        if _AMOUNT.fullmatch(t) or (i == 0 and is_amount(t)):
+            return i
+    return 0
+
+
 def _largest(fonts: FontSet, text: str, bold: bool, max_h: int, max_w: int, min_px: int) -> int:
     """Largest size in [min_px, max_h] whose ink fits max_w x max_h (min_px if none)."""
     lo, hi, best = min_px, max(min_px, max_h), min_px
@@ -127,14 +138,20 @@ def layout(
         return []
     margin_x, margin_y = max(2, width // 32), max(1, height // 32)
     gap = max(1, height // 24)
-    weights = [2 if is_amount(t) else 1 for t in texts]
+    main = main_line(texts)
+    weights = [(2.0 if is_amount(t) else 1.5) if i == main else 1.0 for i, t in enumerate(texts)]
     avail_h = height - 2 * margin_y - gap * (len(texts) - 1)
     avail_w = width - 2 * margin_x
+    best = [
+        _largest(fonts, t, i == main, max(min_px, int(avail_h * w / sum(weights))), avail_w,
+                 min_px)
+        for i, (t, w) in enumerate(zip(texts, weights, strict=True))
+    ]
+    body = min((b for i, b in enumerate(best) if i != main), default=min_px)
     sizes: list[tuple[str, int, bool, tuple[int, int, int, int]]] = []
-    for text, weight in zip(texts, weights, strict=True):
-        bold = weight > 1
-        band = max(min_px, avail_h * weight // sum(weights))
-        size = _largest(fonts, text, bold, band, avail_w, min_px)
+    for i, text in enumerate(texts):
+        bold = i == main
+        size = best[i] if bold else body  # the other lines share one size
         font = fonts.get(size, bold)
         while len(text) > 1 and font.getbbox(text)[2] - font.getbbox(text)[0] > avail_w:
             text = text[:-1].rstrip()  # too long even at the smallest size: cut
