@@ -236,12 +236,10 @@ class FakeSMBus:
         self.transfers += 1
         time.sleep(max(0.0, now - time.monotonic()))
 
-    def read_byte(self, addr: int) -> int:
-        """What ``lobbypay doctor`` probes with: the expander answers with its latch."""
-        dev = self.devices.get(addr)
-        if self.unplugged or dev is None:
+    def write_quick(self, i2c_addr: int, force: bool | None = None) -> None:
+        """The address alone (what ``lobbypay doctor`` probes with): ACK or NACK."""
+        if self.unplugged or i2c_addr not in self.devices:
             raise OSError(errno.EREMOTEIO, "Remote I/O error")
-        return dev.latch
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,74 @@
+"""``lobbypay doctor`` on the I2C and framebuffer displays: bus present, device answering."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lobbypay import cli
+from lobbypay.core.config import parse_config
+from lobbypay_hw.probe import probe_display, probe_framebuffer, probe_i2c
+
+from tests.fakes.i2c import Backpack
+
+BASE: dict[str, Any] = {
+    "terminal": {"id": "t", "department_id": "1", "state_dir": "/tmp/unused"},
+    "athena": {"base_url": "http://127.0.0.1:1", "practice_id": "1", "client_id": "c",
+               "client_secret_file": "/x"},
+}
+
+
+def test_i2c_device_answering_or_not() -> None:
+    bp = Backpack(address=0x27)
+    ok = probe_i2c(1, 0x27, bp.opener)
+    assert ok.ok and "0x27" in ok.detail and bp.bus.closed
+    wrong = probe_i2c(1, 0x3F, bp.opener)
+    assert not wrong.ok and "nothing answers at 0x3f" in wrong.detail
+    assert "eremoteio" in wrong.detail and "i2cdetect -y 1" in wrong.hint
+    bp.missing_bus = True
+    absent = probe_i2c(1, 0x27, bp.opener)
+    assert not absent.ok and "/dev/i2c-1 does not exist" in absent.detail
+    assert "raspi-config" in absent.hint
+
+
+@pytest.mark.skipif(os.path.exists("/dev/i2c-250"), reason="this machine has that bus")
+def test_doctor_with_the_real_smbus2_on_a_missing_bus() -> None:
+    for driver in ("hd44780-i2c", "ssd1306"):
+        cfg = parse_config({**BASE, "display": {"driver": driver, "bus": 250}})
+        check = cli._doctor_display(cfg)
+        assert check.result == "FAIL" and "I2C bus 250 absent" in check.detail, check
+        assert check.hint
+
+
+def test_oled_over_spi_needs_the_spidev_node() -> None:
+    probe = probe_display("sh1106", None, {"interface": "spi", "bus": 9, "spi_device": 9})
+    assert probe is not None and not probe.ok and "/dev/spidev9.9" in probe.detail
+
+
+def test_framebuffer_geometry(tmp_path: Path) -> None:
+    fb = tmp_path / "fb0"
+    sysfs = tmp_path / "graphics"
+    assert not probe_framebuffer(str(fb), str(sysfs)).ok  # no such device
+    fb.write_bytes(bytes(16))
+    bad = probe_framebuffer(str(fb), str(sysfs))
+    assert not bad.ok and "geometry" in bad.detail
+    (sysfs / "fb0").mkdir(parents=True)
+    (sysfs / "fb0" / "virtual_size").write_text("1024,600\n")
+    (sysfs / "fb0" / "bits_per_pixel").write_text("32\n")
+    good = probe_framebuffer(str(fb), str(sysfs))
+    assert good.ok and "1024x600, 32 bpp" in good.detail
+
+
+def test_doctor_framebuffer_missing_device(tmp_path: Path) -> None:
+    cfg = parse_config({**BASE, "display": {"driver": "framebuffer",
+                                            "path": str(tmp_path / "fb9")}})
+    check = cli._doctor_display(cfg)
+    assert check.result == "FAIL" and "does not exist" in check.detail
+
+
+def test_serial_displays_keep_their_device_check() -> None:
+    cfg = parse_config({**BASE, "display": {"driver": "serlcd", "path": "/dev/null"}})
+    assert cli._doctor_display(cfg).result == "PASS"
+    assert probe_display("serlcd", "/dev/null", {}) is None
