@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -224,23 +224,21 @@ def fb_bytes(image: Image.Image, bits_per_pixel: int) -> bytes:
     return Image.merge("LA", (low, high)).tobytes()
 
 
-def write_image(fd: int, image: Image.Image, geo: FbGeometry) -> None:
-    """Write ``image`` (the fb's size, RGB) to the framebuffer in bands of rows."""
+def write_image(fd: int, bands: Iterable[tuple[int, Image.Image]], geo: FbGeometry) -> None:
+    """Write RGB bands of rows (top row, image) to the framebuffer in its pixel format."""
     row_bytes = geo.width * geo.bits_per_pixel // 8
-    for y0 in range(0, geo.height, BAND_ROWS):
-        y1 = min(geo.height, y0 + BAND_ROWS)
-        data = fb_bytes(image.crop((0, y0, geo.width, y1)), geo.bits_per_pixel)
+    for y0, band in bands:
+        data = fb_bytes(band, geo.bits_per_pixel)
         if geo.stride == row_bytes:
             os.pwrite(fd, data, y0 * geo.stride)
             continue
-        for i in range(y1 - y0):
+        for i in range(band.height):
             os.pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], (y0 + i) * geo.stride)
 
 
 # High contrast for a patient a metre or two away: white on black, the main line (the
 # amount due, or the result) in yellow.
 FB_BACKGROUND = (0, 0, 0)
-FB_TEXT = (255, 255, 255)
 FB_AMOUNT = (255, 214, 0)
 
 
@@ -281,8 +279,8 @@ class FramebufferDisplay(GraphicDisplay):
         self._up(f"{self.path} {geo.width}x{geo.height} {geo.bits_per_pixel} bpp")
 
         async def update(sent: tuple[str, ...] | None, wanted: tuple[str, ...]) -> None:
-            image = draw_patient_view(self._placed, self.fonts, self.size)
-            await asyncio.to_thread(write_image, fd, image, geo)
+            bands = patient_view_bands(self._placed, self.fonts, self.size)
+            await asyncio.to_thread(write_image, fd, bands, geo)
 
         await self._write_frames(update)
 
@@ -292,11 +290,38 @@ class FramebufferDisplay(GraphicDisplay):
             os.close(fd)
 
 
+def patient_view_bands(
+    placed: Sequence[Placed], fonts: FontSet, size: tuple[int, int]
+) -> Iterator[tuple[int, Image.Image]]:
+    """The full-screen view in bands of ``BAND_ROWS`` rows: white text on black, the main
+    (bold) line yellow. The text is drawn once as 8-bit coverage; colour is added one band
+    at a time, so a 1920x1080 screen never holds a whole RGB frame (6 MB) in memory."""
+    cover = draw(placed, fonts, size, "L", 255, 0)
+    width, height = size
+    main = [p.box for p in placed if p.bold]
+    for y0 in range(0, height, BAND_ROWS):
+        y1 = min(height, y0 + BAND_ROWS)
+        band = cover.crop((0, y0, width, y1))
+        rgb = Image.merge("RGB", (band, band, band))
+        for x0, top, x1, bottom in main:
+            top, bottom = max(top, y0), min(bottom, y1)
+            if top >= bottom:
+                continue
+            ink = band.crop((x0, top - y0, x1, bottom - y0))
+            yellow = Image.merge("RGB", (
+                ink.point(lambda v: v * FB_AMOUNT[0] // 255),
+                ink.point(lambda v: v * FB_AMOUNT[1] // 255),
+                ink.point(lambda v: v * FB_AMOUNT[2] // 255),
+            ))
+            rgb.paste(yellow, (x0, top - y0))
+        yield y0, rgb
+
+
 def draw_patient_view(
     placed: Sequence[Placed], fonts: FontSet, size: tuple[int, int]
 ) -> Image.Image:
-    """The full-screen view: the lines white, the main (bold) line yellow."""
-    image = draw([p for p in placed if not p.bold], fonts, size, "RGB", FB_TEXT, FB_BACKGROUND)
-    amount = draw([p for p in placed if p.bold], fonts, size, "L", 255, 0)
-    image.paste(FB_AMOUNT, (0, 0), amount)
+    """The whole view as one RGB image (what the framebuffer shows; for tests)."""
+    image = Image.new("RGB", size, FB_BACKGROUND)
+    for y0, band in patient_view_bands(placed, fonts, size):
+        image.paste(band, (0, y0))
     return image
