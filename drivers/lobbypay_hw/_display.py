@@ -12,12 +12,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S, Backoff, describe
 from lobbypay_hw.api import ScreenView
 from lobbypay_hw.screen import SAFE_CHARS, blank, check_geometry, render
 
 log = logging.getLogger("lobbypay_hw")
+
+T = TypeVar("T")
 
 
 class FrameSlot:
@@ -62,10 +66,22 @@ class DeviceDisplay(FrameSlot):
         self._connected = False
         self._was_up = True  # so the first failure is logged
         self.detail = ""  # why it is not connected: an errno name and a phrase
+        self._worker: ThreadPoolExecutor | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking device call in this display's one worker thread.
+
+        One thread, not the loop's default pool: each thread that allocates gets its
+        own malloc arena, and the drawing would otherwise spread over several.
+        """
+        if self._worker is None:
+            name = f"lobbypay.display.{self.driver}"
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix=name)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     async def _session(self) -> None:
         raise NotImplementedError
@@ -97,6 +113,9 @@ class DeviceDisplay(FrameSlot):
                 await asyncio.sleep(self._backoff.next())
         finally:
             self._connected = False
+            if self._worker is not None:
+                self._worker.shutdown(wait=False)
+                self._worker = None
 
     async def _write_frames(
         self, write: Callable[[tuple[str, ...] | None, tuple[str, ...]], Awaitable[None]]

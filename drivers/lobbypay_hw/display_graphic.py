@@ -19,7 +19,6 @@ the fb's own format (RGB565 little-endian, BGR 24-bit or BGRX 32-bit). luma.core
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +36,7 @@ from lobbypay_hw.graphic import FontSet, Placed, draw, layout, load_fonts, shown
 from lobbypay_hw.screen import render
 
 OLED_SIZE = (128, 64)
+SYSFS_GRAPHICS = "/sys/class/graphics"  # where each /dev/fbN's geometry is (fbN/...)
 BAND_ROWS = 64  # framebuffer rows per write: a 1920-wide 32-bit band is 480 KB
 
 
@@ -157,12 +157,12 @@ class OledDisplay(GraphicDisplay):
         return f"spi {p.bus}.{p.spi_device}"
 
     async def _session(self) -> None:
-        device = self._device = await asyncio.to_thread(self._opener, self.port)
+        device = self._device = await self._blocking(self._opener, self.port)
         self._up(self._where())
 
         async def update(sent: tuple[str, ...] | None, wanted: tuple[str, ...]) -> None:
             image = draw(self._placed, self.fonts, self.size, device.mode)
-            await asyncio.to_thread(device.display, image)
+            await self._blocking(device.display, image)
 
         await self._write_frames(update)
 
@@ -170,7 +170,7 @@ class OledDisplay(GraphicDisplay):
         device, self._device = self._device, None
         if device is not None:
             atexit.unregister(device.cleanup)  # luma registers one per device
-            await asyncio.to_thread(device.cleanup)
+            await self._blocking(device.cleanup)
 
 
 # ---------------------------------------------------------------- framebuffer
@@ -188,7 +188,7 @@ def _ints(path: Path) -> list[int]:
     return [int(v) for v in path.read_text().strip().split(",") if v.strip()]
 
 
-def read_geometry(fb_path: str, sysfs: str = "/sys/class/graphics") -> FbGeometry:
+def read_geometry(fb_path: str, sysfs: str = SYSFS_GRAPHICS) -> FbGeometry:
     """Geometry of ``/dev/fbN`` from ``<sysfs>/fbN/`` (raises OSError if it is missing)."""
     name = Path(os.path.realpath(fb_path)).name
     base = Path(sysfs, name)
@@ -253,14 +253,14 @@ class FramebufferDisplay(GraphicDisplay):
         rows: int = 4,
         cols: int = 20,
         font: str | None = None,
-        sysfs: str = "/sys/class/graphics",
+        sysfs: str | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
         if not path:
             raise ValueError("display.path is required for the framebuffer display")
         self.path = path
-        self.sysfs = sysfs
+        self.sysfs = sysfs or SYSFS_GRAPHICS
         self.size = (800, 480)  # until the real geometry is read at open
         super().__init__(rows, cols, font, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
         self._fd: int | None = None
@@ -270,7 +270,7 @@ class FramebufferDisplay(GraphicDisplay):
         return draw_patient_view(self._placed, self.fonts, self.size)
 
     async def _session(self) -> None:
-        geo = await asyncio.to_thread(read_geometry, self.path, self.sysfs)
+        geo = await self._blocking(read_geometry, self.path, self.sysfs)
         fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         if (geo.width, geo.height) != self.size:
             self.size = (geo.width, geo.height)
@@ -280,7 +280,7 @@ class FramebufferDisplay(GraphicDisplay):
 
         async def update(sent: tuple[str, ...] | None, wanted: tuple[str, ...]) -> None:
             bands = patient_view_bands(self._placed, self.fonts, self.size)
-            await asyncio.to_thread(write_image, fd, bands, geo)
+            await self._blocking(write_image, fd, bands, geo)
 
         await self._write_frames(update)
 

@@ -88,7 +88,7 @@ class Hd44780I2cDisplay(DeviceDisplay):
         self.writes = 0
 
     async def _session(self) -> None:
-        bus = self._bus = await asyncio.to_thread(self._open, self.bus)
+        bus = self._bus = await self._blocking(self._open, self.bus)
         for data, wait_s in init_steps(self._encoder, self.rows):
             await self._write(bus, data)
             if wait_s:
@@ -110,6 +110,6 @@ class Hd44780I2cDisplay(DeviceDisplay):
 
         for start in range(0, len(data), MAX_WRITE):
             msg = i2c_msg.write(self.address, data[start:start + MAX_WRITE])
-            await asyncio.to_thread(bus.i2c_rdwr, msg)
+            await self._blocking(bus.i2c_rdwr, msg)
         self.bytes_sent += len(data)
         self.writes += 1
