@@ -5,19 +5,18 @@ what the display shows under its tmp dir (``pytest --basetemp DIR`` keeps them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from lobbypay_hw import DISPLAYS
-from lobbypay_hw.api import Display, ScreenView
+from lobbypay_hw.api import ScreenView
 from lobbypay_hw.display_graphic import FramebufferDisplay, OledDisplay, OledPort
 from lobbypay_hw.graphic import load_fonts
 from luma.core.device import dummy
 from PIL import Image
 
+from tests.fakes.aio import running, until
 from tests.fakes.screens import assert_shows, boxes_apart, fb_image, ink
 
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.05}
@@ -29,23 +28,6 @@ SPANISH = [
     ("Aprobado", "Visa ****1111"),
     ("Cancelado", "Consulte en recepción"),
 ]
-
-
-@contextlib.asynccontextmanager
-async def running(display: Display) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(display.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():  # noqa: ASYNC110 - polling a test condition, bounded
-            await asyncio.sleep(0.005)
 
 
 class DummyOpener:

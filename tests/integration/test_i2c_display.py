@@ -4,36 +4,18 @@ what the LCD shows, diffs, coalescing, wrong address, missing bus, unplug and re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from lobbypay_hw import DISPLAYS
-from lobbypay_hw.api import Display, ScreenView
+from lobbypay_hw.api import ScreenView
 from lobbypay_hw.display_i2c import Hd44780I2cDisplay
 
+from tests.fakes.aio import running, until
 from tests.fakes.i2c import MJKDZ, Backpack
 
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.05}
-
-
-@contextlib.asynccontextmanager
-async def running(display: Display) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(display.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():  # noqa: ASYNC110 - polling a test condition, bounded
-            await asyncio.sleep(0.005)
 
 
 def lcd(backpack: Backpack, **kw: object) -> Hd44780I2cDisplay:
