@@ -41,6 +41,7 @@ Other entry points: ``tracks.parse_swipe`` (bytes -> ``BankCard`` or ``SwipeErro
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -136,11 +137,20 @@ def make_hd44780_i2c(
     )
 
 
-def _make_oled(driver: str, rows: int, cols: int, **kwargs: Any) -> Display:
-    # lazy: Pillow and luma load only when an OLED is configured
-    from lobbypay_hw.display_graphic import OledDisplay
+def _graphic(extra: str) -> Any:
+    """The graphic drivers' module (imports Pillow), or ValueError naming the extra."""
+    try:
+        display_graphic = importlib.import_module("lobbypay_hw.display_graphic")
+    except ImportError as exc:
+        raise ValueError(f"display.driver: this display needs lobbypay[{extra}] "
+                         f"(pip install 'lobbypay[{extra}]'; missing {exc.name})") from None
+    return display_graphic
 
-    return OledDisplay(driver, rows=rows, cols=cols, **kwargs)
+
+def _make_oled(driver: str, rows: int, cols: int, **kwargs: Any) -> Display:
+    # lazy: Pillow loads only when an OLED is configured (luma when it opens)
+    oled: Display = _graphic("oled").OledDisplay(driver, rows=rows, cols=cols, **kwargs)
+    return oled
 
 
 def make_ssd1306(
@@ -161,9 +171,9 @@ def make_framebuffer(
     *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
     **kwargs: Any,
 ) -> Display:
-    from lobbypay_hw.display_graphic import FramebufferDisplay  # lazy: Pillow
-
-    return FramebufferDisplay(path=path or "/dev/fb0", rows=rows, cols=cols, **kwargs)
+    fb: Display = _graphic("framebuffer").FramebufferDisplay(  # lazy: Pillow
+        path=path or "/dev/fb0", rows=rows, cols=cols, **kwargs)
+    return fb
 
 
 READERS: dict[str, Callable[..., CardReader]] = {

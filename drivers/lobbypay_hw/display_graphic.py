@@ -45,6 +45,7 @@ class GraphicDisplay(DeviceDisplay):
 
     size: tuple[int, int]
     min_px = 8  # smallest type before a line is cut
+    pixel_mode = "L"  # "1" for 1-bit panels (text is hinted differently)
 
     def __init__(self, rows: int, cols: int, font: str | None, **tuning: float) -> None:
         super().__init__(rows, cols, **tuning)
@@ -54,7 +55,7 @@ class GraphicDisplay(DeviceDisplay):
 
     def show(self, view: ScreenView) -> tuple[str, ...]:
         frame = render(view, self.rows, self.cols, self.charset)
-        placed = layout(frame, *self.size, self.fonts, min_px=self.min_px)
+        placed = layout(frame, *self.size, self.fonts, min_px=self.min_px, mode=self.pixel_mode)
         lines = shown_lines(frame, placed, self.cols, self.charset)
         self._wanted, self._placed = lines, placed
         self._wake.set()
@@ -111,6 +112,7 @@ def open_luma(port: OledPort) -> LumaDevice:
 
 class OledDisplay(GraphicDisplay):
     size = OLED_SIZE
+    pixel_mode = "1"
 
     def __init__(
         self,

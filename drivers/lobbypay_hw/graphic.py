@@ -123,27 +123,37 @@ def main_line(texts: Sequence[str]) -> int:
     return 0
 
 
-def _largest(fonts: FontSet, text: str, bold: bool, max_h: int, max_w: int, min_px: int) -> int:
+def _bbox(font: AnyFont, text: str, mode: str) -> tuple[int, int, int, int]:
+    """The ink box as drawn in ``mode``: 1-bit text is hinted differently from 8-bit."""
+    left, top, right, bottom = font.getbbox(text, mode="1" if mode == "1" else "L")
+    return int(left), int(top), int(right), int(bottom)
+
+
+def _largest(
+    fonts: FontSet, text: str, bold: bool, max_h: int, max_w: int, min_px: int, mode: str
+) -> int:
     """Largest size on the ladder whose ink fits max_w x max_h (min_px if none does).
 
     Measured once at a reference size and scaled (text grows linearly with its size),
     then checked at the size picked: a few font faces, not one per size tried (each
     FreeType face costs a few hundred kB).
     """
-    left, top, right, bottom = fonts.get(REF_PX, bold).getbbox(text)
+    left, top, right, bottom = _bbox(fonts.get(REF_PX, bold), text, mode)
     scale = min(max_w / max(1, right - left), max_h / max(1, bottom - top))
     fitting = [s for s in SIZES if min_px <= s <= scale * REF_PX]
     for size in reversed(fitting):
-        left, top, right, bottom = fonts.get(size, bold).getbbox(text)
+        left, top, right, bottom = _bbox(fonts.get(size, bold), text, mode)
         if right - left <= max_w and bottom - top <= max_h:
             return size
     return min_px
 
 
 def layout(
-    frame: Sequence[str], width: int, height: int, fonts: FontSet, *, min_px: int = 8
+    frame: Sequence[str], width: int, height: int, fonts: FontSet, *, min_px: int = 8,
+    mode: str = "1",
 ) -> list[Placed]:
-    """Where each non-blank line of ``frame`` goes on a ``width`` x ``height`` canvas."""
+    """Where each non-blank line of ``frame`` goes on a ``width`` x ``height`` canvas
+    drawn in ``mode`` ("1": a 1-bit OLED; else 8-bit, antialiased)."""
     texts = [line.strip() for line in frame if line.strip()]
     if not texts:
         return []
@@ -155,7 +165,7 @@ def layout(
     avail_w = width - 2 * margin_x
     best = [
         _largest(fonts, t, i == main, max(min_px, int(avail_h * w / sum(weights))), avail_w,
-                 min_px)
+                 min_px, mode)
         for i, (t, w) in enumerate(zip(texts, weights, strict=True))
     ]
     body = min((b for i, b in enumerate(best) if i != main), default=min_px)
@@ -164,9 +174,10 @@ def layout(
         bold = i == main
         size = best[i] if bold else body  # the other lines share one size
         font = fonts.get(size, bold)
-        while len(text) > 1 and font.getbbox(text)[2] - font.getbbox(text)[0] > avail_w:
+        left, top, right, bottom = _bbox(font, text, mode)
+        while len(text) > 1 and right - left > avail_w:
             text = text[:-1].rstrip()  # too long even at the smallest size: cut
-        left, top, right, bottom = (int(v) for v in font.getbbox(text))
+            left, top, right, bottom = _bbox(font, text, mode)
         sizes.append((text, size, bold, (left, top, right, bottom)))
     ink_h = sum(b[3] - b[1] for _, _, _, b in sizes) + gap * (len(sizes) - 1)
     y = max(margin_y, (height - ink_h) // 2)
@@ -202,6 +213,6 @@ def draw(
     pen = ImageDraw.Draw(im)
     for p in placed:
         font = fonts.get(p.size, p.bold)
-        left, top, _, _ = font.getbbox(p.text)
+        left, top, _, _ = _bbox(font, p.text, mode)
         pen.text((p.box[0] - left, p.box[1] - top), p.text, font=font, fill=fg)
     return im

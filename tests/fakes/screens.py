@@ -34,7 +34,11 @@ def fb_image(path: Path, width: int, height: int, bpp: int, stride: int) -> Imag
 
 
 def ink(image: Image.Image) -> Image.Image:
-    """Pixels that are not background: 255, the rest 0 (mode L)."""
+    """Pixels that are not background: 255, the rest 0 (mode L). For colour, the
+    brightest channel counts (yellow text is as inked as white)."""
+    if image.mode == "RGB":
+        r, g, b = image.split()
+        image = ImageChops.lighter(ImageChops.lighter(r, g), b)
     return image.convert("L").point(lambda v: 255 if v > 40 else 0)
 
 
@@ -52,7 +56,7 @@ def assert_shows(image: Image.Image, lines: Sequence[str], display: object) -> N
         font = fonts.get(p.size, p.bold)
         # the same pixel mode as the display (1-bit OLEDs draw without antialiasing)
         ref = Image.new("1" if image.mode == "1" else "L", image.size, 0)
-        left, top, _, _ = font.getbbox(text)
+        left, top, _, _ = font.getbbox(text, mode="1" if image.mode == "1" else "L")
         ImageDraw.Draw(ref).text((x0 - left, y0 - top), text, font=font, fill=255)
         ref_mask = ink(ref)
         box = (x0, y0, x1, y1)

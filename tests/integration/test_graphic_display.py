@@ -278,3 +278,24 @@ def test_framebuffer_bad_geometry_is_an_error(tmp_path: Path) -> None:
         read_geometry(str(path), str(sysfs))
     with pytest.raises(OSError):
         read_geometry(str(tmp_path / "fb7"), str(sysfs))
+
+
+def test_a_missing_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lobbypay_hw.display_graphic", None)  # not installed
+    for driver, extra in (("ssd1306", "oled"), ("framebuffer", "framebuffer")):
+        with pytest.raises(ValueError, match=rf"lobbypay\[{extra}\]"):
+            DISPLAYS[driver]()
+
+
+@pytest.mark.parametrize("driver", ["ssd1306", "framebuffer"])
+@pytest.mark.parametrize("text", ["", " ", "\x00\x1b[2J", "🙂" * 50, "W" * 200, "\u202e$65.00",
+                                  "a\nb\tc", "ÿ" * 30])
+def test_odd_text_never_raises_and_stays_in_the_frame(driver: str, text: str,
+                                                      tmp_path: Path) -> None:
+    d = DISPLAYS[driver](device_opener=DummyOpener()) if driver == "ssd1306" else \
+        DISPLAYS[driver](path=str(tmp_path / "fb0"))
+    shown = d.show(ScreenView((text, text[:5], "Aprobado")))
+    assert len(shown) == d.rows and all(len(line) == d.cols for line in shown)
+    assert_shows(d.image(), shown, d)  # type: ignore[attr-defined]
