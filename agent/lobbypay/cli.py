@@ -390,8 +390,8 @@ def _doctor_display(cfg: Config) -> Check:
 
     probe = probe_display(d.driver, d.path, d.options)
     if probe is not None:
-        return Check("display", "PASS" if probe.ok else "FAIL", f"{d.driver}: {probe.detail}",
-                     probe.hint)
+        result = ("WARN" if probe.warning else "PASS") if probe.ok else "FAIL"
+        return Check("display", result, f"{d.driver}: {probe.detail}", probe.hint)
     return _check_device("display", d.path, os.W_OK,
                          "plug the display in; ls -l /dev/lobbypay-display /dev/serial/by-id; "
                          "check display.path")

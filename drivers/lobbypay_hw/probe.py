@@ -23,6 +23,7 @@ class Probe:
     ok: bool
     detail: str
     hint: str = ""
+    warning: bool = False  # works, but not as well as it could
 
 
 class QuickBus(Protocol):
@@ -101,6 +102,26 @@ def probe_display(
             return Probe(False, f"{need} is not installed (the {driver} display needs it)",
                          f"install lobbypay[{extra}] (scripts/install does it when the config "
                          "names this display)")
+    if driver in ("ssd1306", "sh1106", "framebuffer") and "font" not in options:
+        found = _device_probe(driver, path, options, opener, sysfs)
+        if found is not None and found.ok and not _dejavu():
+            return Probe(True, found.detail + "; no DejaVu font: accented letters are drawn "
+                         "without their accents", "sudo apt install fonts-dejavu-core",
+                         warning=True)
+        return found
+    return _device_probe(driver, path, options, opener, sysfs)
+
+
+def _dejavu() -> bool:
+    from lobbypay_hw.graphic import FONT_DIRS, REGULAR
+
+    return any(os.path.isfile(os.path.join(d, REGULAR)) for d in FONT_DIRS)
+
+
+def _device_probe(
+    driver: str, path: str | None, options: Mapping[str, Any],
+    opener: Callable[[int], QuickBus] | None, sysfs: str,
+) -> Probe | None:
     if driver == "hd44780-i2c":
         return probe_i2c(options.get("bus", 1), options.get("address", 0x27), opener)
     if driver in ("ssd1306", "sh1106"):

@@ -72,3 +72,22 @@ def test_serial_displays_keep_their_device_check() -> None:
     cfg = parse_config({**BASE, "display": {"driver": "serlcd", "path": "/dev/null"}})
     assert cli._doctor_display(cfg).result == "PASS"
     assert probe_display("serlcd", "/dev/null", {}) is None
+
+
+def test_graphic_display_without_dejavu_is_a_warning(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lobbypay_hw import graphic
+
+    fb, sysfs = tmp_path / "fb0", tmp_path / "graphics"
+    fb.write_bytes(bytes(16))
+    (sysfs / "fb0").mkdir(parents=True)
+    (sysfs / "fb0" / "virtual_size").write_text("800,480\n")
+    (sysfs / "fb0" / "bits_per_pixel").write_text("16\n")
+    assert probe_display("framebuffer", str(fb), {}, sysfs=str(sysfs)) == probe_framebuffer(
+        str(fb), str(sysfs))  # DejaVu is here: a plain PASS
+    monkeypatch.setattr(graphic, "FONT_DIRS", ("/nonexistent",))
+    probe = probe_display("framebuffer", str(fb), {}, sysfs=str(sysfs))
+    assert probe is not None and probe.ok and probe.warning
+    assert "fonts-dejavu-core" in probe.hint
+    font = probe_display("framebuffer", str(fb), {"font": "/x.ttf"}, sysfs=str(sysfs))
+    assert font is not None and not font.warning  # a configured font: no DejaVu needed
