@@ -56,6 +56,7 @@ CONFIG: dict[str, Any] = {
 class Panel:
     display: Display
     glass: Callable[[tuple[str, ...]], bool]  # does the device show these lines?
+    backpack: Backpack | None = None
 
 
 def build(kind: str, tmp_path: Path) -> Panel:
@@ -103,7 +104,7 @@ def build(kind: str, tmp_path: Path) -> Panel:
         image.save(tmp_path / f"{kind}-{next(shots)}.png")
         return True
 
-    return Panel(display, glass)
+    return Panel(display, glass, bp if kind == "hd44780-i2c" else None)
 
 
 @contextlib.asynccontextmanager
@@ -190,3 +191,26 @@ def test_config_keys_reach_the_driver() -> None:
     assert (g.rows, g.cols) == (4, 20) and g.options["bus"] == 0
     fb = parse_config({**CONFIG, "display": {"driver": "framebuffer"}}).display
     assert fb.path == "/dev/fb0" and fb.options == {}
+
+
+async def test_a_display_fault_never_stops_the_charge(tmp_path: Path) -> None:
+    panel = build("hd44780-i2c", tmp_path)
+    bp = panel.backpack
+    assert bp is not None
+    async with charging(panel, tmp_path / "state") as (engine, athena):
+        await engine.charge_start(start_cmd())
+        await agree(engine, panel)
+        bp.bus.unplugged = True  # the backpack's cable comes off mid-charge
+        async with asyncio.timeout(5):
+            while engine.state()["display"]["connected"]:  # noqa: ASYNC110 - bounded wait
+                engine.on_reader_event(ReadFailed(ReadFailure.UNREADABLE))  # a write to fail
+                await asyncio.sleep(0.01)
+        await swipe_card(engine)
+        async with asyncio.timeout(5):
+            while engine.active_job is not None:  # noqa: ASYNC110 - bounded wait
+                await asyncio.sleep(0.01)
+        assert athena.posts and "Approved" in " ".join(engine.state()["screen"])
+        bp.lcd.__init__()  # type: ignore[misc]  # plugged back in, powered up afresh
+        bp.bus.unplugged = False
+        await agree(engine, panel)  # the approved screen, as the mirror says
+        assert engine.state()["display"] == {"driver": "hd44780-i2c", "connected": True}
