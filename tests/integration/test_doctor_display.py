@@ -91,3 +91,33 @@ def test_graphic_display_without_dejavu_is_a_warning(tmp_path: Path,
     assert "fonts-dejavu-core" in probe.hint
     font = probe_display("framebuffer", str(fb), {"font": "/x.ttf"}, sysfs=str(sysfs))
     assert font is not None and not font.warning  # a configured font: no DejaVu needed
+
+
+def test_run_with_a_missing_font_exits_2_naming_the_key(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s\n")
+    cfg = tmp_path / "lobbypay.toml"
+    cfg.write_text(f"""
+[terminal]
+id = "t-font"
+department_id = "1"
+state_dir = "{tmp_path / 'state'}"
+[athena]
+base_url = "http://127.0.0.1:9"
+practice_id = "1"
+client_id = "c"
+client_secret_file = "{secret}"
+[mqtt]
+host = "127.0.0.1"
+port = 9
+[reader]
+driver = "sim"
+path = "{tmp_path / 'r.sock'}"
+[display]
+driver = "ssd1306"
+font = "{tmp_path / 'missing.ttf'}"
+""")
+    assert cli.main(["run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "display.font" in err and "missing.ttf" in err and "Traceback" not in err
