@@ -299,3 +299,28 @@ def test_odd_text_never_raises_and_stays_in_the_frame(driver: str, text: str,
     shown = d.show(ScreenView((text, text[:5], "Aprobado")))
     assert len(shown) == d.rows and all(len(line) == d.cols for line in shown)
     assert_shows(d.image(), shown, d)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("driver", ["ssd1306", "sh1106"])
+async def test_luma_drives_the_controller_model(driver: str, tmp_path: Path) -> None:
+    """luma.oled's real device class, on a model of the controller's RAM: the panel shows
+    the driver's image (SH1106: from RAM column 2, as that chip's panels are wired)."""
+    from luma.oled.device import sh1106, ssd1306
+
+    from tests.fakes.oled import OledBus, OledModel
+
+    model = OledModel(driver)
+    cls = ssd1306 if driver == "ssd1306" else sh1106
+
+    def opener(port: OledPort) -> object:
+        return cls(OledBus(model), width=128, height=64, rotate=port.rotate)
+
+    d = DISPLAYS[driver](device_opener=opener, **FAST)
+    async with running(d):
+        await until(lambda: d.connected)
+        shown = d.show(ScreenView(("Total a pagar", "$65.00", "", "Deslice su tarjeta")))
+        await until(lambda: model.image().tobytes() == d.image().tobytes())
+        glass = model.image()
+        glass.save(tmp_path / f"{driver}-ram.png")
+        assert_shows(glass, shown, d)
+        assert model.on
