@@ -275,7 +275,11 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         path=sim_reader_socket(cfg) if r.driver == "sim" else r.path,
         baudrate=r.baudrate, grab=r.grab,
     )
-    display = DISPLAYS[d.driver](path=d.path, baudrate=d.baudrate, rows=d.rows, cols=d.cols)
+    try:
+        display = DISPLAYS[d.driver](path=d.path, baudrate=d.baudrate, rows=d.rows,
+                                     cols=d.cols, **d.options)
+    except ValueError as exc:  # found only when building: a font file, a missing extra
+        raise ConfigError("display", str(exc)) from None
     prefix = f"lobbypay/v1/{t.id}"
 
     link: MqttLink | None = None

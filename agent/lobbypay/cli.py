@@ -390,6 +390,12 @@ def _doctor_display(cfg: Config) -> Check:
                      "set display.driver and display.path if the terminal has a display")
     if d.driver == "console":
         return Check("display", "PASS", "console display (draws on the agent's stdout)")
+    from lobbypay_hw.probe import probe_display
+
+    probe = probe_display(d.driver, d.path, d.options)
+    if probe is not None:
+        result = ("WARN" if probe.warning else "PASS") if probe.ok else "FAIL"
+        return Check("display", result, f"{d.driver}: {probe.detail}", probe.hint)
     return _check_device("display", d.path, os.W_OK,
                          "plug the display in; ls -l /dev/lobbypay-display /dev/serial/by-id; "
                          "check display.path")

@@ -43,8 +43,8 @@ DISPLAY_VENDORS = {"0403": "serlcd", "239a": "matrixorbital"}
 # I2C display addresses and what answers there (field notes section 2). The driver names
 # are the [display] driver values for I2C panels.
 I2C_DISPLAYS = {
-    0x27: ("hd44780", "HD44780 character LCD on a PCF8574 backpack"),
-    0x3F: ("hd44780", "HD44780 character LCD on a PCF8574 backpack"),
+    0x27: ("hd44780-i2c", "HD44780 character LCD on a PCF8574 backpack"),
+    0x3F: ("hd44780-i2c", "HD44780 character LCD on a PCF8574 backpack"),
     0x3C: ("ssd1306", "SSD1306/SH1106 OLED"),
 }
 # The service user and the groups its unit adds (systemd/lobbypay.service: User=,
@@ -311,7 +311,9 @@ def _i2c_devices(t: _Tree, probe: Prober | None) -> list[Device]:
         if found:
             drv, what = I2C_DISPLAYS[found[0]]
             d.looks_like = "; ".join(f"0x{a:02X}: {I2C_DISPLAYS[a][1]}" for a in found)
-            d.config = ["[display]", f'driver = "{drv}"', f'path = "{d.node}"',
+            bus_no = node.rsplit("-", 1)[-1]
+            d.config = ["[display]", f'driver = "{drv}"',
+                        f"bus = {bus_no if bus_no.isdigit() else 1}",
                         f"address = 0x{found[0]:02X}"]
         else:
             d.looks_like = "I2C bus, nothing at 0x27, 0x3F or 0x3C"

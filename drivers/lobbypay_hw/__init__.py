@@ -21,6 +21,18 @@ plain keyword arguments (the ``[reader]`` / ``[display]`` config keys):
     ``"console"`` ``rows``, ``cols``, ``stream`` (text stream, default stdout); ``path`` and
                   ``baudrate`` ignored.
     ``"none"``    ``rows``, ``cols``; ``path`` and ``baudrate`` ignored.
+    ``"hd44780-i2c"`` ``bus`` (1: ``/dev/i2c-1``), ``address`` (0x27; 0x3F common),
+                  ``rows``, ``cols``, ``backlight`` (True), ``wiring`` ("standard" or
+                  "mjkdz"); tuning ``retry_base_s``, ``retry_cap_s``, ``bus_opener``
+                  (tests: bus number -> an ``smbus2.SMBus``-like object).
+    ``"ssd1306"``, ``"sh1106"``  128x64 OLEDs through luma.oled: ``interface`` ("i2c" or
+                  "spi"), ``bus`` (I2C bus or SPI port), ``address`` (0x3C), ``spi_device``,
+                  ``gpio_dc``, ``gpio_rst``, ``rotate`` (quarter turns), ``rows`` (4),
+                  ``cols`` (20), ``font`` (a TTF; default DejaVu Sans); tuning
+                  ``device_opener`` (tests: an ``OledPort`` -> a luma device).
+    ``"framebuffer"`` HDMI/DSI screens: ``path`` (/dev/fb0), ``rows`` (4), ``cols`` (20),
+                  ``font``; tuning ``sysfs`` (the /sys/class/graphics directory).
+    The graphic drivers import Pillow (and luma) when built, never before.
 
 Unknown keyword arguments raise ``TypeError``; bad values raise ``ValueError`` naming the
 config key. Constructing a driver does no I/O: devices are opened by ``run()``.
@@ -31,11 +43,14 @@ Other entry points: ``tracks.parse_swipe`` (bytes -> ``BankCard`` or ``SwipeErro
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from lobbypay_hw.api import CardReader, Display
 from lobbypay_hw.display_console import ConsoleDisplay, NoneDisplay
+from lobbypay_hw.display_i2c import DEFAULT_ADDRESS, DEFAULT_BUS, Hd44780I2cDisplay
 from lobbypay_hw.display_serial import SerialDisplay
 from lobbypay_hw.reader_evdev import EvdevReader
 from lobbypay_hw.reader_hidraw import HidrawReader
@@ -114,6 +129,67 @@ def make_none(
     return NoneDisplay(rows=rows, cols=cols)
 
 
+def make_hd44780_i2c(
+    *,
+    path: str | None = None,
+    baudrate: int = 9600,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    bus: int = DEFAULT_BUS,
+    address: int = DEFAULT_ADDRESS,
+    backlight: bool = True,
+    wiring: str = "standard",
+    **tuning: Any,
+) -> Display:
+    if "bus_opener" not in tuning and importlib.util.find_spec("smbus2") is None:
+        # a pip install always has it; the Debian package only suggests python3-smbus2
+        raise ValueError("display.driver: hd44780-i2c needs smbus2 "
+                         "(apt install python3-smbus2, or pip install smbus2)")
+    return Hd44780I2cDisplay(
+        bus=bus, address=address, rows=rows, cols=cols, backlight=backlight, wiring=wiring,
+        **tuning,
+    )
+
+
+def _graphic(extra: str) -> Any:
+    """The graphic drivers' module (imports Pillow), or ValueError naming the extra."""
+    try:
+        display_graphic = importlib.import_module("lobbypay_hw.display_graphic")
+    except ImportError as exc:
+        raise ValueError(f"display.driver: this display needs lobbypay[{extra}] "
+                         f"(pip install 'lobbypay[{extra}]'; missing {exc.name})") from None
+    return display_graphic
+
+
+def _make_oled(driver: str, rows: int, cols: int, **kwargs: Any) -> Display:
+    # lazy: Pillow loads only when an OLED is configured (luma when it opens)
+    oled: Display = _graphic("oled").OledDisplay(driver, rows=rows, cols=cols, **kwargs)
+    return oled
+
+
+def make_ssd1306(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    return _make_oled("ssd1306", rows, cols, **kwargs)
+
+
+def make_sh1106(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    return _make_oled("sh1106", rows, cols, **kwargs)
+
+
+def make_framebuffer(
+    *, path: str | None = None, baudrate: int = 9600, rows: int = 4, cols: int = 20,
+    **kwargs: Any,
+) -> Display:
+    fb: Display = _graphic("framebuffer").FramebufferDisplay(  # lazy: Pillow
+        path=path or "/dev/fb0", rows=rows, cols=cols, **kwargs)
+    return fb
+
+
 READERS: dict[str, Callable[..., CardReader]] = {
     "serial": make_serial_reader,
     "evdev": make_evdev_reader,
@@ -126,6 +202,10 @@ DISPLAYS: dict[str, Callable[..., Display]] = {
     "matrixorbital": make_matrixorbital,
     "console": make_console,
     "none": make_none,
+    "hd44780-i2c": make_hd44780_i2c,
+    "ssd1306": make_ssd1306,
+    "sh1106": make_sh1106,
+    "framebuffer": make_framebuffer,
 }
 
 __all__ = [

@@ -68,6 +68,7 @@ _ERRNO_TEXT = {
     errno.ECONNREFUSED: "nothing listening",
     errno.ENOTDIR: "no such directory",
     errno.ESTALE: "reader.path now names another device (not grabbed)",
+    errno.EREMOTEIO: "no answer at that I2C address (wrong address or wiring)",
 }
 
 

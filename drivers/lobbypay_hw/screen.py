@@ -6,6 +6,11 @@ rendered text uses only the characters every supported display shows as themselv
 accented letters are folded to their base letter (``é`` -> ``e``), typographic dashes
 and quotes to ASCII, and anything else becomes ``?``. The rendered lines are therefore
 exactly what the glass shows, which is what the agent publishes as the screen mirror.
+
+A display that can show more (an HD44780 with custom characters, a graphic display with
+a real font) passes its own ``charset``; characters in it are kept as they are. Spanish
+punctuation the charset lacks is dropped rather than shown as ``?`` (``¿Otra tarjeta?``
+becomes ``Otra tarjeta?``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ _FOLD = {
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
     "\u2212": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
     "\u00a0": " ", "\u2026": "...", "\t": " ", "\u00df": "ss", "\u00e6": "ae",
-    "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O",
+    "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u00bf": "", "\u00a1": "",
+    "\u00ab": '"', "\u00bb": '"',
 }  # fmt: skip
 
 
@@ -42,11 +48,11 @@ def check_geometry(rows: int, cols: int) -> None:
         raise ValueError(f"display cols must be 1-{limit} for {rows} rows")
 
 
-def to_lcd_text(text: str) -> str:
-    """Map any text to the LCD-safe character set (may change the length)."""
+def to_lcd_text(text: str, charset: frozenset[str] = SAFE_CHARS) -> str:
+    """Map any text to ``charset`` (LCD-safe ASCII by default; may change the length)."""
     out: list[str] = []
     for ch in text:
-        if ch in SAFE_CHARS:
+        if ch in charset:
             out.append(ch)
             continue
         folded = _FOLD.get(ch)
@@ -54,14 +60,17 @@ def to_lcd_text(text: str) -> str:
             base = "".join(
                 c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c)
             )
-            folded = base if base and all(c in SAFE_CHARS for c in base) else REPLACEMENT
+            folded = base if base and all(c in charset for c in base) else REPLACEMENT
         out.append(folded)
     return "".join(out)
 
 
-def fit(text: str, cols: int, align: Align = Align.CENTER) -> str:
-    """One line: LCD-safe, truncated to ``cols``, aligned and padded to exactly ``cols``."""
-    line = to_lcd_text(text).strip() if align is Align.CENTER else to_lcd_text(text).rstrip()
+def fit(
+    text: str, cols: int, align: Align = Align.CENTER, charset: frozenset[str] = SAFE_CHARS
+) -> str:
+    """One line: in ``charset``, truncated to ``cols``, aligned and padded to ``cols``."""
+    shown = to_lcd_text(text, charset)
+    line = shown.strip() if align is Align.CENTER else shown.rstrip()
     line = line[:cols]
     if align is Align.CENTER:
         left = (cols - len(line)) // 2
@@ -73,7 +82,12 @@ def blank(rows: int, cols: int) -> tuple[str, ...]:
     return tuple(" " * cols for _ in range(rows))
 
 
-def render(view: ScreenView, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS) -> tuple[str, ...]:
+def render(
+    view: ScreenView,
+    rows: int = DEFAULT_ROWS,
+    cols: int = DEFAULT_COLS,
+    charset: frozenset[str] = SAFE_CHARS,
+) -> tuple[str, ...]:
     """Exactly ``rows`` lines of exactly ``cols`` characters.
 
     Lines beyond ``rows`` are dropped; missing rows are blank. Each line is truncated,
@@ -82,6 +96,6 @@ def render(view: ScreenView, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS)
     check_geometry(rows, cols)
     if not isinstance(view, ScreenView):
         raise TypeError("render takes a ScreenView")
-    lines = [fit(line, cols, view.align) for line in view.lines[:rows]]
+    lines = [fit(line, cols, view.align, charset) for line in view.lines[:rows]]
     lines.extend(" " * cols for _ in range(rows - len(lines)))
     return tuple(lines)

@@ -167,14 +167,36 @@ class Pty:
                 os.close(fd)
 
 
+#: ``scripts/bench --display``: the display the measured agent drives. There is no I2C
+#: bus here (bus 250 does not exist): the I2C drivers load their libraries, lay out every
+#: screen and keep retrying the bus. The framebuffer is a regular file (800x480, 32 bpp)
+#: with a fake sysfs, so every screen is drawn and written.
+DISPLAYS = ("none", "hd44780-i2c", "ssd1306", "framebuffer")
+
+
+def display_table(display: str, workdir: Path) -> str:
+    if display == "none":
+        return 'driver = "none"\ncols = 16\nrows = 2'
+    if display in ("hd44780-i2c", "ssd1306"):
+        return f'driver = "{display}"\nbus = 250\ncols = 20\nrows = 4'
+    fb = workdir / "fb0"
+    geo = workdir / "sysfs" / "fb0"
+    geo.mkdir(parents=True, exist_ok=True)
+    (geo / "virtual_size").write_text("800,480\n")
+    (geo / "bits_per_pixel").write_text("32\n")
+    fb.write_bytes(bytes(800 * 480 * 4))
+    return f'driver = "framebuffer"\npath = "{fb}"\ncols = 20\nrows = 4'
+
+
 class Agent:
     """The real agent, configured as in production except: loopback broker and simulator,
-    the serial reader on a pty, no display, athena's client-side rate limit at its
+    the serial reader on a pty, no display (or ``display``), athena's client-side rate limit at its
     configurable maximum (100 rps; the default 5 rps would be the whole measurement)."""
 
     def __init__(self, workdir: Path, broker_port: int, athena: dict[str, str],
-                 reader_path: str, terminal_id: str) -> None:
+                 reader_path: str, terminal_id: str, display: str = "none") -> None:
         self.workdir = workdir
+        self.display = display
         self.terminal_id = terminal_id
         self.state_dir = workdir / "state"
         self.config = workdir / "lobbypay.toml"
@@ -206,9 +228,7 @@ path = "{reader_path}"
 baudrate = 9600
 
 [display]
-driver = "none"
-cols = 16
-rows = 2
+{display_table(display, workdir)}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -226,8 +246,14 @@ rows = 2
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
         with open(self.workdir / f"agent-{self.runs}.log", "wb") as out:
             self.started_at = time.perf_counter()
+            entry = ["-m", "lobbypay"]
+            if self.display == "framebuffer" and not prof:
+                # the agent itself, with the fake framebuffer's sysfs in place of /sys
+                entry = ["-c", "import lobbypay_hw.display_graphic as g, sys; "
+                         f"g.SYSFS_GRAPHICS = {str(self.workdir / 'sysfs')!r}; "
+                         "from lobbypay.cli import main; sys.exit(main())"]
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, *prof, "-m", "lobbypay", "run", "--config", str(self.config)],
+                [sys.executable, *prof, *entry, "run", "--config", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, env=child_env())
         return self.started_at
 

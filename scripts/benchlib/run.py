@@ -49,7 +49,7 @@ import httpx  # noqa: E402
 
 from benchlib import procfs  # noqa: E402
 from benchlib.mqttc import FINAL, BenchClient  # noqa: E402
-from benchlib.procs import Agent, Broker, Echo, Pty, Simulator, child_env  # noqa: E402
+from benchlib.procs import DISPLAYS, Agent, Broker, Echo, Pty, Simulator, child_env  # noqa: E402
 from benchlib.stats import summary_ms  # noqa: E402
 
 PATIENT = "60178"
@@ -74,6 +74,7 @@ class Plan:
     balance_runs: int
     broker_nagle: bool = False
     profile: Path | None = None
+    display: str = "none"
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -90,6 +91,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.commands:
         base.commands = args.commands
     base.broker_nagle = args.broker_nagle
+    base.display = args.display
     base.profile = args.profile.resolve() if args.profile else None
     return base
 
@@ -457,7 +459,7 @@ async def run(plan: Plan) -> dict[str, Any]:
         details["balance"] = measure_balance(plan.balance_runs)
         say("bare interpreter start and the agent's imports")
         details["python_start"] = bare_python_start(3)
-        agent = Agent(work, broker.port, info, pty.path, f"bench-{tag}")
+        agent = Agent(work, broker.port, info, pty.path, f"bench-{tag}", plan.display)
         async with BenchClient(broker.port, agent.terminal_id, echo_tag=tag) as client:
             say(f"start-up x{plan.starts}")
             details["startup"] = await measure_startup(agent, client, plan.starts)
@@ -587,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commands", type=int, help="commands in the memory run")
     ap.add_argument("--broker-nagle", action="store_true",
                     help="run mosquitto with its default (Nagle on) instead of set_tcp_nodelay")
+    ap.add_argument("--display", choices=DISPLAYS, default="none",
+                    help="the display the agent drives (peak RSS with each: docs/PERFORMANCE.md)")
     ap.add_argument("--profile", type=Path,
                     help="run the measured agent under cProfile, stats to this file "
                          "(slows it down: figures from such a run are not comparable)")

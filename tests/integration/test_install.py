@@ -381,6 +381,11 @@ def test_example_config_names_every_key() -> None:
     """Every key parse_config reads appears in its section, set or commented out."""
     sections = _example_sections()
     filled_by_loader = {("athena", "client_secret"), ("mqtt", "password")}
+    # display.options holds the per-driver keys, each listed in the example itself
+    filled_by_loader |= {("display", "options")}
+    for key in ("bus", "address", "backlight", "wiring", "interface", "spi_device", "gpio_dc",
+                "gpio_rst", "rotate", "font"):
+        assert re.search(rf"^# {key} = ", sections["display"], re.MULTILINE), key
     missing = []
     for section in dataclasses.fields(Config):
         cls = getattr(config_module, str(section.type))
@@ -392,3 +397,24 @@ def test_example_config_names_every_key() -> None:
             if not re.search(rf"^(# )?{key.name} = ", body, re.MULTILINE):
                 missing.append(f"{section.name}.{key.name}")
     assert missing == []
+
+
+@pytest.mark.parametrize(("driver", "extra"), [("ssd1306", "oled"), ("framebuffer", "framebuffer"),
+                                               ("hd44780-i2c", "")])
+def test_graphic_display_in_the_config_installs_its_extra(
+    repo: Path, tmp_path: Path, driver: str, extra: str
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc" / "lobbypay").mkdir(parents=True)
+    (root / "etc" / "lobbypay" / "lobbypay.toml").write_text(
+        f'[display]\ndriver = "{driver}"\n')
+    res = run(repo / "scripts" / "install", "--root", str(root), "--dry-run",
+              "--python", sys.executable)
+    pip = [line for line in res.stdout.splitlines() if "pip install" in line]
+    assert len(pip) == 1
+    if extra:
+        assert f"display extra: lobbypay[{extra}]" in res.stdout
+        assert pip[0].endswith(f"{repo}[{extra}]")
+    else:
+        assert pip[0].endswith(str(repo)) and "display extra" not in res.stdout
+    assert "usermod --append --groups i2c,spi,video lobbypay" in res.stdout

@@ -4,32 +4,20 @@ and the console / none displays."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from lobbypay_hw import DISPLAYS
-from lobbypay_hw.api import Align, Display, ScreenView
+from lobbypay_hw.api import Align, ScreenView
 from lobbypay_hw.display_serial import SerialDisplay
 
+from tests.fakes.aio import running
 from tests.fakes.pty import PtyPort, Replug
 
 FAST = {"retry_base_s": 0.02, "retry_cap_s": 0.1}
 DUE = ScreenView(("Total due", "65.00"))
 SWIPE = ScreenView(("Total due", "Swipe card"))
-
-
-@contextlib.asynccontextmanager
-async def running(display: Display) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(display.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def until(pred: object, timeout_s: float = 5.0) -> None:

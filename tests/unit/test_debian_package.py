@@ -29,6 +29,9 @@ DEBIAN_NAME: dict[str, tuple[str, str | None]] = {
     "pyserial-asyncio-fast": ("python3-serial-asyncio", "0.6"),
     "evdev": ("python3-evdev", None),
 }
+#: pip dependencies that the package only suggests: small, pure Python, needed by one
+#: optional driver that names the package when it is missing (hd44780-i2c: smbus2)
+SUGGESTED_ONLY: dict[str, str] = {"smbus2": "python3-smbus2"}
 
 
 def depends() -> dict[str, str | None]:
@@ -61,6 +64,12 @@ def test_every_runtime_dependency_is_in_depends_with_its_lower_bound() -> None:
         m = re.match(r"([A-Za-z0-9_.-]+)\s*(?:>=\s*([0-9][^,;\s]*))?", spec)
         assert m, spec
         name, lower = m.group(1).lower(), m.group(2)
+        if name in SUGGESTED_ONLY:
+            control = (ROOT / "debian" / "control").read_text()
+            assert SUGGESTED_ONLY[name] in control.split("Suggests:", 1)[1].split(
+                "Description:", 1)[0], f"{SUGGESTED_ONLY[name]} missing from Suggests"
+            assert SUGGESTED_ONLY[name] not in deps
+            continue
         assert name in DEBIAN_NAME, (
             f"{name} is new in pyproject.toml: add its Debian package to debian/control "
             "Depends (or Suggests, if optional) and to DEBIAN_NAME here")

@@ -22,7 +22,9 @@ from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
 TERMINAL_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 ID_RE = re.compile(r"\A[0-9A-Za-z._-]{1,32}\Z")
 READER_DRIVERS = ("serial", "evdev", "hidraw", "sim")
-DISPLAY_DRIVERS = ("serlcd", "matrixorbital", "console", "none")
+DISPLAY_DRIVERS = (
+    "serlcd", "matrixorbital", "console", "none", "hd44780-i2c", "ssd1306", "sh1106", "framebuffer",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -88,6 +90,8 @@ class DisplayConfig:
     baudrate: int = 9600
     cols: int = 16
     rows: int = 2
+    # driver-specific keys (I2C bus and address, wiring, font...), passed to the driver
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,30 @@ class _Section:
         if v not in choices:
             raise ConfigError(self.key(k), f"must be one of {', '.join(choices)}; got {v!r}")
         return v
+
+
+def _display_options(d: _Section, driver: str) -> dict[str, Any]:
+    """The keys only some displays take (docs/drivers.md has each display's page)."""
+    opts: dict[str, Any] = {}
+    if driver == "hd44780-i2c":
+        opts["bus"] = d.integer("bus", 1, 0, 255)
+        opts["address"] = d.integer("address", 0x27, 0x03, 0x77)
+        opts["backlight"] = d.boolean("backlight", True)
+        opts["wiring"] = d.choice("wiring", "standard", ("standard", "mjkdz"))
+    elif driver in ("ssd1306", "sh1106"):
+        opts["interface"] = d.choice("interface", "i2c", ("i2c", "spi"))
+        spi = opts["interface"] == "spi"
+        opts["bus"] = d.integer("bus", 0 if spi else 1, 0, 255)
+        opts["address"] = d.integer("address", 0x3C, 0x03, 0x77)
+        opts["spi_device"] = d.integer("spi_device", 0, 0, 255)
+        opts["gpio_dc"] = d.integer("gpio_dc", 24, 0, 63)
+        opts["gpio_rst"] = d.integer("gpio_rst", 25, 0, 63)
+        opts["rotate"] = d.integer("rotate", 0, 0, 3)
+    if driver in ("ssd1306", "sh1106", "framebuffer"):
+        font = d.text("font")
+        if font is not None:
+            opts["font"] = font
+    return opts
 
 
 def _is_loopback(host: str) -> bool:
@@ -283,9 +311,14 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     dpath = d.text("path")
     if ddriver in ("serlcd", "matrixorbital") and not dpath:
         raise ConfigError("display.path", f"is required for the {ddriver} display")
+    graphic = ddriver in ("ssd1306", "sh1106", "framebuffer")
+    if ddriver == "framebuffer":
+        dpath = dpath or "/dev/fb0"
     display = DisplayConfig(
         driver=ddriver, path=dpath, baudrate=d.integer("baudrate", 9600, 300, 921600),
-        cols=d.integer("cols", 16, 8, 40), rows=d.integer("rows", 2, 1, 4),
+        cols=d.integer("cols", 20 if graphic else 16, 8, 40),
+        rows=d.integer("rows", 4 if graphic else 2, 1, 4),
+        options=_display_options(d, ddriver),
     )
 
     lg = _Section(data, "logging")
