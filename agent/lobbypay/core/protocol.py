@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -49,12 +50,15 @@ from lobbypay.core.commands import (
     ChargeGet,
     ChargeList,
     ChargeStart,
+    ChargeVoid,
     ClaimAmount,
     Command,
     Ping,
+    ReceiptEmail,
 )
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
+from lobbypay.core.screen_text import LANGUAGES
 
 PROTOCOL_VERSION = 1
 #: Commands are a few hundred bytes; 64 KiB leaves room for many claims and bounds the
@@ -76,6 +80,9 @@ LIST_MAX = 100
 LIST_LIMIT_CEILING = 2**31 - 1
 #: Longest plausible RFC 3339 text ("2026-11-27T15:00:00.123456+05:30" is 32).
 _TIME_MAX_LEN = 40
+#: receipt.email's address (protocol 10): length bounds in characters.
+EMAIL_MIN = 3
+EMAIL_MAX = 254
 _RFC3339_RE = re.compile(
     r"\A\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})\Z"
 )
@@ -233,6 +240,24 @@ class _Fields:
             raise self.fail(f"{key} needs a time zone")
         return parsed.astimezone(UTC)
 
+    def language(self) -> str | None:
+        value = self._raw("language", False)
+        if value is None:
+            return None
+        if not isinstance(value, str) or value not in LANGUAGES:
+            raise self.fail(f"language must be one of {', '.join(LANGUAGES)}")
+        return value
+
+    def email(self) -> str:
+        """An address as protocol 10 has it. Messages never quote it (personal data)."""
+        value = self._raw("email", True)
+        if not isinstance(value, str):
+            raise self.fail("email must be a string")
+        problem = email_problem(value)
+        if problem is not None:
+            raise self.fail(f"email {problem}")
+        return value
+
     def claims(self) -> tuple[ClaimAmount, ...]:
         value = self._raw("claims", False)
         if value is None:
@@ -260,6 +285,20 @@ class _Fields:
                 ClaimAmount(claim_id, self.amount(f"{where}.amount", item["amount"], positive=True))
             )
         return tuple(out)
+
+
+def email_problem(address: str) -> str | None:
+    """Why ``address`` is not an email address by protocol 10's rule, or None: 3-254
+    characters, exactly one ``@`` with text on both sides, no whitespace or control
+    (or other invisible format) characters. The reason never quotes the address."""
+    if not EMAIL_MIN <= len(address) <= EMAIL_MAX:
+        return f"must be {EMAIL_MIN}-{EMAIL_MAX} characters"
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in address):
+        return "must not contain whitespace or control characters"
+    local, _, domain = address.partition("@")
+    if address.count("@") != 1 or not local or not domain:
+        return "must have exactly one @ with text on both sides"
+    return None
 
 
 def decode_command(payload: bytes) -> Command:
@@ -325,6 +364,7 @@ def _charge_start(f: _Fields) -> ChargeStart:
     allow_duplicate = f.boolean("allow_duplicate", False)
     deadline_s = f.integer("deadline_s", DEADLINE_DEFAULT_S, DEADLINE_MIN_S, DEADLINE_MAX_S)
     expires_at = f.timestamp("expires_at")
+    language = f.language()
     return ChargeStart(
         request_id=f.request_id,
         job_id=job_id,
@@ -336,6 +376,7 @@ def _charge_start(f: _Fields) -> ChargeStart:
         allow_duplicate=allow_duplicate,
         deadline_s=deadline_s,
         expires_at=expires_at,
+        language=language,
     )
 
 
@@ -359,6 +400,15 @@ def _ping(f: _Fields) -> Ping:
     return Ping(request_id=f.request_id)
 
 
+def _charge_void(f: _Fields) -> ChargeVoid:
+    return ChargeVoid(request_id=f.request_id, job_id=f.job_id())
+
+
+def _receipt_email(f: _Fields) -> ReceiptEmail:
+    job_id = f.job_id()
+    return ReceiptEmail(request_id=f.request_id, job_id=job_id, email=f.email())
+
+
 _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "balance.get": _balance_get,
     "charge.start": _charge_start,
@@ -366,6 +416,8 @@ _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "charge.get": _charge_get,
     "charge.list": _charge_list,
     "ping": _ping,
+    "charge.void": _charge_void,
+    "receipt.email": _receipt_email,
 }
 assert set(_DECODERS) == set(COMMAND_TYPES)
 
