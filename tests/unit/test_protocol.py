@@ -13,8 +13,11 @@ from lobbypay.core.commands import (
     ChargeGet,
     ChargeList,
     ChargeStart,
+    ChargeVoid,
     ClaimAmount,
     Ping,
+    ReceiptEmail,
+    mask_email,
 )
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import (
@@ -357,3 +360,52 @@ def test_encode_json_is_compact_utf8_and_refuses_nan() -> None:
 def test_format_time_requires_aware() -> None:
     with pytest.raises(ValueError):
         format_time(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+# ---------------------------------------------------------------- protocol 10
+
+
+def test_language_on_charge_start() -> None:
+    assert decode_command(enc(start())).language is None  # type: ignore[union-attr]
+    assert decode_command(enc(start(language="es"))).language == "es"  # type: ignore[union-attr]
+    assert decode_command(enc(start(language=None))).language is None  # type: ignore[union-attr]
+    for bad in ("fr", "ES", "", 1, True, ["es"], {"code": "es"}):
+        err = fails(enc(start(language=bad)))
+        assert err.code is Code.BAD_REQUEST and err.command == "charge.start"
+
+
+def test_charge_void_and_receipt_email_decode() -> None:
+    v = decode_command(enc(cmd("charge.void", job_id="j-1")))
+    assert v == ChargeVoid(request_id="r-9", job_id="j-1")
+    e = decode_command(enc(cmd("receipt.email", job_id="j-1", email="jane@example.com")))
+    assert e == ReceiptEmail(request_id="r-9", job_id="j-1", email="jane@example.com")
+    assert "jane@" not in repr(e) and "j***@example.com" in repr(e)
+    assert fails(enc(cmd("charge.void"))).code is Code.BAD_REQUEST
+    assert fails(enc(cmd("charge.void", job_id="a b"))).code is Code.BAD_REQUEST
+
+
+@pytest.mark.parametrize("email", [
+    None, 5, "", "a@", "@b", "ab", "a@b@c", "abc", "a" * 250 + "@b.co",
+    "a b@c.d", "a@b.c ", "a\t@b.c", "a\n@b.c", "a\x00@b.c", "a\x7f@b.c", "a\u200b@b.c",
+    "a\u00a0@b.c", "a\u2028@b.c",
+])
+def test_receipt_email_address_rules(email: object) -> None:
+    fields: dict[str, Any] = {"job_id": "j-1"}
+    if email is not None:
+        fields["email"] = email
+    err = fails(enc(cmd("receipt.email", **fields)))
+    assert err.code is Code.BAD_REQUEST and err.request_id == "r-9"
+    if isinstance(email, str) and len(email) > 3:
+        assert email not in err.message
+
+
+@pytest.mark.parametrize("email", ["a@b", "x" * 242 + "@example.com", "jöse@exämple.es",
+                                   "a+tag@sub.example.org", "\"q\"@b"])
+def test_receipt_email_addresses_that_pass(email: str) -> None:
+    e = decode_command(enc(cmd("receipt.email", job_id="j-1", email=email)))
+    assert isinstance(e, ReceiptEmail) and e.email == email
+
+
+def test_mask_email() -> None:
+    assert mask_email("jane@example.com") == "j***@example.com"
+    assert mask_email("x") == "***"
