@@ -372,3 +372,52 @@ def test_bad_request_list_covers_every_email_rule() -> None:
     assert {"missing", "too short", "255 characters", "no @", "two @", "nothing before @",
             "nothing after @", "a space", "a control character"} <= whats
     assert json.dumps([b for _, b in BAD_EMAILS])  # all JSON-encodable
+
+
+# ---------------------------------------------------------------- the Python client
+
+
+async def test_client_void_email_receipt_and_language(
+    agent: AgentProcess, athena_sim: AthenaSimProcess, pty_reader: PtyReader, mosquitto: Any
+) -> None:
+    from lobbypay.client import CommandError, TerminalClient
+
+    agent.extra_toml = STAFF
+    async with AppClient(mosquitto.port, agent.terminal_id) as app:
+        await started(agent, app)
+        async with TerminalClient(agent.terminal_id, "127.0.0.1", mosquitto.port) as kiosk, \
+                TerminalClient(agent.terminal_id, "127.0.0.1", mosquitto.port,
+                               staff=True) as desk:
+            with pytest.raises(ValueError):
+                await kiosk.charge("c-0", PATIENT, claims=[("5569", "5.00")], language="fr")
+            start = await kiosk.charge("c-1", PATIENT, claims=[("5569", "14.00")],
+                                       language="es")
+            assert start["state"] == "pending"
+            st = await app.wait_retained("state", lambda s: s["job_id"] == "c-1")
+            assert "Pase su tarjeta" in screen_text(st)
+            pty_reader.swipe(CANARY_TRACKS)
+            final = await kiosk.wait_final("c-1", timeout=20)
+            assert final["state"] == "succeeded"
+
+            for bad in ("jane", "a b@c.d", "j@d@e"):
+                with pytest.raises(ValueError) as ei:
+                    await kiosk.email_receipt("c-1", bad)
+                assert bad not in str(ei.value)
+            assert (await kiosk.email_receipt("c-1", "jane@example.com"))["job_id"] == "c-1"
+
+            with pytest.raises(CommandError) as ce:
+                await kiosk.void("c-1")
+            assert ce.value.code == "forbidden"
+            voided = await desk.void("c-1")
+            assert voided["state"] == "voided" and voided["command"] == "charge.void"
+            assert (await desk.void("c-1"))["state"] == "voided"
+            assert (await desk.get("c-1"))["state"] == "voided"
+            with pytest.raises(CommandError) as ce:
+                await desk.email_receipt("c-1", "jane@example.com")
+            assert ce.value.code == "no_receipt"
+            with pytest.raises(CommandError) as ce:
+                await desk.void("never-seen")
+            assert ce.value.code == "unknown_job"
+        assert len(sim_calls(athena_sim, "voidpayment")) == 1
+        assert agent.terminate() == 0
+    assert_no_canary(agent=agent, app=app)
