@@ -814,12 +814,6 @@ def event_line(ev: dict[str, Any], st: Style) -> str:
     return "  " + "  ".join(parts)
 
 
-async def _balance_async(conn: Connection, args: argparse.Namespace) -> dict[str, Any]:
-    async with conn.client() as term:
-        return await term.balance(args.patient, args.department, args.appointment,
-                                  timeout=REPLY_TIMEOUT_S)
-
-
 def _command_error(exc: Any, as_json: bool) -> int:
     if as_json:
         print_json(exc.reply)
@@ -827,12 +821,20 @@ def _command_error(exc: Any, as_json: bool) -> int:
     return EXIT_FAIL
 
 
-def cmd_balance(args: argparse.Namespace) -> int:
+def _one_command(args: argparse.Namespace, staff: bool, send: Callable[[Any], Any],
+                 done: Callable[[dict[str, Any]], str]) -> int:
+    """Connect, send one command (``send(client)``), print ``done(reply)`` or the reply."""
     from lobbypay.client import ClientError, CommandError
 
     conn = _connection(args)
+
+    async def run() -> dict[str, Any]:
+        async with conn.client(staff=staff) as term:
+            reply: dict[str, Any] = await send(term)
+            return reply
+
     try:
-        bal = asyncio.run(_balance_async(conn, args))
+        reply = asyncio.run(run())
     except CommandError as exc:
         return _command_error(exc, args.json)
     except (ValueError, TypeError) as exc:
@@ -840,10 +842,18 @@ def cmd_balance(args: argparse.Namespace) -> int:
     except (ClientError, OSError, TimeoutError) as exc:
         return _unreachable(conn, exc)
     if args.json:
-        print_json(bal)
+        print_json(reply)
     else:
-        print(balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
+        print(done(reply))
     return EXIT_OK
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    return _one_command(
+        args, False,
+        lambda t: t.balance(args.patient, args.department, args.appointment,
+                            timeout=REPLY_TIMEOUT_S),
+        lambda bal: balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
 
 
 FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired"})
@@ -915,33 +925,6 @@ def cmd_charge(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- void and receipt
-
-
-def _one_command(args: argparse.Namespace, staff: bool, send: Callable[[Any], Any],
-                 done: Callable[[dict[str, Any]], str]) -> int:
-    """Connect, send one command (``send(client)``), print ``done(reply)`` or the reply."""
-    from lobbypay.client import ClientError, CommandError
-
-    conn = _connection(args)
-
-    async def run() -> dict[str, Any]:
-        async with conn.client(staff=staff) as term:
-            reply: dict[str, Any] = await send(term)
-            return reply
-
-    try:
-        reply = asyncio.run(run())
-    except CommandError as exc:
-        return _command_error(exc, args.json)
-    except (ValueError, TypeError) as exc:
-        return fail(str(exc), EXIT_CONFIG)
-    except (ClientError, OSError, TimeoutError) as exc:
-        return _unreachable(conn, exc)
-    if args.json:
-        print_json(reply)
-    else:
-        print(done(reply))
-    return EXIT_OK
 
 
 def cmd_void(args: argparse.Namespace) -> int:
