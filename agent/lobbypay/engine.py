@@ -389,6 +389,7 @@ class Engine:
         self._athena_ok()
         st = jm.step(job, jm.Voided(), self._clock.now())
         self._commit(st)
+        failpoint("after_void_journal")
         log.info("job %s: voided", job.job_id)
         self._wake()
         return {"job_id": job.job_id, "state": st.job.state.value}

@@ -421,3 +421,68 @@ async def test_client_void_email_receipt_and_language(
         assert len(sim_calls(athena_sim, "voidpayment")) == 1
         assert agent.terminate() == 0
     assert_no_canary(agent=agent, app=app)
+
+
+async def test_staff_reply_also_goes_to_the_mqtt5_response_topic(
+    agent: AgentProcess, athena_sim: AthenaSimProcess, pty_reader: PtyReader, mosquitto: Any
+) -> None:
+    from tests.fakes.mqtt_client import MqttTestClient
+
+    agent.extra_toml = STAFF
+    inbox = f"apps/frontdesk-{uuid.uuid4().hex[:6]}/inbox"
+    async with AppClient(mosquitto.port, agent.terminal_id) as app:
+        await started(agent, app)
+        paid = await charge(app, pty_reader, "rt-1")
+        async with MqttTestClient("127.0.0.1", mosquitto.port, protocol="5",
+                                  client_id=f"desk5-{uuid.uuid4().hex[:6]}") as desk:
+            await desk.subscribe(inbox)
+            # two voids at once: both answered voided, one athena call, one event
+            for rid in ("rt-v1", "rt-v2"):
+                await desk.publish(f"{app.prefix}/staff/cmd",
+                                   {"v": 1, "type": "charge.void", "request_id": rid,
+                                    "job_id": "rt-1"},
+                                   response_topic=inbox, correlation_data=rid.encode())
+            for rid in ("rt-v1", "rt-v2"):
+                on_inbox = await desk.reply_to(rid, topic_suffix="/inbox", timeout=10)
+                assert on_inbox["ok"] and on_inbox["state"] == "voided", on_inbox
+                assert await app.wait_reply(rid) == on_inbox
+                assert app.reply_topics(rid) == ["staff/reply"]
+            corr = {m.correlation_data for m in desk.messages if m.topic == inbox}
+            assert corr == {b"rt-v1", b"rt-v2"}
+        await app.wait_event("rt-1", "voided")
+        assert len(sim_calls(athena_sim, "voidpayment")) == 1
+        assert [e["state"] for e in app.job_events("rt-1")] == [
+            "pending", "card_read", "submitting", "succeeded", "voided"]
+        assert app.job_events("rt-1")[-1]["epayment_id"] == paid["epayment_id"]
+        assert agent.terminate() == 0
+        validate_all(app)
+
+
+async def test_a_crash_after_the_void_is_journaled_loses_nothing(
+    agent: AgentProcess, athena_sim: AthenaSimProcess, pty_reader: PtyReader, mosquitto: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed (SIGKILL at ``after_void_journal``) between journaling the void and
+    answering: after the restart the job is voided, its event is published from the
+    outbox, and a second charge.void answers voided without calling athena again."""
+    agent.extra_toml = STAFF
+    monkeypatch.setenv("LOBBYPAY_TEST_MODE", "1")
+    monkeypatch.setenv("LOBBYPAY_FAILPOINTS", "after_void_journal")
+    async with AppClient(mosquitto.port, agent.terminal_id) as app:
+        await started(agent, app)
+        paid = await charge(app, pty_reader, "cr-1")
+        with pytest.raises(TimeoutError):
+            await app.staff_command("charge.void", job_id="cr-1", timeout=5)
+        assert agent.proc is not None
+        assert await asyncio.to_thread(agent.proc.wait, 10) == -9
+        assert len(sim_calls(athena_sim, "voidpayment")) == 1
+        monkeypatch.delenv("LOBBYPAY_FAILPOINTS")
+        await started(agent, app, session=2)
+        ev = await app.wait_event("cr-1", "voided")
+        assert ev["seq"] == paid["seq"] + 1 and ev["epayment_id"] == paid["epayment_id"]
+        assert (await app.command("charge.get", job_id="cr-1"))["job"]["state"] == "voided"
+        rep = await app.staff_command("charge.void", job_id="cr-1")
+        assert rep["ok"] and rep["state"] == "voided"
+        assert len(sim_calls(athena_sim, "voidpayment")) == 1
+        assert agent.terminate() == 0
+    assert_no_canary(agent=agent, app=app)
