@@ -4,17 +4,20 @@
 
 * connect (MQTT 5 or 3.1.1, username/password, TLS from ``MqttConfig``) with the last
   will = ``status`` offline (retained, QoS 1);
-* subscribe ``lobbypay/v1/<tid>/cmd`` (QoS 1) *before* announcing ``online``, so an app
-  that reacts to ``online`` cannot lose its first command; then publish ``status``
-  online and ``state`` (both retained);
+* subscribe ``lobbypay/v1/<tid>/cmd`` (QoS 1), and ``staff/cmd`` when ``staff`` is set
+  (protocol 10), *before* announcing ``online``, so an app that reacts to ``online``
+  cannot lose its first command; then publish ``status`` online and ``state`` (both
+  retained);
 * drain the outbox in id order: publish QoS 1, await the PUBACK, only then
   ``outbox_ack(id)`` (paho keeps in-flight QoS 1 messages in memory only, the disk
   outbox is ours; after a reconnect rows are simply sent again and consumers dedupe
   on ``(job_id, seq)``);
 * serve commands: retained messages on ``cmd`` are ignored (protocol section 1); every
   other message goes to ``on_command`` in its own task (at most
-  ``MAX_CONCURRENT_COMMANDS`` at once) and the reply bytes are queued and published on
-  ``reply`` (and, MQTT 5, on the command's Response Topic with its Correlation Data).
+  ``MAX_CONCURRENT_COMMANDS`` at once; ``CommandMeta.staff`` says which topic it came
+  on) and the reply bytes are queued and published on ``reply``, or ``staff/reply`` for
+  a staff command (and, MQTT 5, on the command's Response Topic with its Correlation
+  Data).
   Queued replies survive reconnects (in memory), so a command answered while the broker
   was away is still answered once it is back.
 * ``on_command`` belongs to the app: if it raises or hangs past ``command_timeout_s``
