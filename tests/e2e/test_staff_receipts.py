@@ -313,7 +313,7 @@ async def test_a_spanish_job_speaks_spanish_and_the_terminal_stays_english(
         st = await app.wait_retained("state", lambda s: s["job_state"] == "pending")
         assert "15.00" in screen_text(st) and "Pase su tarjeta" in screen_text(st)
         pty_reader.swipe("%Bgarbage?")
-        st = await app.wait_retained("state", lambda s: "Pase otra vez" in screen_text(s))
+        st = await app.wait_retained("state", lambda s: "Vuelva a pasarla" in screen_text(s))
         assert "15.00" in screen_text(st)
         pty_reader.swipe(CANARY_TRACKS)
         await app.wait_event("s-1", final=True)

@@ -195,7 +195,7 @@ def test_spanish_golden_2x16_and_4x20() -> None:
     es = {k: Screen(k, total=Cents(6500), brand="visa", last4="1111", language="es")
           for k in ScreenKind}
     assert render(es[ScreenKind.PENDING]) == ("Total $65.00", "Pase su tarjeta")
-    assert render(es[ScreenKind.SWIPE_AGAIN]) == ("Total $65.00", "Pase otra vez")
+    assert render(es[ScreenKind.SWIPE_AGAIN]) == ("Total $65.00", "Vuelva a pasarla")
     assert render(es[ScreenKind.CARD_EXPIRED]) == ("Total $65.00", "Tarjeta vencida")
     assert render(es[ScreenKind.PROCESSING]) == ("Procesando...", "Visa ****1111")
     assert render(es[ScreenKind.APPROVED]) == ("Aprobado", "Visa ****1111")

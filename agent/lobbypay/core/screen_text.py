@@ -27,7 +27,17 @@ mapping's keys, and the config (``terminal.language``) and the protocol (``charg
 
 Spanish: short, polite, *usted* form, as a lobby sign would say it ("Pase su tarjeta",
 "Pase a recepción"), written for patients from anywhere in the Spanish-speaking world
-(neutral words: "tarjeta", "vencida", "recepción").
+(neutral words: "tarjeta", "vencida", "recepción"). Word choices, read against what a
+patient expects from a card terminal and a clinic lobby:
+
+* "Pase su tarjeta" (swipe your card), the form card terminals in the Americas use;
+  "Deslice su tarjeta" is 18 characters. A failed swipe says "Vuelva a pasarla" (swipe
+  it again), not "Pase otra vez", which also reads as "come in again";
+* "Pase a recepción" for "see the front desk" ("Diríjase a la recepción" does not fit 16);
+* "Pago rechazado" rather than "Tarjeta rechazada" (17) for a decline, which also does
+  not blame the card when athena refused the payment for another reason;
+* "Tarjeta vencida" (expired), "Tiempo agotado" (time is up), "Un momento" (please wait)
+  and "Bienvenidos" (plural: no guess at the patient's gender).
 """
 
 from __future__ import annotations
@@ -91,8 +101,8 @@ _ES: dict[str, dict[str, tuple[str, ...]]] = {
         "tall": ("Total a pagar", "{amount}", "", "Pase su tarjeta"),
     },
     "swipe_again": {
-        "short": ("{total}", "Pase otra vez"),
-        "tall": ("Total a pagar", "{amount}", "No se pudo leer", "Pase otra vez"),
+        "short": ("{total}", "Vuelva a pasarla"),
+        "tall": ("Total a pagar", "{amount}", "No se pudo leer", "Vuelva a pasarla"),
     },
     "not_a_bank_card": {
         "short": ("{total}", "Use otra tarjeta"),
