@@ -34,7 +34,7 @@ from lobbypay import __version__
 from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
-from lobbypay.core.commands import STAFF_ONLY_TYPES, Command
+from lobbypay.core.commands import Command
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import iso_seconds
@@ -143,13 +143,9 @@ class Dispatcher:
         topic that takes ``charge.void``; on ``cmd`` that is ``forbidden`` and changes
         nothing (checked before the redelivery cache, so no staff reply leaks to ``cmd``)."""
         try:
-            cmd = protocol.decode_command(payload)
+            cmd = protocol.decode_command(payload, staff=staff)
         except protocol.ProtocolError as exc:
             return protocol.error_reply(exc.request_id, exc.command, exc.code, exc.message)
-        if cmd.type in STAFF_ONLY_TYPES and not staff:
-            return protocol.error_reply(
-                cmd.request_id, cmd.type, Code.FORBIDDEN,
-                f"{cmd.type} is taken only on the staff topic (lobbypay/v1/<tid>/staff/cmd)")
         fut = self._replies.get(cmd.request_id)
         if fut is not None:
             self._replies.move_to_end(cmd.request_id)

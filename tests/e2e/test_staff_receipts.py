@@ -195,6 +195,9 @@ async def test_staff_topic_is_not_subscribed_unless_enabled(
         with pytest.raises(TimeoutError):
             await app.staff_command("ping", timeout=1)
         assert error_of(await app.command("charge.void", job_id="v-5")) == "forbidden"
+        # forbidden before the fields are read: the kiosk learns nothing about them
+        assert error_of(await app.command("charge.void")) == "forbidden"
+        assert error_of(await app.command("charge.void", job_id="bad id")) == "forbidden"
         assert sim_calls(athena_sim, "voidpayment") == []
         assert (await app.command("charge.get", job_id="v-5"))["job"] == paid
         assert agent.terminate() == 0

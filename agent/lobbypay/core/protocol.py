@@ -10,6 +10,7 @@ Checks, in order (the first failure wins):
 1. envelope: at most ``MAX_PAYLOAD_BYTES``, UTF-8, JSON, an object; ``request_id`` a
    string of 1-64 characters; ``v`` the integer 1; ``type`` a string    -> ``bad_request``
 2. ``type`` one of ``COMMAND_TYPES``                                      -> ``unknown_command``
+   a staff-only ``type`` (``charge.void``) not from the staff topic        -> ``forbidden``
 3. the command's fields: presence, JSON type, formats and ranges         -> ``bad_request``
    amounts (``copay``, claim ``amount``): protocol section 3             -> ``invalid_amount``
 
@@ -45,6 +46,7 @@ from typing import Any
 
 from lobbypay.core.commands import (
     COMMAND_TYPES,
+    STAFF_ONLY_TYPES,
     BalanceGet,
     ChargeCancel,
     ChargeGet,
@@ -301,8 +303,13 @@ def email_problem(address: str) -> str | None:
     return None
 
 
-def decode_command(payload: bytes) -> Command:
-    """Decode one command payload. Raises ``ProtocolError`` (nothing else)."""
+def decode_command(payload: bytes, *, staff: bool = False) -> Command:
+    """Decode one command payload. Raises ``ProtocolError`` (nothing else).
+
+    ``staff``: the payload came on ``staff/cmd`` (default: it did not). A staff-only
+    command (``charge.void``) from anywhere else is ``forbidden`` once its envelope is
+    good, before its fields are looked at: the kiosk learns nothing about a command it
+    may not send."""
     obj = _load(payload)
     if not isinstance(obj, dict):
         raise ProtocolError(Code.BAD_REQUEST, "a command must be a JSON object")
@@ -331,6 +338,12 @@ def decode_command(payload: bytes) -> Command:
     if command is None:
         raise ProtocolError(
             Code.UNKNOWN_COMMAND, f"unknown command type {_snippet(kind)}", request_id, None
+        )
+    if command in STAFF_ONLY_TYPES and not staff:
+        raise ProtocolError(
+            Code.FORBIDDEN,
+            f"{command} is taken only on the staff topic (lobbypay/v1/<tid>/staff/cmd)",
+            request_id, command,
         )
     f = _Fields(obj, request_id, command)
     return _DECODERS[command](f)
