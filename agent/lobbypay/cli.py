@@ -132,7 +132,7 @@ Cell = str | tuple[str, str]
 
 RESULT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red+bold", "succeeded": "green",
                 "declined": "red", "failed": "red", "expired": "yellow",
-                "canceled": "yellow", "unknown": "yellow", "online": "green",
+                "canceled": "yellow", "unknown": "yellow", "voided": "yellow", "online": "green",
                 "offline": "red"}
 
 
@@ -856,7 +856,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
         lambda bal: balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
 
 
-FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired"})
+FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired", "voided"})
 _CLAIM_RE = re.compile(r"\A([^=\s]+)=(\S+)\Z")
 
 
