@@ -107,6 +107,12 @@ async def test_void_on_the_staff_topic_once_and_after_a_restart(
         assert error_of(await app.command("receipt.email", job_id="v-1",
                                           email="jane@example.com")) == "no_receipt"
 
+        # a retained message on staff/cmd is ignored, as on cmd (protocol 10 table)
+        assert app._client is not None
+        await app._client.publish(
+            f"{app.prefix}/staff/cmd", json.dumps({"v": 1, "type": "ping",
+                                                   "request_id": "retained-1"}),
+            qos=1, retain=True)
         # the section 4 commands work on the staff topic too
         rid = uuid.uuid4().hex
         ping = await app.staff_command("ping", request_id=rid)
@@ -122,6 +128,7 @@ async def test_void_on_the_staff_topic_once_and_after_a_restart(
         rep = await app.staff_command("charge.void", job_id="v-1")
         assert rep["ok"] is True and rep["state"] == "voided"
         assert len(sim_calls(athena_sim, "voidpayment")) == 1
+        assert "retained-1" not in app.replies  # neither live nor at the re-subscribe
         assert agent.terminate() == 0
         validate_all(app)
     assert_no_canary(agent=agent, app=app)
