@@ -44,7 +44,7 @@ from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal, JournalError
 from lobbypay.shell.logsafe import install_crash_hooks, setup_logging
-from lobbypay.shell.mqtt import MqttLink
+from lobbypay.shell.mqtt import CommandMeta, MqttLink
 from lobbypay.shell.notify import Notifier
 from lobbypay.shell.timesync import clock_synchronized
 
@@ -143,9 +143,12 @@ class Dispatcher:
         self.journal = journal
         self._replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
 
-    async def handle(self, payload: bytes) -> bytes:
+    async def handle(self, payload: bytes, *, staff: bool = False) -> bytes:
+        """Answer one command. ``staff``: it came on ``staff/cmd`` (protocol 10), the only
+        topic that takes ``charge.void``; on ``cmd`` that is ``forbidden`` and changes
+        nothing (checked before the redelivery cache, so no staff reply leaks to ``cmd``)."""
         try:
-            cmd = protocol.decode_command(payload)
+            cmd = protocol.decode_command(payload, staff=staff)
         except protocol.ProtocolError as exc:
             return protocol.error_reply(exc.request_id, exc.command, exc.code, exc.message)
         fut = self._replies.get(cmd.request_id)
@@ -201,6 +204,10 @@ class Dispatcher:
                     fields = e.charge_get(cmd)  # type: ignore[arg-type]
                 case "charge.list":
                     fields = e.charge_list(cmd)  # type: ignore[arg-type]
+                case "charge.void":
+                    fields = await e.charge_void(cmd)  # type: ignore[arg-type]
+                case "receipt.email":
+                    fields = await e.receipt_email(cmd)  # type: ignore[arg-type]
                 case _:  # pragma: no cover - decode_command only builds known types
                     raise DomainError(Code.UNKNOWN_COMMAND, f"unknown command {cmd.type}")
         except DomainError as exc:
@@ -310,7 +317,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         reconcile_settle_s=a.reconcile_settle_s, athena_timeout_s=a.timeout_s,
         athena=athena, journal=journal, display=display, reader=reader, clock=clock,
         outbox_wakeup=wake_outbox, on_state_change=state_changed,
-        events_topic=f"{prefix}/events",
+        events_topic=f"{prefix}/events", language=t.language,
         server_clock=athena.server_clock, clock_synced=clock_synchronized,
     )
     dispatcher = Dispatcher(engine, journal)
@@ -324,12 +331,13 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
     def state_payload() -> bytes:
         return protocol.encode_json(engine.state())
 
-    async def on_command(payload: bytes, meta: object) -> bytes:
-        return await dispatcher.handle(payload)
+    async def on_command(payload: bytes, meta: CommandMeta) -> bytes:
+        return await dispatcher.handle(payload, staff=meta.staff)
 
     link = MqttLink(
         cfg.mqtt, terminal_id=t.id, status_payload=status_payload, on_command=on_command,
         outbox=StateTrackingOutbox(journal, state_changed), state_payload=state_payload,
+        staff=cfg.staff.enabled,
     )
 
     log.info("lobbypay %s starting: terminal %s, session %d, reader %s, display %s",

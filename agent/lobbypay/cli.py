@@ -13,6 +13,8 @@ status          this terminal's retained ``status`` and ``state``
 fleet           every terminal on a broker, from the retained topics
 balance         ``balance.get`` through the terminal
 charge          ``charge.start`` through the terminal; ``--wait`` prints events to the end
+void            ``charge.void`` on the staff topic (a front-desk login)
+receipt         ``receipt.email``: athena emails a succeeded job's receipt
 swipe           a test card into a ``sim`` reader's socket (no hardware needed)
 devices         readers and displays plugged in, with the config lines for each
 demo            the whole system on loopback, scripted or ``--interactive``
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from lobbypay import __version__
+from lobbypay.core.screen_text import LANGUAGES
 
 if TYPE_CHECKING:
     from lobbypay.client import TerminalClient
@@ -131,7 +134,7 @@ Cell = str | tuple[str, str]
 
 RESULT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red+bold", "succeeded": "green",
                 "declined": "red", "failed": "red", "expired": "yellow",
-                "canceled": "yellow", "unknown": "yellow", "online": "green",
+                "canceled": "yellow", "unknown": "yellow", "voided": "yellow", "online": "green",
                 "offline": "red"}
 
 
@@ -236,7 +239,7 @@ class Connection:
     protocol: str = "5"
     config: Config | None = None
 
-    def client(self) -> TerminalClient:
+    def client(self, *, staff: bool = False) -> TerminalClient:
         from lobbypay.client import TerminalClient
 
         if self.terminal_id is None:
@@ -244,7 +247,7 @@ class Connection:
         return TerminalClient(
             self.terminal_id, self.host, self.port, username=self.username,
             password=self.password, tls=self.tls, protocol=self.protocol,
-            client_id=f"lobbypay-cli-{uuid.uuid4().hex[:12]}",
+            client_id=f"lobbypay-cli-{uuid.uuid4().hex[:12]}", staff=staff,
         )
 
 
@@ -867,12 +870,6 @@ def event_line(ev: dict[str, Any], st: Style) -> str:
     return "  " + "  ".join(parts)
 
 
-async def _balance_async(conn: Connection, args: argparse.Namespace) -> dict[str, Any]:
-    async with conn.client() as term:
-        return await term.balance(args.patient, args.department, args.appointment,
-                                  timeout=REPLY_TIMEOUT_S)
-
-
 def _command_error(exc: Any, as_json: bool) -> int:
     if as_json:
         print_json(exc.reply)
@@ -880,12 +877,20 @@ def _command_error(exc: Any, as_json: bool) -> int:
     return EXIT_FAIL
 
 
-def cmd_balance(args: argparse.Namespace) -> int:
+def _one_command(args: argparse.Namespace, staff: bool, send: Callable[[Any], Any],
+                 done: Callable[[dict[str, Any]], str]) -> int:
+    """Connect, send one command (``send(client)``), print ``done(reply)`` or the reply."""
     from lobbypay.client import ClientError, CommandError
 
     conn = _connection(args)
+
+    async def run() -> dict[str, Any]:
+        async with conn.client(staff=staff) as term:
+            reply: dict[str, Any] = await send(term)
+            return reply
+
     try:
-        bal = asyncio.run(_balance_async(conn, args))
+        reply = asyncio.run(run())
     except CommandError as exc:
         return _command_error(exc, args.json)
     except (ValueError, TypeError) as exc:
@@ -893,13 +898,21 @@ def cmd_balance(args: argparse.Namespace) -> int:
     except (ClientError, OSError, TimeoutError) as exc:
         return _unreachable(conn, exc)
     if args.json:
-        print_json(bal)
+        print_json(reply)
     else:
-        print(balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
+        print(done(reply))
     return EXIT_OK
 
 
-FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired"})
+def cmd_balance(args: argparse.Namespace) -> int:
+    return _one_command(
+        args, False,
+        lambda t: t.balance(args.patient, args.department, args.appointment,
+                            timeout=REPLY_TIMEOUT_S),
+        lambda bal: balance_tables(bal, Style.for_stream(sys.stdout, args.no_color)))
+
+
+FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired", "voided"})
 _CLAIM_RE = re.compile(r"\A([^=\s]+)=(\S+)\Z")
 
 
@@ -922,7 +935,7 @@ async def _charge_async(conn: Connection, args: argparse.Namespace,
             args.job_id, args.patient, copay=args.copay, claims=claims,
             appointment_id=args.appointment, department_id=args.department,
             allow_duplicate=args.allow_duplicate, deadline_s=args.deadline,
-            timeout=REPLY_TIMEOUT_S)
+            timeout=REPLY_TIMEOUT_S, language=args.language)
         if args.json:
             print(json.dumps(reply), flush=True)
         else:
@@ -965,6 +978,25 @@ def cmd_charge(args: argparse.Namespace) -> int:
                     EXIT_UNREACHABLE)
     except (ClientError, OSError) as exc:
         return _unreachable(conn, exc)
+
+
+# ---------------------------------------------------------------- void and receipt
+
+
+def cmd_void(args: argparse.Namespace) -> int:
+    # charge.void is taken only on the staff topic (protocol 10): this login must be a
+    # front-desk one under the broker's ACL, and the terminal needs [staff] enabled
+    return _one_command(args, True, lambda t: t.void(args.job_id, timeout=REPLY_TIMEOUT_S),
+                        lambda r: f"job {r.get('job_id')}: {r.get('state')}")
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    from lobbypay.core.commands import mask_email
+
+    return _one_command(
+        args, args.staff,
+        lambda t: t.email_receipt(args.job_id, args.email, timeout=REPLY_TIMEOUT_S),
+        lambda r: f"job {r.get('job_id')}: receipt emailed to {mask_email(args.email)}")
 
 
 # ---------------------------------------------------------------- swipe
@@ -1023,6 +1055,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "fleet": ("every terminal on a broker", cmd_fleet),
     "balance": ("a patient's balances, read through the terminal", cmd_balance),
     "charge": ("start a charge on the terminal (for testing); --wait follows it", cmd_charge),
+    "void": ("void a succeeded job's payment (staff topic; before athena settles)", cmd_void),
+    "receipt": ("have athena email a succeeded job's receipt", cmd_receipt),
     "swipe": ("swipe a test card into a sim reader (no hardware needed)", cmd_swipe),
     "devices": ("card readers and displays plugged in, and the config lines for them",
                 cmd_devices),
@@ -1117,10 +1151,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-duplicate", action="store_true",
                    help="let athena accept a repeat of the same total")
     c.add_argument("--deadline", type=int, help="seconds to wait for a card (10-300)")
+    c.add_argument("--language", choices=LANGUAGES,
+                   help="the screens' language for this job (default: terminal.language)")
     c.add_argument("--wait", action="store_true", help="print events until the final one")
     c.add_argument("--timeout", type=float, default=600.0,
                    help="with --wait: give up after this many seconds (default 600)")
     _connection_options(c)
+
+    v = parsers["void"]
+    v.add_argument("job_id", metavar="JOB", help="the job whose payment to void")
+    _connection_options(v)
+    r = parsers["receipt"]
+    r.add_argument("job_id", metavar="JOB", help="a succeeded job")
+    r.add_argument("--email", required=True, metavar="ADDR",
+                   help="where athena sends the receipt (kept nowhere by the terminal)")
+    r.add_argument("--staff", action="store_true",
+                   help="send it on the staff topic (a front-desk login)")
+    _connection_options(r)
 
     s = parsers["swipe"]
     s.add_argument("--test-card", required=True, choices=sorted(TEST_CARDS),

@@ -53,6 +53,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from lobbypay.core.money import WIRE_AMOUNT_RE, InvalidAmount
+from lobbypay.core.protocol import email_problem
+from lobbypay.core.screen_text import LANGUAGES
 
 __all__ = [
     "ClientError",
@@ -282,6 +284,10 @@ class TerminalClient:
     ``protocol`` is 5 (default) or "3.1.1". ``tls`` is an ``ssl.SSLContext`` (or True for
     the system CAs). ``client_id`` defaults to a random ``lobbypay-app-...``; with MQTT 5
     the broker keeps the session for ``SESSION_EXPIRY_S`` across network drops.
+
+    ``staff=True``: a front-desk client; every command goes on ``staff/cmd`` and its
+    reply comes on ``staff/reply`` (protocol 10), the only way ``void`` is taken (a kiosk
+    client's ``void`` gets ``CommandError("forbidden")``).
     """
 
     def __init__(
@@ -298,11 +304,13 @@ class TerminalClient:
         keepalive: int = 30,
         reconnect_max_s: float = 5.0,
         site: str | None = None,
+        staff: bool = False,
     ) -> None:
         self.terminal_id = _check_id(terminal_id, "terminal_id", _TERMINAL_ID_RE)
         #: the site prefix on a central broker bridged with one (``<site>/lobbypay/v1/...``;
         #: docs/OPERATIONS.md, "A fleet over bridged brokers"); None: no prefix
         self.site = None if site is None else _check_id(site, "site", _TERMINAL_ID_RE)
+        self.staff = bool(staff)
         self.host = host
         self.port = port
         self._username = username
@@ -315,7 +323,10 @@ class TerminalClient:
         base = f"{TOPIC_PREFIX}/{self.terminal_id}"
         if self.site is not None:
             base = f"{self.site}/{base}"
-        self.topics = {k: f"{base}/{k}" for k in ("cmd", "reply", "events", "status", "state")}
+        self.topics = {k: f"{base}/{k}" for k in ("cmd", "reply", "events", "status", "state",
+                                                  "staff/cmd", "staff/reply")}
+        self._cmd_topic = self.topics["staff/cmd" if self.staff else "cmd"]
+        self._reply_topic = self.topics["staff/reply" if self.staff else "reply"]
 
         self._mqtt: aiomqtt.Client | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -398,8 +409,9 @@ class TerminalClient:
         try:
             # Subscribe before any command goes out (and again after a reconnect: with a
             # clean session the broker forgot us).
-            for name in ("reply", "events", "status", "state"):
-                await mqtt.subscribe(self.topics[name], qos=1)
+            for topic in (self._reply_topic, *(self.topics[n] for n in
+                                               ("events", "status", "state"))):
+                await mqtt.subscribe(topic, qos=1)
         except aiomqtt.MqttError as exc:
             try:
                 await mqtt.__aexit__(None, None, None)
@@ -472,7 +484,7 @@ class TerminalClient:
     def _dispatch(self, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         obj = _decode(message.payload)
-        if topic == self.topics["reply"]:
+        if topic == self._reply_topic:
             if obj is None:
                 return
             rid = obj.get("request_id")
@@ -539,7 +551,7 @@ class TerminalClient:
                     if mqtt is None:
                         continue
                     try:
-                        await mqtt.publish(self.topics["cmd"], payload, qos=1, retain=False)
+                        await mqtt.publish(self._cmd_topic, payload, qos=1, retain=False)
                     except aiomqtt.MqttError:
                         # No PUBACK (connection lost or broker slow): send again with the
                         # same request_id; the agent acts on a request_id once.
@@ -578,11 +590,14 @@ class TerminalClient:
         appointment_id: str | None = None, department_id: str | None = None,
         allow_duplicate: bool = False, deadline_s: int | None = None,
         expires_at: datetime | str | None = None, timeout: float = 30,
+        language: str | None = None,
     ) -> dict[str, Any]:
         """``charge.start``; returns the start reply (``{"job_id", "state": "pending"}``).
 
         ``job_id`` is your idempotency key: calling again with the same job_id and the
         same body is safe. Amounts: str ``"12.34"`` or Decimal; float raises TypeError.
+        ``language``: ``"en"`` or ``"es"`` for this job's screens (default: the
+        terminal's ``terminal.language``); anything else raises ValueError.
         """
         fields: dict[str, Any] = {
             "job_id": _check_id(job_id, "job_id", _JOB_ID_RE),
@@ -601,7 +616,32 @@ class TerminalClient:
             fields["deadline_s"] = deadline_s
         if expires_at is not None:
             fields["expires_at"] = _wire_time(expires_at)
+        if language is not None:
+            if language not in LANGUAGES:
+                raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
+            fields["language"] = language
         return await self.command("charge.start", timeout, **fields)
+
+    async def void(self, job_id: str, *, timeout: float = 30) -> dict[str, Any]:
+        """``charge.void`` (a ``staff=True`` client): the reply, ``{"job_id", "state":
+        "voided"}``, also when the job was voided before. CommandError codes:
+        ``not_voidable``, ``void_rejected`` (athena's text), ``athena_unavailable`` (safe
+        to call again), ``unknown_job``, ``forbidden`` (not a staff client)."""
+        return await self.command("charge.void", timeout, job_id=_check_id(job_id, "job_id"))
+
+    async def email_receipt(self, job_id: str, email: str, *,
+                            timeout: float = 30) -> dict[str, Any]:
+        """``receipt.email``: athena emails the receipt of a succeeded job to ``email``.
+        An address the protocol refuses raises ValueError before anything is sent (the
+        message does not quote it). CommandError codes: ``no_receipt``, ``unknown_job``,
+        ``athena_rejected``, ``athena_unavailable``."""
+        if not isinstance(email, str):
+            raise TypeError("email must be a string")
+        problem = email_problem(email)
+        if problem is not None:
+            raise ValueError(f"email {problem}")
+        return await self.command("receipt.email", timeout,
+                                  job_id=_check_id(job_id, "job_id"), email=email)
 
     async def cancel(self, job_id: str, *, timeout: float = 10) -> dict[str, Any]:
         """``charge.cancel``: ok while the job is pending, else CommandError(too_late...)."""

@@ -17,7 +17,9 @@ parsing as a serial reader's run. The athena call is shown from the simulator's
 ``/_sim/calls`` record, in which track data exists only as a keyed digest and last 4.
 
 Scripted (default): balance, charge (copay + a clean claim), swipe, events, the athena
-call, the balance afterwards; exits 0 when the charge succeeded. ``--interactive``: a
+call, the balance afterwards, the receipt emailed to the patient, and the front desk
+voiding the payment on the staff topic (protocol 10); exits 0 when the charge succeeded
+and both follow-ups were done. ``--interactive``: a
 prompt (``help`` lists the commands). Ctrl-C or SIGTERM at any point stops every child
 (agent first, so it can say ``online: false``) and removes the temporary directory; each
 child also gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG).
@@ -59,6 +61,8 @@ DEMO_PATIENT = "60178"
 DEMO_APPOINTMENT = "1001"
 DEMO_COPAY = "25.00"
 DEMO_CLAIM = ("5569", "40.00")
+#: Where the scripted demo has athena email the receipt (the simulator sends nothing).
+DEMO_EMAIL = "patient@example.com"
 #: Each child gets this long to come up (Python start-up on a Pi 3 is ~2 s).
 START_TIMEOUT_S = 30.0
 #: ...and this long to exit after SIGTERM before it is killed.
@@ -241,6 +245,9 @@ path = "{self.swipe_socket}"
 driver = "console"
 cols = 16
 rows = 2
+
+[staff]
+enabled = true
 
 [logging]
 level = "info"
@@ -536,25 +543,64 @@ async def scripted(parts: Parts, p: Printer) -> int:
         p.heading(f"5. Patient {DEMO_PATIENT}'s balances afterwards")
         p.line(balance_tables(await term.balance(DEMO_PATIENT), p.st))
 
-        p.heading("Result")
         state = str(final.get("state"))
+        follow_ups = (await _follow_ups(term, parts, mon, job_id, p)
+                      if state == "succeeded" else [])
+
+        p.heading("Result")
         card = final.get("card") or {}
         amounts = final.get("amounts") or {}
         colour = "green+bold" if state == "succeeded" else "red+bold"
         p.line(f"  job {job_id}: {p.st(colour, state)}"
                f", total {amounts.get('total')}, card {card.get('brand')} ...{card.get('last4')}"
                f", epayment {final.get('epayment_id')}")
-        return EXIT_OK if state == "succeeded" else EXIT_FAIL
+        for line in follow_ups:
+            p.line(f"  then: {line}")
+        return EXIT_OK if state == "succeeded" and len(follow_ups) == 2 else EXIT_FAIL
+
+
+async def _follow_ups(term: Any, parts: Parts, mon: Monitor, job_id: str,
+                      p: Printer) -> list[str]:
+    """Steps 6-8: the emailed receipt, then the front desk's void. One line per success."""
+    from lobbypay.client import TerminalClient
+    from lobbypay.core.commands import mask_email
+
+    done = []
+    masked = mask_email(DEMO_EMAIL)
+    p.heading(f"6. The patient asks for the receipt by email ({masked})")
+    calls_before = len(await _athena_calls(parts.athena["base_url"]))
+    await term.email_receipt(job_id, DEMO_EMAIL)
+    p.line(f"  reply: ok; athena emails the receipt. The terminal keeps the address nowhere "
+           f"and logs it as {masked}.")
+    print_athena_calls(await _athena_calls(parts.athena["base_url"]), calls_before, p)
+    done.append(f"receipt emailed to {masked}")
+
+    p.heading("7. The front desk voids the payment (a wrong amount), on the staff topic")
+    calls_before = len(await _athena_calls(parts.athena["base_url"]))
+    async with TerminalClient(TERMINAL_ID, "127.0.0.1", parts.broker_port,
+                              staff=True) as desk:
+        reply = await desk.void(job_id)
+    p.line(f"  reply on staff/reply: ok, job {reply.get('job_id')} is {reply.get('state')}")
+    await mon.wait_for(lambda: mon.finals.get(job_id, {}).get("state") == "voided", 10)
+    print_athena_calls(await _athena_calls(parts.athena["base_url"]), calls_before, p)
+    done.append(f"payment voided (job {reply.get('state')})")
+
+    p.heading(f"8. Patient {DEMO_PATIENT}'s balances after the void")
+    p.line(balance_tables(await term.balance(DEMO_PATIENT), p.st))
+    return done
 
 
 # ---------------------------------------------------------------- interactive
 
 HELP = """\
-  charge [PATIENT [COPAY [CLAIM=AMOUNT ...]]] [appt=ID]
-                     start a charge (default: 60178, copay 25.00, 5569=40.00, appt 1001)
+  charge [PATIENT [COPAY [CLAIM=AMOUNT ...]]] [appt=ID] [lang=es]
+                     start a charge (default: 60178, copay 25.00, 5569=40.00, appt 1001);
+                     lang=es: the screens in Spanish
   balance [PATIENT]  the patient's balances (default 60178)
   swipe CARD         visa (approved), decline (ends 0002), expired, bad (unreadable)
   cancel [JOB]       cancel a pending job (default: the one waiting for a card)
+  email ADDR [JOB]   athena emails the receipt of a succeeded job (default: the last)
+  void [JOB]         the front desk voids a succeeded job's payment (staff topic)
   jobs               the terminal's recent jobs (charge.list)
   screen             the terminal's state now
   help               this list
@@ -602,6 +648,8 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
     last_job: str | None = None
     try:
         async with TerminalClient(TERMINAL_ID, "127.0.0.1", parts.broker_port) as term, \
+                TerminalClient(TERMINAL_ID, "127.0.0.1", parts.broker_port,
+                               staff=True) as desk, \
                 Monitor(parts.broker_port, p) as mon:
             status = await _wait_online(term, parts)
             p.line(f"  terminal {TERMINAL_ID} is online (session {status.get('session')})")
@@ -650,6 +698,25 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
                             continue
                         await term.cancel(job)
                         p.line(f"  cancel of {job} accepted")
+                    elif cmd == "email":
+                        from lobbypay.core.commands import mask_email
+
+                        if not rest:
+                            p.line("  usage: email ADDR [JOB]")
+                            continue
+                        job = rest[1] if len(rest) > 1 else last_job
+                        if not job:
+                            p.line("  no job yet; start one with `charge`")
+                            continue
+                        await term.email_receipt(job, rest[0])
+                        p.line(f"  athena emails the receipt of {job} to {mask_email(rest[0])}")
+                    elif cmd == "void":
+                        job = rest[0] if rest else last_job
+                        if not job:
+                            p.line("  no job yet; start one with `charge`")
+                            continue
+                        reply = await desk.void(job)
+                        p.line(f"  the front desk voided {job}: {reply.get('state')}")
                     elif cmd == "jobs":
                         jobs = await term.list(20)
                         rows = [[j.get("job_id", ""), j.get("state", ""),
@@ -684,10 +751,13 @@ async def _interactive_charge(term: Any, words: list[str], p: Printer) -> str:
     from lobbypay.cli import parse_claims
 
     appointment: str | None = None
+    language: str | None = None
     positional = []
     for w in words:
         if w.startswith("appt="):
             appointment = w.split("=", 1)[1]
+        elif w.startswith("lang="):
+            language = w.split("=", 1)[1]
         else:
             positional.append(w)
     if not positional:
@@ -701,7 +771,7 @@ async def _interactive_charge(term: Any, words: list[str], p: Printer) -> str:
             appointment = DEMO_APPOINTMENT
     job_id = f"demo-{uuid.uuid4().hex[:8]}"
     reply = await term.charge(job_id, patient, copay=copay, claims=claims,
-                              appointment_id=appointment)
+                              appointment_id=appointment, language=language)
     p.line(f"  job {job_id}: {reply.get('state')}; now `swipe visa` (or decline, expired, bad)")
     return job_id
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -58,13 +59,17 @@ from lobbypay.core.commands import (
     ChargeGet,
     ChargeList,
     ChargeStart,
+    ChargeVoid,
     ClaimAmount,
+    ReceiptEmail,
+    mask_email,
 )
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import plan_charge, validate_charge
 from lobbypay.core.screen import Screen, ScreenKind, render
+from lobbypay.core.screen_text import DEFAULT_LANGUAGE
 from lobbypay.failpoints import failpoint
 from lobbypay.shell.athena import payment_bound_s
 from lobbypay.shell.journal import Journal, JournalError
@@ -147,6 +152,7 @@ class Engine:
         sleep: Sleep | None = None,
         server_clock: ServerClock | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self.terminal_id = terminal_id
         self._department_id = department_id
@@ -168,6 +174,11 @@ class Engine:
         self._topic = events_topic
         self._reader = reader
         self._sleep: Sleep = sleep or asyncio.sleep
+        #: the display's language between jobs and for jobs that name none (protocol 10)
+        self._language = language
+        #: one void at a time (they are rare), so a second charge.void of a job waits and
+        #: then sees the first one's result instead of calling athena again
+        self._void_lock = asyncio.Lock()
 
         self._active: _Active | None = None
         self._reconciling: dict[str, asyncio.Task[None]] = {}
@@ -317,7 +328,7 @@ class Engine:
                               active_job_id=self._active.job.job_id)
         claims = tuple(ClaimAmount(str(c.claim_id), Cents(int(c.amount))) for c in plan.claims)
         st = jm.start_job(cmd, department_id=dept, copay=Cents(int(plan.copay)), claims=claims,
-                          now=self._clock.now())
+                          now=self._clock.now(), language=self._language)
         if st.job.total != plan.total:
             raise DomainError(Code.INTERNAL_ERROR, "charge plan total does not add up")
         self._commit(st)
@@ -389,6 +400,96 @@ class Engine:
             if st.events:
                 return dict(st.events[-1])
         return None
+
+    # ------------------------------------------------------------ staff and receipts
+
+    async def charge_void(self, cmd: ChargeVoid) -> dict[str, Any]:
+        """Void a succeeded job's payment at athena (protocol 10; docs/jobs.md, "Voids").
+
+        The ``voided`` step is journaled (fsynced) before the reply is built, so a void
+        that was reported survives any restart. A void that did not get athena's answer
+        leaves the job ``succeeded``: sending ``charge.void`` again asks athena again,
+        which voids a payment at most once."""
+        async with self._void_lock:
+            return await self._charge_void(cmd)
+
+    async def _charge_void(self, cmd: ChargeVoid) -> dict[str, Any]:
+        pending_write = self._unwritten.get(cmd.job_id)
+        if pending_write:
+            # the journal has not taken this job's latest steps (disk full, locked): its
+            # true state is in memory; never void from a stale read, never void twice
+            latest = pending_write[-1].job
+            if latest.state is JobState.VOIDED:
+                raise DomainError(Code.INTERNAL_ERROR, f"job {cmd.job_id} is voided at athena; "
+                                  "the journal has not recorded it yet (retrying)")
+            raise DomainError(Code.INTERNAL_ERROR, f"job {cmd.job_id} is not recorded yet "
+                              "(the journal is refusing writes); try again shortly")
+        job = self._get_job(cmd.job_id)
+        if job is None:
+            raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
+        if job.state is JobState.VOIDED:
+            return {"job_id": job.job_id, "state": job.state.value}
+        if not jm.accepts(job.state, jm.Voided) or job.epayment_id is None:
+            raise DomainError(Code.NOT_VOIDABLE, f"job {job.job_id} is {job.state.value}; "
+                              "only a succeeded job can be voided")
+        log.info("job %s: voiding payment %s", job.job_id, job.epayment_id)
+        try:
+            async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
+                await self._athena.void_payment(job.patient_id, job.epayment_id)
+        except AthenaRejected as exc:
+            self._athena_ok()
+            log.info("job %s: athena refused the void: %s", job.job_id, _safe(exc.message))
+            raise DomainError(Code.VOID_REJECTED, _safe(exc.message, 200)) from None
+        except (AthenaError, TimeoutError) as exc:
+            msg = exc.message if isinstance(exc, AthenaError) else "no answer in time"
+            self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
+            log.warning("job %s: void not confirmed (%s); the job stays succeeded",
+                        job.job_id, _safe(msg))
+            raise DomainError(Code.ATHENA_UNAVAILABLE,
+                              "athena did not confirm the void; sending charge.void again "
+                              "is safe") from None
+        self._athena_ok()
+        st = jm.step(job, jm.Voided(), self._clock.now())
+        try:
+            self._commit(st)
+        except DomainError:
+            # voided at athena, not on disk: keep the step (written and published once the
+            # disk takes it) and do not report it before then (protocol 10)
+            self._record(st)
+            raise DomainError(Code.INTERNAL_ERROR, f"job {job.job_id} is voided at athena; "
+                              "the journal has not recorded it yet (retrying)") from None
+        failpoint("after_void_journal")
+        log.info("job %s: voided", job.job_id)
+        self._wake()
+        return {"job_id": job.job_id, "state": st.job.state.value}
+
+    async def receipt_email(self, cmd: ReceiptEmail) -> dict[str, Any]:
+        """Have athena email the receipt of a succeeded job (protocol 10). The address
+        goes to athena and nowhere else: not to the journal, and to logs only masked."""
+        job = self._get_job(cmd.job_id)
+        if job is None:
+            raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
+        if job.state is not JobState.SUCCEEDED or job.epayment_id is None:
+            raise DomainError(Code.NO_RECEIPT, f"job {job.job_id} is {job.state.value}; only a "
+                              "succeeded job has a receipt to email")
+        masked = mask_email(cmd.email)
+        try:
+            async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
+                await self._athena.email_receipt(job.patient_id, job.epayment_id, cmd.email)
+        except AthenaRejected as exc:
+            self._athena_ok()
+            log.info("job %s: athena refused to email the receipt to %s", job.job_id, masked)
+            raise DomainError(Code.ATHENA_REJECTED, _safe(exc.message, 200)) from None
+        except (AthenaError, TimeoutError) as exc:
+            msg = exc.message if isinstance(exc, AthenaError) else "no answer in time"
+            self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
+            log.warning("job %s: receipt email to %s not confirmed (%s)", job.job_id, masked,
+                        _safe(msg))
+            raise DomainError(Code.ATHENA_UNAVAILABLE,
+                              "athena did not confirm the receipt email") from None
+        self._athena_ok()
+        log.info("job %s: receipt emailed to %s", job.job_id, masked)
+        return {"job_id": job.job_id}
 
     def state(self) -> dict[str, Any]:
         """The protocol 8 ``state`` object."""
@@ -887,6 +988,10 @@ class Engine:
             delay = min(delay * 2, JOURNAL_RETRY_MAX_S) if self._unwritten else delay
 
     def _show(self, screen: Screen) -> None:
+        if screen.language is None:
+            # the active job's language while one holds the terminal, else the terminal's
+            active = self._active
+            screen = replace(screen, language=active.job.language if active else self._language)
         try:
             cols, rows = max(16, self._display.cols), max(2, self._display.rows)
             lines = render(screen, cols=cols, rows=rows)
@@ -989,18 +1094,22 @@ def _wipe(card: api.Card) -> None:
 
 
 def _result_screen(job: Job) -> Screen | None:
+    """The screen a job's end shows, in the job's language. (A void shows nothing: the
+    patient has usually left and another job may hold the display; docs/jobs.md.)"""
+    lang = job.language
     match job.state:
         case JobState.SUCCEEDED:
             return Screen(ScreenKind.APPROVED, total=job.total, brand=job.card_brand,
-                          last4=job.card_last4)
+                          last4=job.card_last4, language=lang)
         case JobState.DECLINED:
-            return Screen(ScreenKind.DECLINED, brand=job.card_brand, last4=job.card_last4)
+            return Screen(ScreenKind.DECLINED, brand=job.card_brand, last4=job.card_last4,
+                          language=lang)
         case JobState.FAILED:
-            return Screen(ScreenKind.FAILED)
+            return Screen(ScreenKind.FAILED, language=lang)
         case JobState.CANCELED:
-            return Screen(ScreenKind.CANCELED)
+            return Screen(ScreenKind.CANCELED, language=lang)
         case JobState.EXPIRED:
-            return Screen(ScreenKind.EXPIRED)
+            return Screen(ScreenKind.EXPIRED, language=lang)
         case JobState.UNKNOWN:
-            return Screen(ScreenKind.UNKNOWN)
+            return Screen(ScreenKind.UNKNOWN, language=lang)
     return None

@@ -24,7 +24,9 @@ Names in use (``POINTS``); the engine and the MQTT link call them at these momen
 * ``after_response``: the POST returned, its result not yet journaled;
 * ``before_publish``: a final event journaled, not yet handed to MQTT;
 * ``after_publish_before_ack``: a row published and PUBACKed, its outbox row not yet
-  deleted.
+  deleted;
+* ``after_void_journal``: athena confirmed a void and ``voided`` is fsynced, the reply
+  not yet sent (protocol 10: the void is journaled before it is reported).
 
 "The POST is in flight" has no line of its own: the tests slow the simulator's POST
 down and kill the agent from outside.
@@ -44,6 +46,7 @@ POINTS = frozenset({
     "after_response",
     "before_publish",
     "after_publish_before_ack",
+    "after_void_journal",
 })
 
 ENV_POINTS = "LOBBYPAY_FAILPOINTS"

@@ -158,6 +158,8 @@ class AgentProcess:
     extra_toml: str = ""
     #: extra environment for the agent process (e.g. libfaketime's)
     env: dict[str, str] = field(default_factory=dict)
+    #: more keys of the [terminal] table (``language = "es"``)
+    terminal_toml: str = ""
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
@@ -178,6 +180,7 @@ id = "{self.terminal_id}"
 department_id = "{self.department_id}"
 state_dir = "{self.state_dir}"
 max_charge = "5000.00"
+{self.terminal_toml}
 
 [athena]
 base_url = "{self.athena['base_url']}"
@@ -315,6 +318,26 @@ class AppClient:
         rid = fields.pop("request_id", None) or uuid.uuid4().hex
         await self.send_raw(json.dumps({"v": 1, "type": type_, "request_id": rid, **fields}))
         return await self.wait_reply(rid, timeout)
+
+    async def staff_command(self, type_: str, timeout: float = 10,
+                            **fields: Any) -> dict[str, Any]:
+        """A command on ``staff/cmd`` (protocol 10); its reply comes on ``staff/reply``."""
+        rid = fields.pop("request_id", None) or uuid.uuid4().hex
+        assert self._client is not None
+        await self._client.publish(
+            f"{self.prefix}/staff/cmd",
+            json.dumps({"v": 1, "type": type_, "request_id": rid, **fields}), qos=1)
+        return await self.wait_reply(rid, timeout)
+
+    def reply_topics(self, rid: str) -> list[str]:
+        """The topics on which replies to ``rid`` arrived."""
+        out = []
+        for topic, payload in self.seen:
+            if topic.endswith("/reply"):
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(payload).get("request_id") == rid:
+                        out.append(topic.removeprefix(self.prefix + "/"))
+        return out
 
     async def wait_reply(self, rid: str, timeout: float = 10) -> dict[str, Any]:
         async with asyncio.timeout(timeout), self._cond:

@@ -150,7 +150,7 @@ def test_scripted_demo_runs_a_charge_and_cleans_up(tmp_path: Path) -> None:
     # Every event of the job, in order, and the screens.
     events = re.findall(r"event #(\d+)\s+(\w+)", out)
     assert events == [("1", "pending"), ("2", "card_read"), ("3", "submitting"),
-                      ("4", "succeeded")], events
+                      ("4", "succeeded"), ("5", "voided")], events
     assert "card visa ...1111" in out and "epayment 9" in out
     assert "|  Total $65.00  |" in out and "|    Approved    |" in out
     # The athena call, with the card data as a digest and last 4 only.
@@ -158,6 +158,12 @@ def test_scripted_demo_runs_a_charge_and_cleans_up(tmp_path: Path) -> None:
     assert re.search(r"trackdata\s+<card data: sha256 [0-9a-f]{12}\.\.\., last4 1111>", out)
     assert re.search(r"copayamount\s+25\.00", out) and re.search(r"otheramount\s+40\.00", out)
     assert re.search(r"job demo-\w+: succeeded, total 65.00", out)
+    # ... then the emailed receipt and the front desk's void, in the same run
+    assert re.search(r"POST\s+/v1/195900/patients/60178/receipts/9\d+/email\s+200", out), out
+    assert re.search(r"POST\s+/v1/195900/patients/60178/voidpayment/9\d+\s+200", out), out
+    assert "then: receipt emailed to p***@example.com" in out
+    assert "then: payment voided (job voided)" in out
+    assert "patient@example.com" not in out
     assert "agent stopped (exit 0)" in out
     # No card data in the output, nor in anything the demo's parts wrote.
     for needle in (CANARY_PAN, CARD_NAME):
@@ -280,6 +286,37 @@ def test_interactive_prompt_comes_after_what_a_command_caused() -> None:
         demo.proc.stdin.write(b"quit\n")
         demo.proc.stdin.flush()
         assert demo.finish(60) == 0, demo.output
+        demo.proc.stdin.close()
+    finally:
+        demo.kill()
+
+
+def test_interactive_spanish_charge_email_and_void() -> None:
+    demo = Demo("--interactive", stdin=subprocess.PIPE)
+    try:
+        demo.wait_for("lobbypay> ")
+        assert demo.proc.stdin is not None
+
+        def send(line: str) -> None:
+            assert demo.proc.stdin is not None
+            demo.proc.stdin.write(line.encode() + b"\n")
+            demo.proc.stdin.flush()
+
+        send("charge lang=es")
+        demo.wait_for("Pase su tarjeta")
+        send("swipe visa")
+        demo.wait_for("|    Aprobado    |")
+        send("email someone@example.org")
+        demo.wait_for("athena emails the receipt of demo-")
+        send("void")
+        demo.wait_for("the front desk voided demo-")
+        demo.wait_for("voided")
+        send("email someone@example.org")
+        demo.wait_for("the terminal said no_receipt")
+        send("quit")
+        assert demo.finish(60) == 0, demo.output
+        assert "someone@example.org" not in demo.output.replace("lobbypay> email "
+                                                                 "someone@example.org", "")
         demo.proc.stdin.close()
     finally:
         demo.kill()

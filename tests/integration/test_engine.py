@@ -888,7 +888,7 @@ async def test_encrypting_reader_keeps_pending_and_says_what_to_fix(rig: Rig, ca
     caplog.set_level(logging.DEBUG)
     await rig.engine.charge_start(start_cmd())
     rig.engine.on_reader_event(api.ReadFailed(api.ReadFailure.ENCRYPTED_READER))
-    assert rig.engine.screen == ("Can't read card", "See desk $65.00")
+    assert rig.engine.screen == ("Total $65.00", "Pay at the desk")
     st = rig.engine.state()
     assert st["job_state"] == "pending" and rig.states("j-1") == ["pending"]
     assert st["reader"]["last_error"] == "encrypted_reader"

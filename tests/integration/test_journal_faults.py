@@ -300,3 +300,36 @@ async def test_the_reply_agrees_with_the_job_when_keeping_the_reply_fails(
         assert again == reply
     finally:
         await r.close()
+
+
+async def test_a_void_the_journal_cannot_record_is_kept_and_never_sent_twice(
+        rig: te.Rig) -> None:
+    """athena voids the payment, the journal refuses the voided step: the reply is not
+    'voided' (the contract reports a void only once journaled), a second charge.void
+    makes no athena call, and the step is written (and published) once the disk takes
+    it."""
+    from lobbypay.core.commands import ChargeVoid
+
+    voids: list[str] = []
+
+    async def void_payment(patient_id: str, epayment_id: str) -> None:
+        voids.append(epayment_id)
+
+    rig.athena.void_payment = void_payment  # type: ignore[attr-defined]
+    rig.athena.post_script = [Approved("900700")]
+    await rig.engine.charge_start(te.start_cmd("j-1"))
+    await te.swipe(rig)
+    await te.until(lambda: rig.engine.active_job is None)
+    assert journaled_states(rig, "j-1")[-1] == "succeeded", journaled_states(rig, "j-1")
+    with write_lock(rig.state_dir):
+        for _ in range(2):
+            with pytest.raises(DomainError) as ei:
+                await rig.engine.charge_void(ChargeVoid(request_id="v", job_id="j-1"))
+            assert ei.value.code == "internal_error"
+        assert voids == ["900700"]  # athena was asked once
+        assert journaled_states(rig, "j-1")[-1] == "succeeded"
+        await te.settle()  # the retry loop runs (and fails) while the lock is held
+    await rig.clock.advance(6)
+    await te.until(lambda: journaled_states(rig, "j-1")[-1] == "voided")
+    again = await rig.engine.charge_void(ChargeVoid(request_id="v2", job_id="j-1"))
+    assert again == {"job_id": "j-1", "state": "voided"} and voids == ["900700"]

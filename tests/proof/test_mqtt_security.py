@@ -19,12 +19,13 @@ import pytest
 from tests.e2e.harness import ROOT
 from tests.fakes.mosquitto import TlsFiles, make_tls_files, passwd_available
 from tests.fakes.mqtt_client import MqttTestClient
-from tests.proof.rig import PATIENT, Parts, wait_dead
+from tests.proof.rig import PATIENT, Parts, Run, wait_dead
 
 TID_A, TID_B = "lobby-a", "lobby-b"
-APP, MONITOR = "checkin-app-1", "lobbypay-monitor"
+APP, MONITOR, DESK = "checkin-app-1", "lobbypay-monitor", "frontdesk-1"
 USERS = {TID_A: "pw-a-" + uuid.uuid4().hex, TID_B: "pw-b-" + uuid.uuid4().hex,
-         APP: "pw-app-" + uuid.uuid4().hex, MONITOR: "pw-mon-" + uuid.uuid4().hex}
+         APP: "pw-app-" + uuid.uuid4().hex, MONITOR: "pw-mon-" + uuid.uuid4().hex,
+         DESK: "pw-desk-" + uuid.uuid4().hex}
 ACL = ROOT / "config" / "mosquitto-acl.example"
 
 
@@ -59,10 +60,13 @@ def cmd(type_: str, **fields: object) -> tuple[str, dict[str, object]]:
     return rid, {"v": 1, "type": type_, "request_id": rid, **fields}
 
 
-async def test_tls_acl_and_per_terminal_logins(secure: Parts, tls: TlsFiles) -> None:
-    run = secure.new_run("secure")
+def secure_agent(secure: Parts, tls: TlsFiles, name: str, *, staff: bool = False) -> Run:
+    """A run whose agent is terminal A, logged in over TLS with its own password."""
+    run = secure.new_run(name)
     agent = run.agent
     agent.terminal_id = TID_A
+    if staff:
+        agent.extra_toml = "\n[staff]\nenabled = true\n"
     pwfile = run.dir / "mqtt-password"
     pwfile.write_text(USERS[TID_A] + "\n")
     agent.write_config()
@@ -72,6 +76,12 @@ async def test_tls_acl_and_per_terminal_logins(secure: Parts, tls: TlsFiles) -> 
         f'ca_file = "{tls.ca}"\nusername = "{TID_A}"\npassword_file = "{pwfile}"\n')
     assert "tls = true" in text
     agent.config_path.write_text(text)
+    return run
+
+
+async def test_tls_acl_and_per_terminal_logins(secure: Parts, tls: TlsFiles) -> None:
+    run = secure_agent(secure, tls, "secure")
+    agent = run.agent
     a = f"lobbypay/v1/{TID_A}"
     try:
         async with client(secure, tls, APP) as app, \
@@ -135,6 +145,60 @@ async def test_tls_acl_and_per_terminal_logins(secure: Parts, tls: TlsFiles) -> 
             # monitoring reads status and state, not replies or events
             mon_topics = {m.topic.rsplit("/", 1)[1] for m in monitor.messages}
             assert mon_topics and mon_topics <= {"status", "state"}, mon_topics
+            assert agent.alive()
+    finally:
+        run.close()
+
+
+async def test_the_kiosk_cannot_reach_the_staff_topic(secure: Parts, tls: TlsFiles) -> None:
+    """Protocol 10 under the shipped ACL: the kiosk (check-in app) login can neither
+    publish on staff/cmd nor read staff/reply, and charge.void on its own cmd topic is
+    forbidden; the front-desk login voids the payment."""
+    run = secure_agent(secure, tls, "staff", staff=True)
+    agent = run.agent
+    a = f"lobbypay/v1/{TID_A}"
+    try:
+        async with client(secure, tls, APP) as kiosk, client(secure, tls, DESK) as desk:
+            await kiosk.subscribe(f"{a}/#")
+            await desk.subscribe(f"{a}/#")
+            agent.start()
+            await kiosk.wait_for(lambda m: m.topic == f"{a}/status" and m.json()["online"],
+                                 timeout=20)
+            rid, body = cmd("charge.start", job_id="staff-1", patient_id=PATIENT,
+                            claims=[{"claim_id": "5569", "amount": "8.02"}])
+            await kiosk.publish(f"{a}/cmd", body)
+            assert (await kiosk.reply_to(rid, timeout=15))["ok"]
+            run.swipe()
+            paid = await kiosk.wait_for(
+                lambda m: m.topic == f"{a}/events" and m.json()["final"], timeout=20)
+            assert paid.json()["state"] == "succeeded"
+
+            # the kiosk on the staff topic: the broker drops it, the agent never sees it
+            rid_k, body = cmd("charge.void", job_id="staff-1")
+            await kiosk.publish(f"{a}/staff/cmd", body)
+            # the kiosk on its own topic: forbidden
+            rid_f, body = cmd("charge.void", job_id="staff-1")
+            await kiosk.publish(f"{a}/cmd", body)
+            forbidden = await kiosk.reply_to(rid_f, timeout=10)
+            assert forbidden["error"]["code"] == "forbidden"
+            # the front desk may not use the kiosk's topic either ...
+            rid_d, body = cmd("ping")
+            await desk.publish(f"{a}/cmd", body)
+            # ... but its own staff topic voids the payment
+            rid_v, body = cmd("charge.void", job_id="staff-1")
+            await desk.publish(f"{a}/staff/cmd", body)
+            voided = await desk.reply_to(rid_v, topic_suffix="/staff/reply", timeout=15)
+            assert voided["ok"] and voided["state"] == "voided", voided
+            await kiosk.wait_for(lambda m: m.topic == f"{a}/events"
+                                 and m.json()["state"] == "voided", timeout=10)
+            await asyncio.sleep(1.0)
+            staff_topics = {m.topic for m in kiosk.messages if "/staff/" in m.topic}
+            assert staff_topics == set(), staff_topics  # the kiosk read no staff traffic
+            seen = {json.loads(m.payload).get("request_id")
+                    for m in kiosk.messages + desk.messages if m.topic.endswith("reply")}
+            assert rid_k not in seen and rid_d not in seen
+            voids = [c for c in secure.sim.calls() if c["endpoint"] == "voidpayment"]
+            assert len(voids) == 1  # the desk's void, not the kiosk's
             assert agent.alive()
     finally:
         run.close()

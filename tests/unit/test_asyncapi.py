@@ -19,7 +19,7 @@ import lobbypay
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from lobbypay import schemas
-from lobbypay.core.commands import COMMAND_TYPES
+from lobbypay.core.commands import COMMAND_TYPES, STAFF_ONLY_TYPES
 from lobbypay.core.errors import Code
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -184,10 +184,17 @@ def test_servers_broker_over_mqtt_and_secure_mqtt() -> None:
         assert "mqtt" in server["bindings"]
 
 
-def test_channels_are_the_five_protocol_topics_with_terminal_id() -> None:
+TOPICS = ("cmd", "reply", "events", "status", "state", "staff/cmd", "staff/reply")
+
+
+def topic_of(channel: dict[str, Any]) -> str:
+    return str(channel["address"]).removeprefix("lobbypay/v1/{terminal_id}/")
+
+
+def test_channels_are_the_protocol_topics_with_terminal_id() -> None:
+    """Sections 1 and 10: the five topics and the staff pair."""
     addresses = {c["address"] for c in DOC["channels"].values()}
-    assert addresses == {f"lobbypay/v1/{{terminal_id}}/{t}"
-                         for t in ("cmd", "reply", "events", "status", "state")}
+    assert addresses == {f"lobbypay/v1/{{terminal_id}}/{t}" for t in TOPICS}
     for key, channel in DOC["channels"].items():
         names = set(re.findall(r"{([^}]+)}", channel["address"]))
         assert names == set(channel["parameters"]) == {"terminal_id"}, key
@@ -198,22 +205,24 @@ def test_operations_are_the_apps_view_with_mqtt_bindings() -> None:
     for key, op in DOC["operations"].items():
         channel = local(op["channel"]["$ref"])
         assert isinstance(channel, dict)
-        topic = channel["address"].rsplit("/", 1)[1]
+        topic = topic_of(channel)
         by_topic[topic] = op
         binding = op["bindings"]["mqtt"]
         assert binding["qos"] == 1, key
         assert binding["retain"] is (topic in ("status", "state")), key
-        assert op["action"] == ("send" if topic == "cmd" else "receive"), key
+        assert op["action"] == ("send" if topic.endswith("cmd") else "receive"), key
         # operation messages must be messages of the operation's channel
         prefix = op["channel"]["$ref"] + "/messages/"
         for m in op["messages"]:
             assert m["$ref"].startswith(prefix), (key, m)
             local(m["$ref"])
-    assert set(by_topic) == {"cmd", "reply", "events", "status", "state"}
-    reply = by_topic["cmd"]["reply"]
-    assert reply["channel"]["$ref"] == "#/channels/reply"
-    assert {m["$ref"] for m in reply["messages"]} == {
-        "#/channels/reply/messages/replyOk", "#/channels/reply/messages/replyError"}
+    assert set(by_topic) == set(TOPICS)
+    for cmd, reply_channel in (("cmd", "reply"), ("staff/cmd", "staffReply")):
+        reply = by_topic[cmd]["reply"]
+        assert reply["channel"]["$ref"] == f"#/channels/{reply_channel}"
+        assert {m["$ref"] for m in reply["messages"]} == {
+            f"#/channels/{reply_channel}/messages/replyOk",
+            f"#/channels/{reply_channel}/messages/replyError"}
 
 
 def test_every_message_is_used_by_a_channel_and_an_operation() -> None:
@@ -270,11 +279,14 @@ def test_payloads_reference_the_shipped_schema_files_not_copies() -> None:
         assert "$defs" not in text and "pattern" not in text, name
 
 
-def test_every_command_type_has_a_message_on_cmd() -> None:
+def test_every_command_type_has_a_message_on_cmd_and_staff_cmd() -> None:
+    """Section 10: every command works on staff/cmd; charge.void only there."""
     on_cmd = [local(r["$ref"]) for r in DOC["channels"]["cmd"]["messages"].values()]
     names = [m["name"] for m in on_cmd]  # type: ignore[index]
-    assert sorted(names) == sorted(COMMAND_TYPES)
-    for message in on_cmd:
+    assert sorted(names) == sorted(set(COMMAND_TYPES) - STAFF_ONLY_TYPES)
+    on_staff = [local(r["$ref"]) for r in DOC["channels"]["staffCmd"]["messages"].values()]
+    assert sorted(m["name"] for m in on_staff) == sorted(COMMAND_TYPES)  # type: ignore[index]
+    for message in on_cmd + on_staff:
         assert isinstance(message, dict)
         assert external_kinds(message["payload"]) == {message["name"]}
 

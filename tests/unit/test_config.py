@@ -73,6 +73,11 @@ def test_good_config_loads_and_strips_secret(tmp_path: Path) -> None:
         ('path = "/dev/ttyACM0"', "", "reader.path"),
         ('driver = "serlcd"', 'driver = "oled"', "display.driver"),
         ('path = "/dev/ttyUSB0"', "cols = 200", "display.path"),
+        ('max_charge = "5000.00"', 'max_charge = "5000.00"\nlanguage = "fr"',
+         "terminal.language"),
+        ('max_charge = "5000.00"', "max_charge = \"5000.00\"\nlanguage = 1", "terminal.language"),
+        ('path = "/dev/ttyUSB0"', 'path = "/dev/ttyUSB0"\n[staff]\nenabled = "yes"',
+         "staff.enabled"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
@@ -182,3 +187,13 @@ def test_athena_timeout_range(tmp_path: Path, value: str, ok: bool) -> None:
         with pytest.raises(ConfigError) as ei:
             load_config(write_cfg(tmp_path, text))
         assert ei.value.key == "athena.timeout_s"
+
+
+def test_language_and_staff_defaults_and_values(tmp_path: Path) -> None:
+    """Protocol 9/10: terminal.language "en" by default, [staff] enabled false."""
+    cfg = load_config(write_cfg(tmp_path))
+    assert cfg.terminal.language == "en" and cfg.staff.enabled is False
+    text = GOOD.replace('max_charge = "5000.00"', 'max_charge = "5000.00"\nlanguage = "es"')
+    text += "\n[staff]\nenabled = true\n"
+    cfg = load_config(write_cfg(tmp_path, text))
+    assert cfg.terminal.language == "es" and cfg.staff.enabled is True

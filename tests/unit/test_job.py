@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -50,6 +51,7 @@ SAMPLES: dict[type, object] = {
     jm.Cancel: jm.Cancel(),
     jm.DeadlineHit: jm.DeadlineHit(),
     jm.Restarted: jm.Restarted(),
+    jm.Voided: jm.Voided(),
 }
 
 # how to reach each state from a fresh job (a path of inputs)
@@ -64,6 +66,8 @@ PATHS: dict[JobState, list[object]] = {
                       jm.Rejected(Code.ATHENA_REJECTED, "x")],
     JobState.CANCELED: [jm.Cancel()],
     JobState.EXPIRED: [jm.DeadlineHit()],
+    JobState.VOIDED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.Approved("1"),
+                      jm.Voided()],
 }
 
 
@@ -94,6 +98,8 @@ EXPECTED = {
     (JobState.UNKNOWN, jm.ReconcileFound): JobState.SUCCEEDED,
     (JobState.UNKNOWN, jm.ReconcileMissed): JobState.UNKNOWN,
     (JobState.UNKNOWN, jm.ReconcileGaveUp): JobState.FAILED,
+    # protocol 10: staff void a succeeded payment; the only edge out of a final state
+    (JobState.SUCCEEDED, jm.Voided): JobState.VOIDED,
 }
 
 
@@ -124,9 +130,11 @@ def test_every_state_input_pair(state: JobState, input_type: type) -> None:
     assert j.state is state  # the input job object itself is never mutated
 
 
-def test_final_states_accept_nothing() -> None:
-    for s in jm.FINAL_STATES:
+def test_final_states_accept_nothing_but_the_void() -> None:
+    for s in jm.FINAL_STATES - {JobState.SUCCEEDED}:
         assert jm.TRANSITIONS[s] == {}
+    assert jm.TRANSITIONS[JobState.SUCCEEDED] == {jm.Voided: JobState.VOIDED}
+    assert JobState.VOIDED in jm.FINAL_STATES
     assert JobState.UNKNOWN not in jm.FINAL_STATES
     assert JobState.UNKNOWN not in jm.ACTIVE_STATES  # unknown frees the terminal
     assert set(jm.TRANSITIONS) == set(JobState)
@@ -319,3 +327,31 @@ def test_core_job_and_screen_import_no_io() -> None:
         env={"PYTHONPATH": f"{ROOT / 'agent'}:{ROOT / 'drivers'}"},
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_voided_event_keeps_card_amounts_and_payment() -> None:
+    ok = job_in(JobState.SUCCEEDED)
+    st = jm.step(ok, jm.Voided(), T0 + timedelta(hours=1))
+    ev = st.events[0]
+    assert ev["state"] == "voided" and ev["final"] is True
+    assert ev["seq"] == ok.seq + 1
+    assert ev["card"] == {"brand": "visa", "last4": "1111"}
+    assert ev["epayment_id"] == ok.epayment_id == "1"
+    assert ev["amounts"] == jm.to_event(ok)["amounts"]
+    assert ev["error"] is None
+
+
+@pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.SUCCEEDED], ids=str)
+def test_only_a_succeeded_job_can_be_voided(state: JobState) -> None:
+    with pytest.raises(jm.IllegalInput) as ei:
+        jm.step(job_in(state), jm.Voided(), T0 + timedelta(hours=1))
+    assert ei.value.code is Code.NOT_VOIDABLE
+
+
+def test_language_is_kept_and_not_part_of_the_body_key() -> None:
+    j = job_in(JobState.SUCCEEDED)
+    es = dataclasses.replace(j, language="es")
+    assert jm.job_from_record(json.loads(json.dumps(jm.job_to_record(es)))).language == "es"
+    rec = jm.job_to_record(j)
+    del rec["language"]  # a job journaled before the field existed
+    assert jm.job_from_record(rec).language == "en"

@@ -13,8 +13,11 @@ from lobbypay.core.commands import (
     ChargeGet,
     ChargeList,
     ChargeStart,
+    ChargeVoid,
     ClaimAmount,
     Ping,
+    ReceiptEmail,
+    mask_email,
 )
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import (
@@ -372,3 +375,64 @@ def test_a_lone_surrogate_gets_bad_request() -> None:
     # a surrogate pair (an emoji) is ordinary text
     ok = protocol.decode_command(b'{"v":1,"type":"ping","request_id":"\\ud83d\\ude00"}')
     assert ok.request_id == "\U0001f600"
+
+
+# ---------------------------------------------------------------- protocol 10
+
+
+def test_language_on_charge_start() -> None:
+    assert decode_command(enc(start())).language is None  # type: ignore[union-attr]
+    assert decode_command(enc(start(language="es"))).language == "es"  # type: ignore[union-attr]
+    assert decode_command(enc(start(language=None))).language is None  # type: ignore[union-attr]
+    for bad in ("fr", "ES", "", 1, True, ["es"], {"code": "es"}):
+        err = fails(enc(start(language=bad)))
+        assert err.code is Code.BAD_REQUEST and err.command == "charge.start"
+
+
+def test_charge_void_and_receipt_email_decode() -> None:
+    v = decode_command(enc(cmd("charge.void", job_id="j-1")), staff=True)
+    assert v == ChargeVoid(request_id="r-9", job_id="j-1")
+    e = decode_command(enc(cmd("receipt.email", job_id="j-1", email="jane@example.com")))
+    assert e == ReceiptEmail(request_id="r-9", job_id="j-1", email="jane@example.com")
+    assert "jane@" not in repr(e) and "j***@example.com" in repr(e)
+    with pytest.raises(ProtocolError) as ei:
+        decode_command(enc(cmd("charge.void")), staff=True)
+    assert ei.value.code is Code.BAD_REQUEST
+
+
+@pytest.mark.parametrize("fields", [{"job_id": "j-1"}, {}, {"job_id": "a b"}, {"job_id": 5}])
+def test_charge_void_off_the_staff_topic_is_forbidden_before_its_fields(
+        fields: dict[str, Any]) -> None:
+    err = fails(enc(cmd("charge.void", **fields)))
+    assert err.code is Code.FORBIDDEN
+    assert (err.request_id, err.command) == ("r-9", "charge.void")
+    # a bad envelope is still bad_request: the forbidden check needs a readable command
+    bad = fails(enc({"type": "charge.void", "request_id": "r-9", **fields}))
+    assert bad.code is Code.BAD_REQUEST
+
+
+@pytest.mark.parametrize("email", [
+    None, 5, "", "a@", "@b", "ab", "a@b@c", "abc", "a" * 250 + "@b.co",
+    "a b@c.d", "a@b.c ", "a\t@b.c", "a\n@b.c", "a\x00@b.c", "a\x7f@b.c", "a\u200b@b.c",
+    "a\u00a0@b.c", "a\u2028@b.c",
+])
+def test_receipt_email_address_rules(email: object) -> None:
+    fields: dict[str, Any] = {"job_id": "j-1"}
+    if email is not None:
+        fields["email"] = email
+    err = fails(enc(cmd("receipt.email", **fields)))
+    assert err.code is Code.BAD_REQUEST and err.request_id == "r-9"
+    if isinstance(email, str) and len(email) > 3:
+        assert email not in err.message
+
+
+@pytest.mark.parametrize("email", ["a@b", "x" * 242 + "@example.com", "jöse@exämple.es",
+                                   "a+tag@sub.example.org", "\"q\"@b"])
+def test_receipt_email_addresses_that_pass(email: str) -> None:
+    e = decode_command(enc(cmd("receipt.email", job_id="j-1", email=email)))
+    assert isinstance(e, ReceiptEmail) and e.email == email
+
+
+def test_mask_email() -> None:
+    assert mask_email("jane@example.com") == "j***@example.com"
+    assert mask_email("x") == "***"

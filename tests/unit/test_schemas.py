@@ -84,6 +84,18 @@ def test_every_kind_has_a_schema() -> None:
         ("status", {**SPEC_STATUS, "online": False}),
         ("state", SPEC_STATE),
         ("state", IDLE_STATE),
+        # protocol 10
+        ("charge.start", {**SPEC_CHARGE_START, "language": "es"}),
+        ("charge.void", {"v": 1, "type": "charge.void", "request_id": "r", "job_id": "j-1"}),
+        ("command", {"v": 1, "type": "receipt.email", "request_id": "r", "job_id": "j-1",
+                     "email": "jane@example.com"}),
+        ("charge.event", {**SPEC_EVENT, "seq": 5, "state": "voided"}),
+        ("reply", {"v": 1, "type": "reply", "request_id": "r", "command": "charge.void",
+                   "ok": True, "job_id": "j-1", "state": "voided"}),
+        ("reply", {"v": 1, "type": "reply", "request_id": "r", "command": "receipt.email",
+                   "ok": True, "job_id": "j-1"}),
+        ("reply", {"v": 1, "type": "reply", "request_id": "r", "command": "charge.void",
+                   "ok": False, "error": {"code": "forbidden", "message": "staff only"}}),
     ],
 )
 def test_golden_messages_validate(kind: str, obj: dict[str, Any]) -> None:
@@ -122,6 +134,15 @@ def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
                    "ok": False, "error": {"code": "terminal_busy", "message": "busy"}}),
         ("reply", {"v": 1, "type": "reply", "request_id": "r", "command": "ping", "ok": True}),
         ("command", {"v": 1, "type": "charge.refund", "request_id": "r"}),
+        # protocol 10
+        ("charge.start", {**SPEC_CHARGE_START, "language": "fr"}),
+        ("charge.event", {**SPEC_EVENT, "state": "voided", "final": False}),
+        ("charge.event", {**SPEC_EVENT, "state": "voided", "epayment_id": None}),
+        ("reply", {"v": 1, "type": "reply", "request_id": "r", "command": "charge.void",
+                   "ok": True, "job_id": "j-1", "state": "succeeded"}),
+        *[("receipt.email", {"v": 1, "type": "receipt.email", "request_id": "r",
+                             "job_id": "j-1", "email": bad})
+          for bad in ("a@", "ab", "a@b@c", "a b@c", "a\x01@b", "x" * 250 + "@b.co")],
     ],
 )
 def test_schema_rejects(kind: str, obj: dict[str, Any]) -> None:
@@ -203,3 +224,10 @@ def test_schema_agrees_with_decoder_on_bad_fields(body: dict[str, Any], code: Co
         assert problems == []
     else:
         assert problems, f"schema accepted what the decoder rejects ({code}): {body}"
+
+
+def test_language_enum_is_the_screen_catalogue() -> None:
+    """charge.start's language (protocol 10) is what the catalogue has texts for."""
+    from lobbypay.core.screen_text import LANGUAGES
+
+    assert schemas.load("_defs.json")["$defs"]["language"]["enum"] == list(LANGUAGES)

@@ -3,10 +3,14 @@ pending, never more of the card than brand and last 4."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from lobbypay.core.money import Cents
 from lobbypay.core.screen import Screen, ScreenKind, brand_label, render
+from lobbypay.core.screen_text import CATALOGUE, LANGUAGES, SHORT_MAX_COLS, TALL_MAX_COLS
 from lobbypay_hw.api import ScreenView
+from lobbypay_hw.screen import to_lcd_text
 
 PENDING_KINDS = [ScreenKind.PENDING, ScreenKind.SWIPE_AGAIN, ScreenKind.NOT_A_BANK_CARD,
                  ScreenKind.CARD_EXPIRED, ScreenKind.CANNOT_READ_HERE]
@@ -119,9 +123,108 @@ def test_too_small_display_refused() -> None:
 
 
 def test_cannot_read_here_sends_to_the_front_desk() -> None:
-    assert render(sample(ScreenKind.CANNOT_READ_HERE), 16, 2) == ("Can't read card",
-                                                                   "See desk $65.00")
-    assert render(sample(ScreenKind.CANNOT_READ_HERE), 20, 2)[0] == "Can't read card here"
-    assert render(sample(ScreenKind.CANNOT_READ_HERE), 40, 2)[1] == "See front desk $65.00"
+    # the job stays pending, so the total stays on the screen (protocol 8); any other card
+    # would fail the same way on this reader, so the patient is sent to pay at the desk
+    assert render(sample(ScreenKind.CANNOT_READ_HERE), 16, 2) == ("Total $65.00",
+                                                                   "Pay at the desk")
     assert render(sample(ScreenKind.CANNOT_READ_HERE), 20, 4) == (
-        "Total due", "$65.00", "Card can't be read", "See front desk")
+        "Total due", "$65.00", "Card can't be read", "Pay at front desk")
+    es = Screen(ScreenKind.CANNOT_READ_HERE, total=Cents(6500), language="es")
+    assert render(es) == ("Total $65.00", "Pase a recepción")
+
+
+# ---------------------------------------------------------------- every language (protocol 10)
+
+#: every screen a job shows (issue 12's list) plus idle and the reconciling screen
+JOB_SCREENS = [k.value for k in ScreenKind]
+PLACEHOLDERS = {"{total}", "{paid}", "{amount}", "{card}", "{card_or_paid}"}
+
+
+def test_languages_are_english_and_spanish_and_complete() -> None:
+    assert LANGUAGES[:2] == ("en", "es")
+    for lang, texts in CATALOGUE.items():
+        assert set(texts) == set(JOB_SCREENS) | {"labels"}, lang
+        assert set(texts["labels"]) == {"total", "paid", "card"}, lang
+        for kind in JOB_SCREENS:
+            entry = texts[kind]
+            assert set(entry) <= {"short", "tall"} and len(entry["short"]) == 2, (lang, kind)
+            assert len(entry.get("tall", ("",) * 4)) == 4, (lang, kind)
+            # the same facts in every language: a screen that shows the total or the card
+            # in English shows it in every other language too
+            for form in ("short", "tall"):
+                en = set(CATALOGUE["en"][kind].get(form, ()))
+                other = set(entry.get(form, ()))
+                assert en & PLACEHOLDERS == other & PLACEHOLDERS, (lang, kind, form)
+
+
+def _raw_lines() -> list[tuple[str, str, str, int]]:
+    out = []
+    for lang, texts in CATALOGUE.items():
+        for kind, entry in texts.items():
+            for form, lines in entry.items():
+                limit = TALL_MAX_COLS if form == "tall" else SHORT_MAX_COLS
+                out.extend((lang, f"{kind}.{form}", line, limit) for line in lines)
+    return out
+
+
+@pytest.mark.parametrize(("lang", "where", "line", "limit"), _raw_lines())
+def test_every_text_fits_and_folds_to_plain_letters(lang: str, where: str, line: str,
+                                                    limit: int) -> None:
+    if line in PLACEHOLDERS:
+        return
+    assert "{" not in line and "}" not in line, "unknown placeholder"
+    assert len(line) <= limit, (lang, where, line)
+    # a character LCD shows ASCII: every letter folds to a plain one, nothing becomes "?"
+    assert "?" not in to_lcd_text(line), (lang, where, line)
+    for ch in line:
+        base = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+        assert base and base.isprintable(), (lang, where, ch)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("kind", list(ScreenKind), ids=str)
+@pytest.mark.parametrize("cols,rows", [(16, 2), (20, 4)])
+@pytest.mark.parametrize("total", [6500, 500000, 999999999])
+@pytest.mark.parametrize("brand", ["visa", None, "mastercard"])
+def test_every_screen_of_every_language_fits(lang: str, kind: ScreenKind, cols: int, rows: int,
+                                             total: int, brand: str | None) -> None:
+    screen = Screen(kind, total=Cents(total), brand=brand, last4="1111", language=lang)
+    lines = render(screen, cols, rows)
+    assert 1 <= len(lines) <= rows
+    assert all(len(line) <= cols for line in lines), lines
+    assert lines[0].strip()
+    if kind in PENDING_KINDS:
+        assert format_cents_text(total) in "\n".join(lines)
+    ScreenView(lines)
+
+
+def format_cents_text(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def test_spanish_golden_2x16_and_4x20() -> None:
+    es = {k: Screen(k, total=Cents(6500), brand="visa", last4="1111", language="es")
+          for k in ScreenKind}
+    assert render(es[ScreenKind.PENDING]) == ("Total $65.00", "Pase su tarjeta")
+    assert render(es[ScreenKind.SWIPE_AGAIN]) == ("Total $65.00", "Vuelva a pasarla")
+    assert render(es[ScreenKind.CARD_EXPIRED]) == ("Total $65.00", "Tarjeta vencida")
+    assert render(es[ScreenKind.PROCESSING]) == ("Procesando...", "Visa ****1111")
+    assert render(es[ScreenKind.APPROVED]) == ("Aprobado", "Visa ****1111")
+    assert render(es[ScreenKind.DECLINED]) == ("Pago rechazado", "Pase a recepción")
+    assert render(es[ScreenKind.EXPIRED]) == ("Tiempo agotado", "Pase a recepción")
+    assert render(es[ScreenKind.CANCELED]) == ("Pago cancelado", "Pase a recepción")
+    assert render(es[ScreenKind.FAILED]) == ("No se pudo pagar", "Pase a recepción")
+    assert render(es[ScreenKind.PENDING], 20, 4) == (
+        "Total a pagar", "$65.00", "", "Pase su tarjeta")
+    assert render(es[ScreenKind.APPROVED], 20, 4) == (
+        "Aprobado", "Pagado $65.00", "Visa ****1111", "Gracias")
+    unbranded = Screen(ScreenKind.PROCESSING, last4="1111", language="es")
+    assert render(unbranded) == ("Procesando...", "Tarjeta ****1111")
+    # what a character LCD shows of it: the plain letters
+    assert to_lcd_text("Pase a recepción") == "Pase a recepcion"
+
+
+def test_no_language_means_english_and_an_unknown_one_is_refused() -> None:
+    assert render(Screen(ScreenKind.IDLE)) == ("Welcome", "Check in to pay")
+    with pytest.raises(ValueError):
+        Screen(ScreenKind.IDLE, language="fr")

@@ -221,6 +221,42 @@ def is_unknown_outcome_text(errortext: str) -> bool:
     return bool(_UNKNOWN_TEXT_RE.match(errortext))
 
 
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The answer to a POST that changes nothing but a flag at athena (``voidpayment``,
+    ``receipts/{id}/email``): ``ok``, else athena's reason (cleaned text)."""
+
+    ok: bool
+    reason: str = ""
+
+
+def parse_action_result(body: object, what: str, secrets: tuple[str, ...] = ()) -> ActionResult:
+    """Read a 2xx answer of ``voidpayment`` or ``receipts/{id}/email``.
+
+    Their bodies are not documented (docs/athena.md): ``{"success": "true"}`` and
+    ``[{"success": "true"}]`` are success; ``success`` "false" is a refusal with
+    ``errortext`` (or ``error``/``detailedmessage``). Anything else (no ``success``, an
+    empty array, several entries, HTML) is a refusal too, carrying what athena said, so
+    a void is never reported done on an answer that does not say so.
+    """
+    entry = body[0] if isinstance(body, list) and len(body) == 1 else body
+    if isinstance(entry, dict) and "success" in entry:
+        try:
+            success = _parse_flag(entry["success"], "success")
+        except AthenaParseError:
+            success = False
+        if success:
+            return ActionResult(True)
+        raw = entry.get("errortext") or entry.get("error") or entry.get("detailedmessage")
+        reason = clean_peer_text(raw, secrets)
+        return ActionResult(False, reason or f"athena refused the {what} (no reason given)")
+    err = parse_error_body(body, secrets)
+    if err is not None:
+        return ActionResult(False, err.error)
+    return ActionResult(False, f"athena's answer to the {what} did not say it succeeded "
+                               f"({_kind(body)})")
+
+
 #: athena stamps receipts' ``requestdate`` in US Eastern time (DOC-RCPT).
 ATHENA_TZ = ZoneInfo("America/New_York")
 _US_DATE_RE = re.compile(

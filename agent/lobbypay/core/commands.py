@@ -41,6 +41,8 @@ class ChargeStart:
     allow_duplicate: bool
     deadline_s: int  # 10..300, default 120
     expires_at: datetime | None  # aware UTC
+    #: the display's language for this job; None: ``terminal.language`` (protocol 10)
+    language: str | None = None
     type: str = "charge.start"
 
     @property
@@ -85,13 +87,52 @@ class ChargeList:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeVoid:
+    """Staff topic only (protocol 10): void a succeeded job's payment at athena."""
+
+    request_id: str
+    job_id: str
+    type: str = "charge.void"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptEmail:
+    """Email athena's receipt of a succeeded job. ``email`` is personal data: it is never
+    journaled, and ``repr`` masks it so a log of the command cannot carry it."""
+
+    request_id: str
+    job_id: str
+    email: str
+    type: str = "receipt.email"
+
+    def __repr__(self) -> str:
+        return (f"ReceiptEmail(request_id={self.request_id!r}, job_id={self.job_id!r}, "
+                f"email={mask_email(self.email)!r})")
+
+
+def mask_email(address: str) -> str:
+    """The only form of an address a log line may show: ``j***@example.com``."""
+    local, sep, domain = address.partition("@")
+    if not sep:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     request_id: str
     type: str = "ping"
 
 
-Command = BalanceGet | ChargeStart | ChargeCancel | ChargeGet | ChargeList | Ping
+Command = (
+    BalanceGet | ChargeStart | ChargeCancel | ChargeGet | ChargeList | Ping | ChargeVoid
+    | ReceiptEmail
+)
 
 COMMAND_TYPES: tuple[str, ...] = (
     "balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping",
+    "charge.void", "receipt.email",
 )
+#: Commands taken only on ``lobbypay/v1/<tid>/staff/cmd`` (protocol 10); on ``cmd``
+#: they are answered ``forbidden``.
+STAFF_ONLY_TYPES: frozenset[str] = frozenset({"charge.void"})

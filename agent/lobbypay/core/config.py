@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
+from lobbypay.core.screen_text import DEFAULT_LANGUAGE, LANGUAGES
 
 TERMINAL_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 ID_RE = re.compile(r"\A[0-9A-Za-z._-]{1,32}\Z")
@@ -43,6 +44,7 @@ class TerminalConfig:
     department_id: str
     state_dir: str
     max_charge: Cents = Cents(500000)
+    language: str = DEFAULT_LANGUAGE  # the display's language between jobs and by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,11 @@ class DisplayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffConfig:
+    enabled: bool = False  # also take commands on lobbypay/v1/<tid>/staff/cmd (protocol 10)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "json"  # "json" | "text"
@@ -108,6 +115,7 @@ class Config:
     reader: ReaderConfig
     display: DisplayConfig
     logging: LoggingConfig = LoggingConfig()
+    staff: StaffConfig = StaffConfig()
 
 
 # ---------------------------------------------------------------- helpers
@@ -245,7 +253,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         raise ConfigError("terminal.max_charge", "must be above 0.00")
     terminal = TerminalConfig(
         id=tid, department_id=dept, state_dir=t.text("state_dir", "/var/lib/lobbypay") or "",
-        max_charge=max_charge,
+        max_charge=max_charge, language=t.choice("language", DEFAULT_LANGUAGE, LANGUAGES),
     )
 
     a = _Section(data, "athena")
@@ -326,4 +334,5 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         level=lg.choice("level", "info", LOG_LEVELS),
         format=lg.choice("format", "json", ("json", "text")),
     )
-    return Config(terminal, athena, mqtt, reader, display, logging_cfg)
+    staff = StaffConfig(enabled=_Section(data, "staff").boolean("enabled", False))
+    return Config(terminal, athena, mqtt, reader, display, logging_cfg, staff)

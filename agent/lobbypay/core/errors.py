@@ -31,6 +31,11 @@ class Code(StrEnum):
     DECLINED = "declined"
     NOT_CHARGED = "not_charged"
     COPAY_ALREADY_COLLECTED = "copay_already_collected"
+    # --- named by protocol v1 section 10 (staff commands, emailed receipts) ---
+    FORBIDDEN = "forbidden"
+    NOT_VOIDABLE = "not_voidable"
+    VOID_REJECTED = "void_rejected"
+    NO_RECEIPT = "no_receipt"
     # --- lobbypay additions (events and replies) ---
     #: the job's outcome is being reconciled (on the ``unknown`` event)
     OUTCOME_UNKNOWN = "outcome_unknown"

@@ -46,11 +46,16 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    VOIDED = "voided"  # a succeeded job whose payment staff voided (protocol 10)
 
 
 FINAL_STATES: frozenset[JobState] = frozenset(
-    {JobState.SUCCEEDED, JobState.DECLINED, JobState.FAILED, JobState.CANCELED, JobState.EXPIRED}
+    {JobState.SUCCEEDED, JobState.DECLINED, JobState.FAILED, JobState.CANCELED, JobState.EXPIRED,
+     JobState.VOIDED}
 )
+#: States whose event carries ``epayment_id``: the payment athena made (and, once voided,
+#: the payment that was voided).
+_PAYMENT_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.VOIDED})
 #: States that hold the terminal (protocol 4: "another job active"). ``unknown`` frees it.
 ACTIVE_STATES: frozenset[JobState] = frozenset(
     {JobState.PENDING, JobState.CARD_READ, JobState.SUBMITTING}
@@ -162,15 +167,21 @@ class Restarted:
     """The agent started and found this job unfinished in the journal."""
 
 
+@dataclass(frozen=True, slots=True)
+class Voided:
+    """athena confirmed the void of the job's payment (``charge.void``, protocol 10). A
+    final state that takes one more input: the only such edge in the table."""
+
+
 Input = (
     CardAccepted | SubmitStarted | Approved | Declined | NotSent | Rejected | OutcomeUnknown
     | AttemptClosed | ReconcileFound | ReconcileMissed | ReconcileGaveUp | Cancel
-    | DeadlineHit | Restarted
+    | DeadlineHit | Restarted | Voided
 )
 INPUT_TYPES: tuple[type[Any], ...] = (
     CardAccepted, SubmitStarted, Approved, Declined, NotSent, Rejected, OutcomeUnknown,
     AttemptClosed, ReconcileFound, ReconcileMissed, ReconcileGaveUp, Cancel, DeadlineHit,
-    Restarted,
+    Restarted, Voided,
 )
 
 
@@ -207,11 +218,15 @@ TRANSITIONS: Mapping[JobState, Mapping[type[Any], JobState]] = {
         ReconcileMissed: _S.UNKNOWN,
         ReconcileGaveUp: _S.FAILED,
     },
-    _S.SUCCEEDED: {},
+    _S.SUCCEEDED: {
+        # staff voided the payment at athena before it settled
+        Voided: _S.VOIDED,
+    },
     _S.DECLINED: {},
     _S.FAILED: {},
     _S.CANCELED: {},
     _S.EXPIRED: {},
+    _S.VOIDED: {},
 }
 
 
@@ -220,7 +235,8 @@ class IllegalInput(Exception):
 
     ``code`` is the wire code to answer with when the input came from a command
     (``charge.cancel``): ``too_late`` once a card is in, ``not_active`` for a finished
-    job; ``internal_error`` for inputs only the engine sends.
+    job; ``not_voidable`` for ``Voided`` on a job that is not ``succeeded``;
+    ``internal_error`` for inputs only the engine sends.
     """
 
     def __init__(self, job_id: str, state: JobState, input_type: type[Any]) -> None:
@@ -237,6 +253,8 @@ class IllegalInput(Exception):
             if self.state in FINAL_STATES:
                 return Code.NOT_ACTIVE
             return Code.TOO_LATE
+        if self.input_type is Voided:
+            return Code.NOT_VOIDABLE
         return Code.INTERNAL_ERROR
 
 
@@ -274,6 +292,8 @@ class Job:
     attempt_to: datetime | None = None
     reconcile_reads: int = 0  # settled receipt reads that found nothing
     reconcile_attempts: int = 0  # every receipts read, settled or not (for docs/ops)
+    #: the display's language for this job (a ``screen_text.LANGUAGES`` code)
+    language: str = "en"
 
     @property
     def other(self) -> Cents:
@@ -303,7 +323,10 @@ class Step:
 
 
 def body_key_of(cmd: ChargeStart) -> str:
-    """Canonical text of what must match for a repeated ``job_id`` to be 'the same body'."""
+    """Canonical text of what must match for a repeated ``job_id`` to be 'the same body'.
+
+    ``language`` is left out: it only changes the display, never what is charged, and
+    jobs journaled before it existed keep their keys."""
     body = {
         "patient_id": cmd.patient_id,
         "department_id": cmd.department_id,
@@ -318,10 +341,12 @@ def body_key_of(cmd: ChargeStart) -> str:
 
 
 def start_job(cmd: ChargeStart, *, department_id: str, copay: Cents | None = None,
-              claims: tuple[ClaimAmount, ...] | None = None, now: datetime) -> Step:
+              claims: tuple[ClaimAmount, ...] | None = None, now: datetime,
+              language: str = "en") -> Step:
     """A new job in ``pending`` (seq 1) from an accepted ``charge.start``.
 
     ``copay``/``claims`` default to the command's; the engine passes the charge plan's.
+    ``language``: the command's, else the terminal's (the engine resolves it).
     """
     _check_now(now)
     job = Job(
@@ -339,6 +364,7 @@ def start_job(cmd: ChargeStart, *, department_id: str, copay: Cents | None = Non
         body_key=body_key_of(cmd),
         created_at=now,
         updated_at=now,
+        language=cmd.language or language,
     )
     return Step(job, (to_event(job),))
 
@@ -465,7 +491,7 @@ def to_event(job: Job) -> dict[str, Any]:
     if job.card_last4 is not None:
         ev["card"] = {"brand": job.card_brand or "unknown", "last4": job.card_last4}
     ev["amounts"] = amounts_of(job)
-    if job.state is JobState.SUCCEEDED:
+    if job.state in _PAYMENT_STATES:
         ev["epayment_id"] = job.epayment_id
     if job.state in _ERROR_STATES:
         ev["error"] = {"code": job.error_code or "internal_error",
@@ -564,6 +590,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
         "attempt_to": _iso_precise(job.attempt_to) if job.attempt_to else None,
         "reconcile_reads": job.reconcile_reads,
         "reconcile_attempts": job.reconcile_attempts,
+        "language": job.language,
     }
     _check_plain(rec)
     if job.card_last4 is not None and not (len(job.card_last4) == 4 and job.card_last4.isdigit()):
@@ -604,6 +631,7 @@ def job_from_record(rec: Mapping[str, Any]) -> Job:
         attempt_to=t("attempt_to"),
         reconcile_reads=int(rec.get("reconcile_reads", 0)),
         reconcile_attempts=int(rec.get("reconcile_attempts", 0)),
+        language=str(rec.get("language") or "en"),
     )
 
 

@@ -10,6 +10,7 @@ Checks, in order (the first failure wins):
 1. envelope: at most ``MAX_PAYLOAD_BYTES``, UTF-8, JSON, an object; ``request_id`` a
    string of 1-64 characters; ``v`` the integer 1; ``type`` a string    -> ``bad_request``
 2. ``type`` one of ``COMMAND_TYPES``                                      -> ``unknown_command``
+   a staff-only ``type`` (``charge.void``) not from the staff topic        -> ``forbidden``
 3. the command's fields: presence, JSON type, formats and ranges         -> ``bad_request``
    amounts (``copay``, claim ``amount``): protocol section 3             -> ``invalid_amount``
 
@@ -38,23 +39,28 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from lobbypay.core.commands import (
     COMMAND_TYPES,
+    STAFF_ONLY_TYPES,
     BalanceGet,
     ChargeCancel,
     ChargeGet,
     ChargeList,
     ChargeStart,
+    ChargeVoid,
     ClaimAmount,
     Command,
     Ping,
+    ReceiptEmail,
 )
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
+from lobbypay.core.screen_text import LANGUAGES
 
 PROTOCOL_VERSION = 1
 #: Commands are a few hundred bytes; 64 KiB leaves room for many claims and bounds the
@@ -76,6 +82,9 @@ LIST_MAX = 100
 LIST_LIMIT_CEILING = 2**31 - 1
 #: Longest plausible RFC 3339 text ("2026-11-27T15:00:00.123456+05:30" is 32).
 _TIME_MAX_LEN = 40
+#: receipt.email's address (protocol 10): length bounds in characters.
+EMAIL_MIN = 3
+EMAIL_MAX = 254
 _RFC3339_RE = re.compile(
     r"\A\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})\Z"
 )
@@ -243,6 +252,24 @@ class _Fields:
             raise self.fail(f"{key} needs a time zone")
         return parsed.astimezone(UTC)
 
+    def language(self) -> str | None:
+        value = self._raw("language", False)
+        if value is None:
+            return None
+        if not isinstance(value, str) or value not in LANGUAGES:
+            raise self.fail(f"language must be one of {', '.join(LANGUAGES)}")
+        return value
+
+    def email(self) -> str:
+        """An address as protocol 10 has it. Messages never quote it (personal data)."""
+        value = self._raw("email", True)
+        if not isinstance(value, str):
+            raise self.fail("email must be a string")
+        problem = email_problem(value)
+        if problem is not None:
+            raise self.fail(f"email {problem}")
+        return value
+
     def claims(self) -> tuple[ClaimAmount, ...]:
         value = self._raw("claims", False)
         if value is None:
@@ -272,8 +299,27 @@ class _Fields:
         return tuple(out)
 
 
-def decode_command(payload: bytes) -> Command:
-    """Decode one command payload. Raises ``ProtocolError`` (nothing else)."""
+def email_problem(address: str) -> str | None:
+    """Why ``address`` is not an email address by protocol 10's rule, or None: 3-254
+    characters, exactly one ``@`` with text on both sides, no whitespace or control
+    (or other invisible format) characters. The reason never quotes the address."""
+    if not EMAIL_MIN <= len(address) <= EMAIL_MAX:
+        return f"must be {EMAIL_MIN}-{EMAIL_MAX} characters"
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in address):
+        return "must not contain whitespace or control characters"
+    local, _, domain = address.partition("@")
+    if address.count("@") != 1 or not local or not domain:
+        return "must have exactly one @ with text on both sides"
+    return None
+
+
+def decode_command(payload: bytes, *, staff: bool = False) -> Command:
+    """Decode one command payload. Raises ``ProtocolError`` (nothing else).
+
+    ``staff``: the payload came on ``staff/cmd`` (default: it did not). A staff-only
+    command (``charge.void``) from anywhere else is ``forbidden`` once its envelope is
+    good, before its fields are looked at: the kiosk learns nothing about a command it
+    may not send."""
     obj = _load(payload)
     if not isinstance(obj, dict):
         raise ProtocolError(Code.BAD_REQUEST, "a command must be a JSON object")
@@ -302,6 +348,12 @@ def decode_command(payload: bytes) -> Command:
     if command is None:
         raise ProtocolError(
             Code.UNKNOWN_COMMAND, f"unknown command type {_snippet(kind)}", request_id, None
+        )
+    if command in STAFF_ONLY_TYPES and not staff:
+        raise ProtocolError(
+            Code.FORBIDDEN,
+            f"{command} is taken only on the staff topic (lobbypay/v1/<tid>/staff/cmd)",
+            request_id, command,
         )
     f = _Fields(obj, request_id, command)
     return _DECODERS[command](f)
@@ -335,6 +387,7 @@ def _charge_start(f: _Fields) -> ChargeStart:
     allow_duplicate = f.boolean("allow_duplicate", False)
     deadline_s = f.integer("deadline_s", DEADLINE_DEFAULT_S, DEADLINE_MIN_S, DEADLINE_MAX_S)
     expires_at = f.timestamp("expires_at")
+    language = f.language()
     return ChargeStart(
         request_id=f.request_id,
         job_id=job_id,
@@ -346,6 +399,7 @@ def _charge_start(f: _Fields) -> ChargeStart:
         allow_duplicate=allow_duplicate,
         deadline_s=deadline_s,
         expires_at=expires_at,
+        language=language,
     )
 
 
@@ -369,6 +423,15 @@ def _ping(f: _Fields) -> Ping:
     return Ping(request_id=f.request_id)
 
 
+def _charge_void(f: _Fields) -> ChargeVoid:
+    return ChargeVoid(request_id=f.request_id, job_id=f.job_id())
+
+
+def _receipt_email(f: _Fields) -> ReceiptEmail:
+    job_id = f.job_id()
+    return ReceiptEmail(request_id=f.request_id, job_id=job_id, email=f.email())
+
+
 _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "balance.get": _balance_get,
     "charge.start": _charge_start,
@@ -376,6 +439,8 @@ _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "charge.get": _charge_get,
     "charge.list": _charge_list,
     "ping": _ping,
+    "charge.void": _charge_void,
+    "receipt.email": _receipt_email,
 }
 assert set(_DECODERS) == set(COMMAND_TYPES)
 

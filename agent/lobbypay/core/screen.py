@@ -10,15 +10,20 @@ Protocol 8: while a job is ``pending`` the screen shows the total due, written a
 ``format_cents`` does ("65.00", no thousands separator), so every pending screen (the
 first prompt, "swipe again", "card expired") carries it.
 
+The words themselves, in every language, live in ``lobbypay.core.screen_text`` (the one
+catalogue); this module only chooses, fills and fits them.
+
 Card data: a screen takes only a brand name and a 4-digit last 4 (protocol 7).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from lobbypay.core.money import Cents, format_cents
+from lobbypay.core.screen_text import CATALOGUE, DEFAULT_LANGUAGE, LANGUAGES
 
 MIN_COLS = 16
 MIN_ROWS = 2
@@ -46,8 +51,13 @@ class Screen:
     total: Cents | None = None
     brand: str | None = None
     last4: str | None = None
+    #: a key of ``screen_text.CATALOGUE`` ("en", "es"); None: the display's own (the
+    #: engine fills in the job's or the terminal's language, ``render`` takes English)
+    language: str | None = None
 
     def __post_init__(self) -> None:
+        if self.language is not None and self.language not in LANGUAGES:
+            raise ValueError(f"no screen texts for language {self.language!r}")
         if self.last4 is not None and not (len(self.last4) == 4 and self.last4.isdigit()):
             raise ValueError("last4 must be exactly 4 digits")
         if self.kind in _NEEDS_TOTAL and self.total is None:
@@ -88,107 +98,43 @@ def _first_fit(cols: int, *candidates: str) -> str:
     return candidates[-1][:cols]
 
 
-def _total_line(total: Cents, cols: int, label: str = "Total") -> str:
+def _total_line(total: Cents, cols: int, label: str) -> str:
     amount = format_cents(total)
     return _first_fit(cols, f"{label} ${amount}", f"${amount}", amount)
 
 
-def _card_line(brand: str | None, last4: str | None, cols: int) -> str:
+def _card_line(brand: str | None, last4: str | None, cols: int, unknown: str) -> str:
     if last4 is None:
         return ""
-    label = brand_label(brand)
+    label = brand_label(brand) if brand else unknown
     return _first_fit(cols, f"{label} ****{last4}", f"{label} *{last4}", f"****{last4}")
 
 
 def render(screen: Screen, cols: int = MIN_COLS, rows: int = MIN_ROWS) -> tuple[str, ...]:
-    """Lines for a ``cols``×``rows`` display (at most ``rows`` lines, each ≤ ``cols``)."""
+    """Lines for a ``cols``×``rows`` display (at most ``rows`` lines, each ≤ ``cols``), in
+    the screen's language (``lobbypay.core.screen_text.CATALOGUE``)."""
     if cols < MIN_COLS or rows < MIN_ROWS:
         raise ValueError(f"displays smaller than {MIN_COLS}x{MIN_ROWS} are not supported")
-    short, extra = _texts(screen, cols)
-    lines = list(short)
-    if rows >= 4:
-        lines = _tall(screen, cols) or lines + list(extra)
+    texts = CATALOGUE[screen.language or DEFAULT_LANGUAGE]
+    entry = texts[screen.kind.value]
+    template = entry["tall"] if rows >= 4 and "tall" in entry else entry["short"]
+    lines = _fill(template, screen, cols, texts["labels"])
     out = tuple(line[:cols].rstrip() for line in lines[:rows])
     while out and out[-1] == "":
         out = out[:-1]
     return out
 
 
-def _texts(s: Screen, cols: int) -> tuple[tuple[str, str], tuple[str, ...]]:
-    """(the two lines every display shows, extra lines for taller displays)."""
-    k = s.kind
+def _fill(template: tuple[str, ...], s: Screen, cols: int,
+          labels: Mapping[str, tuple[str, ...]]) -> list[str]:
     t = s.total
-    match k:
-        case ScreenKind.IDLE:
-            return ("Welcome", "Check in to pay"), ()
-        case ScreenKind.PENDING:
-            assert t is not None
-            return (_total_line(t, cols), "Please swipe"), ()
-        case ScreenKind.SWIPE_AGAIN:
-            assert t is not None
-            return (_total_line(t, cols), "Swipe again"), ()
-        case ScreenKind.NOT_A_BANK_CARD:
-            assert t is not None
-            return (_total_line(t, cols), "Use a bank card"), ()
-        case ScreenKind.CARD_EXPIRED:
-            assert t is not None
-            return (_total_line(t, cols), "Card expired"), ()
-        case ScreenKind.PROCESSING:
-            return ("Processing...", _card_line(s.brand, s.last4, cols)), ()
-        case ScreenKind.APPROVED:
-            card = _card_line(s.brand, s.last4, cols)
-            if not card and t is not None:
-                card = _total_line(t, cols, "Paid")
-            return ("Approved", card), ()
-        case ScreenKind.DECLINED:
-            return ("Card declined", "See front desk"), ()
-        case ScreenKind.FAILED:
-            return ("Payment failed", "See front desk"), ()
-        case ScreenKind.CANCELED:
-            return ("Payment canceled", "See front desk"), ()
-        case ScreenKind.EXPIRED:
-            return ("Time is up", "See front desk"), ()
-        case ScreenKind.UNKNOWN:
-            return ("Please wait", "See front desk"), ()
-        case ScreenKind.CANNOT_READ_HERE:
-            assert t is not None
-            a = format_cents(t)
-            return (_first_fit(cols, "Can't read card here", "Can't read card"),
-                    _first_fit(cols, f"See front desk ${a}", f"See desk ${a}", f"Desk ${a}",
-                               f"${a}")), ()
-    raise ValueError(f"unknown screen kind {k!r}")  # pragma: no cover
-
-
-def _tall(s: Screen, cols: int) -> list[str] | None:
-    """Four-line versions where two more lines help the patient."""
-    t = s.total
-    card = _card_line(s.brand, s.last4, cols)
-    match s.kind:
-        case ScreenKind.IDLE:
-            return ["Welcome", "", "Check in first,", "then pay here"]
-        case ScreenKind.PENDING:
-            assert t is not None
-            return ["Total due", f"${format_cents(t)}", "", "Please swipe card"]
-        case ScreenKind.SWIPE_AGAIN:
-            assert t is not None
-            return ["Total due", f"${format_cents(t)}", "Card not read", "Please swipe again"]
-        case ScreenKind.NOT_A_BANK_CARD:
-            assert t is not None
-            return ["Total due", f"${format_cents(t)}", "Not a bank card", "Use a bank card"]
-        case ScreenKind.CARD_EXPIRED:
-            assert t is not None
-            return ["Total due", f"${format_cents(t)}", "Card expired", "Use another card"]
-        case ScreenKind.PROCESSING:
-            return ["Processing...", card, "", "Please wait"]
-        case ScreenKind.APPROVED:
-            paid = _total_line(t, cols, "Paid") if t is not None else ""
-            return ["Approved", paid, card, "Thank you"]
-        case ScreenKind.DECLINED:
-            return ["Card declined", card, "Please see", "the front desk"]
-        case ScreenKind.UNKNOWN:
-            return ["Please wait", "Checking payment", "Please see", "the front desk"]
-        case ScreenKind.CANNOT_READ_HERE:
-            assert t is not None
-            return ["Total due", f"${format_cents(t)}",
-                    _first_fit(cols, "Card can't be read", "Can't read card"), "See front desk"]
-    return None
+    card = _card_line(s.brand, s.last4, cols, labels["card"][0])
+    paid = _total_line(t, cols, labels["paid"][0]) if t is not None else ""
+    values = {
+        "total": _total_line(t, cols, labels["total"][0]) if t is not None else "",
+        "amount": f"${format_cents(t)}" if t is not None else "",
+        "card": card,
+        "paid": paid,
+        "card_or_paid": card or paid,
+    }
+    return [line.format_map(values) for line in template]

@@ -1,7 +1,8 @@
 """JSON Schemas (draft 2020-12) for every protocol v1 message, shipped as package data.
 
-Kinds: the six commands by their ``type`` (``"balance.get"``, ``"charge.start"``,
-``"charge.cancel"``, ``"charge.get"``, ``"charge.list"``, ``"ping"``), ``"command"`` (picks
+Kinds: the eight commands by their ``type`` (``"balance.get"``, ``"charge.start"``,
+``"charge.cancel"``, ``"charge.get"``, ``"charge.list"``, ``"ping"``, ``"charge.void"``,
+``"receipt.email"``), ``"command"`` (picks
 the schema from ``obj["type"]``), ``"reply"``, ``"charge.event"``, ``"status"``, ``"state"``.
 ``_defs.json`` holds shared definitions.
 
@@ -20,6 +21,7 @@ from typing import Any
 
 COMMAND_KINDS = (
     "balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping",
+    "charge.void", "receipt.email",
 )
 MESSAGE_KINDS = ("reply", "charge.event", "status", "state")
 KINDS = COMMAND_KINDS + MESSAGE_KINDS

@@ -58,6 +58,7 @@ from lobbypay.core.athena import (
     Receipt,
     clean_peer_text,
     is_throttle_text,
+    parse_action_result,
     parse_error_body,
     parse_list_page,
     parse_payment_result,
@@ -536,6 +537,84 @@ class AthenaClient:
         raise OutcomeUnknown(
             f"{what}: HTTP {status}; outcome unknown", status=status, request_id=rid
         )
+
+    # ------------------------------------------------------------ void and emailed receipt
+
+    async def void_payment(self, patient_id: str, epayment_id: str) -> None:
+        """POST /patients/{id}/voidpayment/{epaymentid} once (protocol 10). Returns when
+        athena says the payment is voided; ``AthenaRejected`` carries its refusal (after
+        settlement, for one); ``AthenaUnavailable`` means not sent, ``OutcomeUnknown``
+        that the answer was lost (sending the void again is how to find out)."""
+        pid = self._check_id(patient_id, "patient id")
+        eid = self._check_id(epayment_id, "epayment id")
+        await self._action_post("/patients/{patientid}/voidpayment/{epaymentid}",
+                                f"/patients/{pid}/voidpayment/{eid}", {}, "void", ())
+
+    async def email_receipt(self, patient_id: str, epayment_id: str, email: str) -> None:
+        """POST /patients/{id}/receipts/{epaymentid}/email with ``email``, once. The
+        address is masked in any athena text kept from the answer."""
+        pid = self._check_id(patient_id, "patient id")
+        eid = self._check_id(epayment_id, "epayment id")
+        await self._action_post("/patients/{patientid}/receipts/{epaymentid}/email",
+                                f"/patients/{pid}/receipts/{eid}/email", {"email": email},
+                                "receipt email", (email,))
+
+    async def _action_post(self, template: str, path: str, data: dict[str, str], noun: str,
+                           secrets: tuple[str, ...]) -> None:
+        err: AthenaError
+        try:
+            await self._action_post_once(template, path, data, noun, secrets)
+            return
+        except AthenaError as exc:
+            err = exc
+        except Exception as exc:  # noqa: BLE001 - last line of defence: only AthenaError leaves
+            _log.error("athena POST %s: unexpected %s", template, type(exc).__name__)
+            err = OutcomeUnknown(f"POST {template}: unexpected {type(exc).__name__}")
+        finally:
+            data.clear()
+        raise err  # outside the except block: nothing (no request, no form) is chained
+
+    async def _action_post_once(self, template: str, path: str, data: dict[str, str],
+                                noun: str, secrets: tuple[str, ...]) -> None:
+        what = f"POST {template}"
+        self._check_open()
+        deadline = self._clock.monotonic() + self._timeout_s
+        try:
+            token = await self._get_token(deadline)
+            if self._limiter is not None:
+                await self._limiter.acquire(deadline, priority=True)
+        except AthenaError as exc:
+            raise AthenaUnavailable(f"{what}: not sent: {exc.message}", status=exc.status) from None
+        rid = str(uuid.uuid4())
+        result = await self._send("POST", f"{self._api}{path}", template, token, rid, data=data,
+                                  client=self._post_http,
+                                  total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S)
+        if isinstance(result, _SendFailure):
+            if not result.sent:
+                raise AthenaUnavailable(f"{what}: not sent ({result.what})", request_id=rid)
+            raise OutcomeUnknown(f"{what}: answer lost ({result.what})", request_id=rid)
+        status = result.status_code
+        body = _decode_json(result)
+        if 200 <= status < 300:
+            outcome = parse_action_result(None if body is _NOT_JSON else body, noun, secrets)
+            if outcome.ok:
+                return
+            raise AthenaRejected(outcome.reason, status=status, request_id=rid)
+        if status == 401:
+            self._invalidate(token)
+            raise AthenaUnavailable(f"{what}: not processed: token refused (HTTP 401)",
+                                    status=401, request_id=rid)
+        if self._is_throttled(result):
+            raise AthenaThrottled(f"{what}: not processed: throttled (HTTP {status})",
+                                  status=status, request_id=rid)
+        err = parse_error_body(body, secrets) if body is not _NOT_JSON else None
+        if 400 <= status < 500:
+            text = err.error if err else f"HTTP {status}"
+            raise AthenaRejected(text, status=status, request_id=rid)
+        _log.warning("athena %s: HTTP %s (%s): answer lost, X-Request-Id %s", what, status,
+                     _body_kind(result), rid)
+        raise OutcomeUnknown(f"{what}: HTTP {status}; outcome unknown", status=status,
+                             request_id=rid)
 
     # ------------------------------------------------------------ reads, generic
 

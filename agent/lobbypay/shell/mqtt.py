@@ -4,17 +4,20 @@
 
 * connect (MQTT 5 or 3.1.1, username/password, TLS from ``MqttConfig``) with the last
   will = ``status`` offline (retained, QoS 1);
-* subscribe ``lobbypay/v1/<tid>/cmd`` (QoS 1) *before* announcing ``online``, so an app
-  that reacts to ``online`` cannot lose its first command; then publish ``status``
-  online and ``state`` (both retained);
+* subscribe ``lobbypay/v1/<tid>/cmd`` (QoS 1), and ``staff/cmd`` when ``staff`` is set
+  (protocol 10), *before* announcing ``online``, so an app that reacts to ``online``
+  cannot lose its first command; then publish ``status`` online and ``state`` (both
+  retained);
 * drain the outbox in id order: publish QoS 1, await the PUBACK, only then
   ``outbox_ack(id)`` (paho keeps in-flight QoS 1 messages in memory only, the disk
   outbox is ours; after a reconnect rows are simply sent again and consumers dedupe
   on ``(job_id, seq)``);
 * serve commands: retained messages on ``cmd`` are ignored (protocol section 1); every
   other message goes to ``on_command`` in its own task (at most
-  ``MAX_CONCURRENT_COMMANDS`` at once) and the reply bytes are queued and published on
-  ``reply`` (and, MQTT 5, on the command's Response Topic with its Correlation Data).
+  ``MAX_CONCURRENT_COMMANDS`` at once; ``CommandMeta.staff`` says which topic it came
+  on) and the reply bytes are queued and published on ``reply``, or ``staff/reply`` for
+  a staff command (and, MQTT 5, on the command's Response Topic with its Correlation
+  Data).
   Queued replies survive reconnects (in memory), so a command answered while the broker
   was away is still answered once it is back.
 * ``on_command`` belongs to the app: if it raises or hangs past ``command_timeout_s``
@@ -138,6 +141,8 @@ class CommandMeta:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     received_at: float = 0.0  # time.monotonic()
+    #: arrived on ``staff/cmd`` (protocol 10); its reply goes to ``staff/reply``
+    staff: bool = False
 
 
 @dataclass(slots=True)
@@ -173,6 +178,7 @@ class _Reply:
     payload: bytes
     response_topic: str | None
     correlation_data: bytes | None
+    topic: str  # reply or staff/reply
 
 
 class _ConfigProblem(Exception):
@@ -216,6 +222,7 @@ class MqttLink:
         backoff_cap_s: float = RECONNECT_CAP_S,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         op_timeout_s: float = OP_TIMEOUT_S,
+        staff: bool = False,
     ) -> None:
         self._cfg = cfg
         self._tid = terminal_id
@@ -233,6 +240,10 @@ class MqttLink:
         self.reply_topic = f"{prefix}/reply"
         self.status_topic = f"{prefix}/status"
         self.state_topic = f"{prefix}/state"
+        #: the staff topic pair (protocol 10), subscribed only when ``[staff] enabled``
+        self.staff = staff
+        self.staff_cmd_topic = f"{prefix}/staff/cmd"
+        self.staff_reply_topic = f"{prefix}/staff/reply"
         self.client_id = cfg.client_id or f"lobbypay-{terminal_id}"
         self.counters = LinkCounters()
         self.state = LinkState.IDLE
@@ -444,14 +455,16 @@ class MqttLink:
     # ------------------------------------------------------------------ one session
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        if self._v5:
-            # Retain As Published: a command retained while we are subscribed still reaches
-            # us flagged, so it is ignored like one handed over on subscribe (MQTT 3.1.1
-            # brokers clear the flag on live delivery; there only the latter is caught).
-            await client.subscribe(self.cmd_topic, options=SubscribeOptions(
-                qos=1, retainAsPublished=True))
-        else:
-            await client.subscribe(self.cmd_topic, qos=1)
+        for topic in (self.cmd_topic, self.staff_cmd_topic) if self.staff else (self.cmd_topic,):
+            if self._v5:
+                # Retain As Published: a command retained while we are subscribed still
+                # reaches us flagged, so it is ignored like one handed over on subscribe
+                # (MQTT 3.1.1 brokers clear the flag on live delivery; there only the
+                # latter is caught).
+                await client.subscribe(topic, options=SubscribeOptions(
+                    qos=1, retainAsPublished=True))
+            else:
+                await client.subscribe(topic, qos=1)
         await client.publish(self.status_topic, self._status_payload(True), qos=1, retain=True)
         self.state = LinkState.CONNECTED
         self._state_dirty.set()
@@ -502,8 +515,10 @@ class MqttLink:
             if message.retain:
                 self.counters.retained_ignored += 1
                 log.warning("ignoring a retained message on %s (%d bytes); apps must not "
-                            "retain commands", self.cmd_topic, len(message.payload or b""))
+                            "retain commands", message.topic, len(message.payload or b""))
                 continue
+            if str(message.topic) not in (self.cmd_topic, self.staff_cmd_topic):
+                continue  # nothing else is subscribed; a broker's stray delivery
             self.counters.commands += 1
             payload = message.payload if isinstance(message.payload, bytes) else b""
             meta = self._meta(message)
@@ -527,6 +542,7 @@ class MqttLink:
             topic=str(message.topic), mid=message.mid, qos=message.qos,
             response_topic=response_topic, correlation_data=correlation,
             received_at=time.monotonic(),
+            staff=self.staff and str(message.topic) == self.staff_cmd_topic,
         )
 
     async def _handle(self, payload: bytes, meta: CommandMeta) -> None:
@@ -548,7 +564,9 @@ class MqttLink:
                 rid, command = peek_envelope(payload)
                 reply = error_reply(rid, command, Code.INTERNAL_ERROR,
                                     "the agent failed to handle this command")
-            self._queue_reply(_Reply(bytes(reply), meta.response_topic, meta.correlation_data))
+            topic = self.staff_reply_topic if meta.staff else self.reply_topic
+            self._queue_reply(_Reply(bytes(reply), meta.response_topic, meta.correlation_data,
+                                     topic))
         finally:
             self._command_slots.release()
 
@@ -579,9 +597,9 @@ class MqttLink:
         if self._v5 and reply.correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = reply.correlation_data
-        await client.publish(self.reply_topic, reply.payload, qos=1, properties=props)
+        await client.publish(reply.topic, reply.payload, qos=1, properties=props)
         target = reply.response_topic
-        if self._v5 and target is not None and target != self.reply_topic:
+        if self._v5 and target is not None and target != reply.topic:
             if not self._response_topic_ok(target):
                 self.counters.response_topic_refused += 1
                 log.warning("refusing a Response Topic (wildcards, $-topic, ours, or too long)")

@@ -96,6 +96,7 @@ FAULT_KINDS = (
     "token_lockout",
     "expire_tokens",
     "echo_error",
+    "refuse_void",
 )
 ENDPOINTS = (
     "any",
@@ -105,8 +106,19 @@ ENDPOINTS = (
     "departments",
     "collectpayment",
     "receipts",
+    "voidpayment",
+    "receiptemail",
     "ping",
 )
+#: athena settles the day's card payments "generally around 8 p.m. Eastern time nightly";
+#: a payment can be voided until then (field notes, section 4).
+SETTLEMENT_HOUR_EASTERN = 20
+SETTLED_TEXT = (
+    "This payment has already been settled and can no longer be voided. "
+    "Refund it from athenaOne instead"
+)
+VOID_REFUSED_TEXT = "The payment could not be voided. Contact your athenaOne administrator"
+_EMAIL_SIM_RE = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 OVER_QPS_HTML = "<html><body><h1>Developer Over Qps</h1></body></html>"
 ERROR_HTML = (
     "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
@@ -227,6 +239,7 @@ class Fault:
             "slow": "collectpayment",
             "drop": "collectpayment",
             "echo_error": "collectpayment",
+            "refuse_void": "voidpayment",
             "token_lockout": "token",
         }.get(kind, "any")
         endpoint = data.get("endpoint", default_endpoint)
@@ -262,6 +275,8 @@ class Fault:
             raise ValueError("body must be a string")
         if kind in ("decline_next", "slow", "drop", "echo_error") and endpoint != "collectpayment":
             raise ValueError(f"{kind} applies to collectpayment only")
+        if kind == "refuse_void" and endpoint != "voidpayment":
+            raise ValueError("refuse_void applies to voidpayment only")
         if kind == "slow" and seconds is None:
             raise ValueError("slow needs seconds")
         if kind == "body" and body is None:
@@ -466,6 +481,10 @@ class AthenaSim:
         started = self._now()
         self._calls: list[dict[str, Any]] = []
         self._posts: dict[str, int] = {}
+        #: epaymentid -> voids carried out (a repeated void of a voided payment adds none)
+        self._voids: dict[str, int] = {}
+        #: receipts emailed: (epaymentid, address), oldest first (for tests; memory only)
+        self._emails: list[tuple[str, str]] = []
         self._faults: list[Fault] = []
         self._next_epayment = FIRST_EPAYMENT_ID
         self._practices: dict[str, dict[str, Any]] = {}
@@ -496,6 +515,8 @@ class AthenaSim:
                             "brand": r["brand"],
                             "departmentid": r["departmentid"],
                             "at": started - timedelta(days=r["days_ago"]),
+                            "voided": False,
+                            "settled": True,  # days old: long settled
                         }
                     )
             appointments = {}
@@ -594,6 +615,8 @@ class AthenaSim:
             fault, reply = gateway
             if fault.apply and endpoint == "collectpayment" and self._authorized(headers):
                 self._collect(practice_id, ids, form)  # the app ran; the answer is lost
+            if fault.apply and endpoint == "voidpayment" and self._authorized(headers):
+                self._void(practice_id, ids)  # the void landed; the answer is lost
             return reply
         if not self._authorized(headers):
             return _error(401, "Unauthorized", "Invalid or expired access token")
@@ -611,6 +634,12 @@ class AthenaSim:
             return self._receipts(practice_id, ids["patientid"], query)
         if endpoint == "collectpayment" and method == "POST":
             return self._collect_with_faults(practice_id, ids, form)
+        if endpoint == "voidpayment" and method == "POST":
+            if self._take_fault("voidpayment", ("refuse_void",)) is not None:
+                return _json_reply(200, [{"success": "false", "errortext": VOID_REFUSED_TEXT}])
+            return self._void(practice_id, ids)
+        if endpoint == "receiptemail" and method == "POST":
+            return self._email_receipt(practice_id, ids, form)
         return _error(404, "Service not registered with API gateway.")
 
     def _gateway_fault(self, endpoint: str) -> tuple[Fault, _Reply] | None:
@@ -664,6 +693,11 @@ class AthenaSim:
             return "receipts", practice, {"patientid": parts[1]}
         if len(parts) == 3 and parts[0] == "patients" and parts[2] == "collectpayment":
             return "collectpayment", practice, {"patientid": parts[1]}
+        if len(parts) == 4 and parts[0] == "patients" and parts[2] == "voidpayment":
+            return "voidpayment", practice, {"patientid": parts[1], "epaymentid": parts[3]}
+        if (len(parts) == 5 and parts[0] == "patients" and parts[2] == "receipts"
+                and parts[4] == "email"):
+            return "receiptemail", practice, {"patientid": parts[1], "epaymentid": parts[3]}
         return "other", practice, {}
 
     def _redact(self, form: Mapping[str, str]) -> dict[str, Any]:
@@ -675,6 +709,9 @@ class AthenaSim:
                 out[key] = {f"{key}_sha256": digest, "last4": digits[0][-4:] if digits else None}
             elif key in _SECRET_FIELDS:
                 out[key] = REDACTED
+            elif key == "email":  # personal data: recorded calls show it masked
+                local, _, domain = value.partition("@")
+                out[key] = f"{local[:1]}***@{domain}"
             else:
                 out[key] = value
         return out
@@ -1120,6 +1157,11 @@ class AthenaSim:
                 "brand": card.brand[0],
                 "departmentid": dept,
                 "at": now,
+                "voided": False,
+                "settled": False,
+                "copay_cents": copay,
+                "appointmentid": appt_id or None,
+                "unapplied_cents": other - sum(c for _, c in claim_pay),
             }
         )
         for claim, cents in claim_pay:
@@ -1151,6 +1193,107 @@ class AthenaSim:
                 }
             ],
         )
+
+    # ------------------------------------------------------------ void and emailed receipt
+
+    def _find_receipt(
+        self, practice_id: str | None, ids: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, Any]] | _Reply:
+        """(practice, receipt) of ``ids``, or the error athena would answer."""
+        if practice_id is None or practice_id not in self._practices:
+            return _error(404, "Service not registered with API gateway.")
+        practice = self._practices[practice_id]
+        if ids["patientid"] not in practice["patients"]:
+            return _error(404, "The patient could not be found.")
+        for r in practice["receipts"]:
+            if r["patientid"] == ids["patientid"] and str(r["epaymentid"]) == ids["epaymentid"]:
+                return practice, r
+        return _error(404, "The payment could not be found.")
+
+    def is_settled(self, receipt: Mapping[str, Any]) -> bool:
+        """Settled by the nightly batch: ``/_sim/settle`` ran, or it is past 8 p.m. US
+        Eastern on the payment's day (a payment made after 8 p.m. settles the next night)."""
+        if receipt.get("settled"):
+            return True
+        at = receipt["at"].astimezone(EASTERN)
+        cutoff = at.replace(hour=SETTLEMENT_HOUR_EASTERN, minute=0, second=0, microsecond=0)
+        if at >= cutoff:
+            cutoff += timedelta(days=1)
+        return bool(self._now() >= cutoff)
+
+    def _void(self, practice_id: str | None, ids: dict[str, str]) -> _Reply:
+        with self._lock:
+            found = self._find_receipt(practice_id, ids)
+            if isinstance(found, _Reply):
+                return found
+            practice, receipt = found
+            patient = practice["patients"][ids["patientid"]]
+            strings = patient.get("style") == "strings"
+
+            def answer(entry: dict[str, str]) -> _Reply:
+                # the body is undocumented: "strings" patients get the array form
+                return _json_reply(200, [entry] if strings else entry)
+
+            if receipt["voided"]:
+                return answer({"success": "true"})  # voided once; saying so again is safe
+            if self.is_settled(receipt):
+                return answer({"success": "false", "errortext": SETTLED_TEXT})
+            receipt["voided"] = True
+            eid = str(receipt["epaymentid"])
+            self._voids[eid] = self._voids.get(eid, 0) + 1
+            for claim in patient["claims"]:
+                for tx in claim["transactions"]:
+                    if tx.get("epaymentid") == eid and tx["type"] == "PAYMENT":
+                        claim["balance_cents"] -= tx["amount_cents"]  # amounts are negative
+                        tx["type"] = "VOIDED"
+            appt = practice["appointments"].get(receipt.get("appointmentid") or "")
+            if appt is not None:
+                appt["collected_cents"] -= receipt.get("copay_cents", 0)
+            patient["credit_cents"] -= receipt.get("unapplied_cents", 0)
+            self._approved = [
+                a for a in self._approved
+                if not (a[1] == receipt["patientid"] and a[2] == receipt["amount_cents"]
+                        and a[3] == receipt["at"])
+            ]
+            return answer({"success": "true"})
+
+    def _email_receipt(
+        self, practice_id: str | None, ids: dict[str, str], form: Mapping[str, str]
+    ) -> _Reply:
+        with self._lock:
+            found = self._find_receipt(practice_id, ids)
+            if isinstance(found, _Reply):
+                return found
+            address = form.get("email", "")
+            if not address:
+                return _error(400, "Missing parameters.", "email is required", ["email"])
+            if not _EMAIL_SIM_RE.match(address):
+                return _error(400, "Invalid email address.")
+            self._emails.append((ids["epaymentid"], address))
+            return _json_reply(200, {"success": "true"})
+
+    @property
+    def voids(self) -> dict[str, int]:
+        """``{epaymentid: n}``: voids carried out (a repeat of a done void adds none)."""
+        with self._lock:
+            return dict(self._voids)
+
+    @property
+    def emails(self) -> list[tuple[str, str]]:
+        """Receipts emailed, ``(epaymentid, address)``, oldest first."""
+        with self._lock:
+            return list(self._emails)
+
+    def settle(self) -> int:
+        """Run the nightly settlement now: every payment so far can no longer be voided."""
+        with self._lock:
+            count = 0
+            for practice in self._practices.values():
+                for r in practice["receipts"]:
+                    if not r["settled"]:
+                        r["settled"] = True
+                        count += 1
+            return count
 
     def _claims_for(
         self, practice: dict[str, Any], patient: dict[str, Any], dept_group: str, raw: str
@@ -1214,6 +1357,7 @@ class AthenaSim:
                         "calls": self._calls,
                         "collectpayment_posts": self._posts,
                         "token_requests": self.token_requests,
+                        "voids": self._voids,
                     },
                 )
         if path == "/_sim/faults" and method == "GET":
@@ -1237,6 +1381,11 @@ class AthenaSim:
                 return _error(400, "bad format", f"one of {sorted(RECEIPT_DATE_FORMATS)}")
             self.receipt_date_format = form
             return _json_reply(200, {"ok": True, "format": form})
+        if path == "/_sim/settle" and method == "POST":
+            return _json_reply(200, {"ok": True, "settled": self.settle()})
+        if path == "/_sim/emails" and method == "GET":
+            return _json_reply(
+                200, {"emails": [{"epaymentid": e, "email": a} for e, a in self.emails]})
         if path == "/_sim/reset" and method == "POST":
             self.reset()
             return _json_reply(200, {"ok": True})
@@ -1244,7 +1393,8 @@ class AthenaSim:
             with self._lock:
                 rows = [
                     {
-                        **{k: v for k, v in r.items() if k not in ("at", "amount_cents")},
+                        **{k: v for k, v in r.items()
+                           if k not in ("at", "amount_cents", "copay_cents", "unapplied_cents")},
                         "amount": money_text(r["amount_cents"]),
                         "requestdate": eastern_text(r["at"]),
                     }
