@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
@@ -204,6 +205,8 @@ class Engine:
         #: The terminal department's entry from GET /departments, once read (app.py's probe).
         self.department: DepartmentInfo | None = None
         self._athena_last_ok_at: str | None = None
+        self._clock_health: dict[str, Any] = {"synchronized": None, "athena_offset_s": None,
+                                              "uncertainty_s": None}
         self._athena_last_error: dict[str, str] | None = None
         self._closed = False
 
@@ -211,6 +214,7 @@ class Engine:
 
     async def start(self) -> None:
         """Recover from the journal, then show the idle screen."""
+        self._refresh_clock_health()
         now = self._clock.now()
         open_jobs = self._journal.load_jobs(only_open=True)
         for job_id, reason in self._journal.quarantined:
@@ -520,18 +524,23 @@ class Engine:
 
     def clock_health(self) -> dict[str, Any]:
         """Additive ``state.clock``: is the system clock synchronised, and how far is it
-        from athena's (``athena_offset_s`` = athena minus terminal, +- ``uncertainty_s``;
-        null until athena has answered with a Date header)."""
+        from athena's (``athena_offset_s`` = athena minus terminal in whole seconds,
+        +- ``uncertainty_s``, rounded up; null until athena has answered with a Date
+        header). Taken when athena answers, not at each read, so ``ping`` and the
+        retained ``state`` show the same object."""
+        return dict(self._clock_health)
+
+    def _refresh_clock_health(self) -> None:
         try:
             synced = self._clock_synced()
         except Exception:  # noqa: BLE001 - health must always answer
             synced = None
         off = (self._server_clock.offset(self._clock.now(), self._clock.monotonic())
                if self._server_clock is not None else None)
-        return {
+        self._clock_health = {
             "synchronized": synced,
-            "athena_offset_s": off.seconds if off is not None else None,
-            "uncertainty_s": off.uncertainty_s if off is not None else None,
+            "athena_offset_s": round(off.seconds) if off is not None else None,
+            "uncertainty_s": max(1, math.ceil(off.uncertainty_s)) if off is not None else None,
         }
 
     @property
@@ -1074,6 +1083,7 @@ class Engine:
 
     def _athena_ok(self) -> None:
         self._athena_last_ok_at = _iso(self._clock.now())
+        self._refresh_clock_health()
         self._changed()
 
     def _athena_failed(self, code: Code, message: str) -> None:
