@@ -4,7 +4,7 @@
 
     async with TerminalClient("lobby-1", "broker.clinic.lan") as term:
         bal = await term.balance("60178")
-        await term.charge("visit-8812", "60178", copay="25.00", appointment_id="1234")
+        await term.charge("visit-8812", "60178", copay="25.00", appointment_id="1001")
         final = await term.wait_final("visit-8812", timeout=300)
 
 What it does for you (see docs/client.md):
@@ -86,6 +86,9 @@ MQTT_OP_TIMEOUT_S = 10.0
 RETAINED_WAIT_S = 1.0
 #: Pause before publishing a command again after a failed publish.
 RETRY_PUBLISH_S = 0.2
+#: Job states after which no event follows (protocol section 5; ``unknown`` is not one).
+_FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired",
+                          "voided"})
 #: Memory bounds: jobs whose events we remember (for dedupe and replay), events per job.
 _MAX_JOBS = 512
 _MAX_EVENTS_PER_JOB = 64
@@ -583,6 +586,10 @@ class TerminalClient:
 
         ``job_id`` is your idempotency key: calling again with the same job_id and the
         same body is safe. Amounts: str ``"12.34"`` or Decimal; float raises TypeError.
+        Use a new job_id for each payment attempt: when the reply says the job already
+        ended (``state`` final: a retry of a finished attempt), its final event is read
+        with ``charge.get`` and delivered at once, so ``events(job_id)`` ends and
+        ``wait_final`` returns it.
         """
         fields: dict[str, Any] = {
             "job_id": _check_id(job_id, "job_id", _JOB_ID_RE),
@@ -601,7 +608,14 @@ class TerminalClient:
             fields["deadline_s"] = deadline_s
         if expires_at is not None:
             fields["expires_at"] = _wire_time(expires_at)
-        return await self.command("charge.start", timeout, **fields)
+        reply = await self.command("charge.start", timeout, **fields)
+        if reply.get("state") in _FINAL_STATES:
+            # The same job_id and body again, for a job that already ended (before this
+            # client subscribed): its events will never come again. Deliver its final
+            # event now, so events(job_id) ends and wait_final returns instead of waiting
+            # forever. A new payment attempt needs a new job_id.
+            self._ingest_event(await self.get(fields["job_id"], timeout=timeout))
+        return reply
 
     async def cancel(self, job_id: str, *, timeout: float = 10) -> dict[str, Any]:
         """``charge.cancel``: ok while the job is pending, else CommandError(too_late...)."""
