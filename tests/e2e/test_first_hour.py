@@ -22,6 +22,7 @@ from lobbypay.client import TerminalClient
 from tests.e2e.harness import (
     CANARY_TRACKS,
     DECLINE_TRACKS,
+    ROOT,
     AgentProcess,
     AppClient,
     AthenaSimProcess,
@@ -125,3 +126,33 @@ async def test_a_later_success_clears_the_athena_error(
     out = lobbypay("fleet", "--config", str(agent.config_path), "--json")
     rows = {r["terminal"]: r for r in json.loads(out.stdout)["terminals"]}
     assert rows[agent.terminal_id]["last_error"] is None, rows
+
+
+EXAMPLE_APP = ROOT / "examples" / "checkin_app.py"
+
+
+def checkin_app(agent: AgentProcess, port: int, *args: str,
+                stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the example app
+        [sys.executable, str(EXAMPLE_APP), "--port", str(port), "--terminal",
+         agent.terminal_id, *args], input=stdin, capture_output=True, text=True,
+        env=subprocess_env(), timeout=60, check=False)
+
+
+async def test_the_example_app_exits_1_when_it_charged_nothing(
+    agent: AgentProcess, mosquitto: Any,
+) -> None:
+    async with AppClient(mosquitto.port, agent.terminal_id) as app:
+        await started(agent, app)
+        # 60179 owes a copay only: without an appointment there is nothing to charge
+        out = checkin_app(agent, mosquitto.port, "--patient", "60179", "--yes")
+        assert out.returncode == 1, out
+        assert "nothing to charge" in out.stdout
+        assert "collectible:\n    (none)" in out.stdout, out.stdout
+        assert "claim -" not in out.stdout
+        # the charge offered and not confirmed: not charged either
+        out = checkin_app(agent, mosquitto.port, "--patient", "60178", "--appointment",
+                          "1001", stdin="n\n")
+        assert out.returncode == 1, out
+        assert "not charged" in out.stdout
+        assert not [e for e in app.events if e.get("state") == "pending"]
