@@ -196,9 +196,10 @@ def _config_missing(exc: Exception, path: str) -> bool:
 
 def _no_config(path: str) -> str:
     """A config file that is not there: on a terminal the installer makes the default."""
-    where = ("lobbypay is not installed here (the installer makes it); "
-             if path == DEFAULT_CONFIG else "")
-    return f"no config file {path}: {where}pass --config FILE"
+    if path != DEFAULT_CONFIG:
+        return f"no config file {path}: it does not exist"
+    return (f"no config file {path}: it does not exist (lobbypay is not installed here; "
+            "the installer makes it): pass --config FILE")
 
 
 def _credential_hint(exc: Exception) -> str:
@@ -744,7 +745,8 @@ def _err_text(err: Any) -> str | None:
     if not err:
         return None
     if isinstance(err, dict):
-        return f"{err.get('code')}: {err.get('message')}"
+        at = f" (at {err['at']})" if err.get("at") else ""
+        return f"{err.get('code')}: {err.get('message')}{at}"
     return str(err)
 
 

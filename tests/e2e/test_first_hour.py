@@ -96,6 +96,7 @@ async def test_a_refused_secret_shows_in_state_and_status_right_after_start(
     out = lobbypay("status", "--config", str(agent.config_path))
     assert out.returncode == 0, out
     assert "credentials refused" in out.stdout, out.stdout
+    assert f"(at {err['at']})" in out.stdout, out.stdout  # when it was said
 
 
 async def test_a_later_success_clears_the_athena_error(
