@@ -185,9 +185,17 @@ def _load(path: str, *, read_secrets: bool = True) -> Config:
                 valid = " (the rest of the file is valid)"
             except ConfigError:
                 pass
-        print(f"lobbypay: invalid config {path}{valid}: {exc}{_credential_hint(exc)}",
-              file=sys.stderr)
+        print(f"lobbypay: invalid config {path}{valid}: {exc}{_credential_hint(exc)}"
+              f"{_permission_hint(exc)}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _permission_hint(exc: Exception) -> str:
+    """The installed config is root:lobbypay 0640: other users need sudo."""
+    if getattr(exc, "key", None) == "(file)" and "Permission denied" in str(exc):
+        return ("; the installed config is readable by root and the lobbypay group only: "
+                "run it with sudo")
+    return ""
 
 
 def _config_missing(exc: Exception, path: str) -> bool:

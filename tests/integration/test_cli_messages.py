@@ -87,3 +87,21 @@ def test_demo_offers_no_config_option(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "--config" not in out and "/etc/lobbypay" not in out
     assert "--workdir" in out
+
+
+def test_an_unreadable_config_says_to_use_sudo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # (the tests run as root, who reads any file: the loader's refusal is stood in for)
+    from lobbypay.core.config import ConfigError
+    from lobbypay.shell import loadconf
+
+    cfg = tmp_path / "lobbypay.toml"
+    cfg.write_text(EXAMPLE.read_text())
+
+    def refused(path: str, **kw: object) -> None:
+        raise ConfigError("(file)", f"{path} cannot be read: [Errno 13] Permission denied")
+
+    monkeypatch.setattr(loadconf, "load_config", refused)
+    assert exit_code(["status", "--config", str(cfg)]) == cli.EXIT_CONFIG
+    assert "run it with sudo" in capsys.readouterr().err
