@@ -73,6 +73,7 @@ def shape(obj: Any) -> Any:
 
 
 def test_every_json_block_of_the_page_is_a_message() -> None:
+    assert json.dumps(BAD_SWIPE_SCREEN) in DOC.read_text("utf-8")
     examples = doc_examples(DOC.read_text("utf-8"))
     kinds = [kind(o) for o in examples]
     assert set(kinds) == {"command", "reply", "charge.event", "status", "state"}
@@ -109,6 +110,19 @@ class Terminal:
     async def until(self, pred: Any, timeout: float = 20) -> Any:
         async with asyncio.timeout(timeout), self.cond:
             return await self.cond.wait_for(pred)
+
+
+#: The screen section 5 says a bad swipe shows (as the page writes it).
+BAD_SWIPE_SCREEN = ["  Total $65.00  ", "  Swipe again   "]
+
+
+def swipe(workdir: Path, card: str) -> None:
+    """The page's own command: lobbypay swipe --config DIR/lobbypay.toml --test-card CARD."""
+    res = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "lobbypay", "swipe", "--config", str(workdir / "lobbypay.toml"),
+         "--test-card", card],
+        capture_output=True, text=True, env=subprocess_env(), timeout=30, check=False)
+    assert res.returncode == 0, res
 
 
 async def walk_the_page(port: int, workdir: Path, examples: list[dict[str, Any]]) -> None:
@@ -156,11 +170,14 @@ async def walk_the_page(port: int, workdir: Path, examples: list[dict[str, Any]]
             assert state["athena"]["last_error"] is None
             assert WHOLE_SECONDS.match(state["athena"]["last_ok_at"])
 
-            swipe = subprocess.run(  # noqa: S603, ASYNC221 - the page's own command
-                [sys.executable, "-m", "lobbypay", "swipe", "--config",
-                 str(workdir / "lobbypay.toml"), "--test-card", "visa"],
-                capture_output=True, text=True, env=subprocess_env(), timeout=30, check=False)
-            assert swipe.returncode == 0, swipe
+            # section 5: a bad swipe publishes no event, only the screen says it
+            swipe(workdir, "bad")
+            again = await term.until(lambda: (s := term.retained.get("state"))
+                                     and s["screen"] != state_doc["screen"] and s)
+            assert again["screen"] == BAD_SWIPE_SCREEN and again["job_state"] == "pending"
+            assert [e["seq"] for e in term.events if e["job_id"] == "j-1"] == [1]
+
+            swipe(workdir, "visa")
             final = await term.until(lambda: next(
                 (e for e in term.events if e["job_id"] == "j-1" and e["final"]), None))
             assert WHOLE_SECONDS.match(final["at"])
