@@ -11,7 +11,8 @@ prompt.) Without --copay it collects the copay athena expects for the appointmen
 It prints what the patient owes (collectible claims, and the ones the terminal may not
 collect with the reason), starts one charge for the copay plus the chosen collectible
 claims, and prints the job's events until the final one. Exit status: 0 succeeded,
-1 not charged (declined, failed, canceled, expired), 2 usage or command error.
+1 not charged (declined, failed, canceled, expired; nothing to charge, or not confirmed),
+2 usage or command error.
 See docs/client.md.
 """
 
@@ -62,8 +63,10 @@ def show_balance(bal: dict[str, Any]) -> None:
     if copay is not None:
         print(f"  expected copay: {copay}")
     print("  collectible:")
-    for c in bal.get("collectible", []) or [{"claim_id": "-", "balance": "none"}]:
+    for c in bal.get("collectible", []):
         print(f"    claim {c['claim_id']:<10} {c.get('service_date', ''):<12} {c['balance']:>10}")
+    if not bal.get("collectible"):
+        print("    (none)")
     print(f"    total {bal.get('collectible_total', '0.00'):>34}")
     not_collectible = bal.get("not_collectible", [])
     if not_collectible:
@@ -121,11 +124,12 @@ async def run(args: argparse.Namespace, password: str | None) -> int:
         total = Decimal(copay) + sum((Decimal(a) for _, a in claims), Decimal("0"))
         if total <= 0:
             print("nothing to charge")
-            return 0
+            return 1
         print(f"charge: copay {copay} + {len(claims)} claim(s) = {total:.2f}")
         answer = "y" if args.yes else await asyncio.to_thread(input, "start? [y/N] ")
         if answer.strip().lower() != "y":
-            return 0
+            print("not charged")
+            return 1
 
         job_id = args.job_id or f"checkin-{uuid.uuid4().hex[:12]}"
         events = term.events(job_id)  # subscribe to this job before it starts

@@ -34,7 +34,7 @@ from lobbypay_hw import DISPLAYS, READERS
 
 from lobbypay import __version__
 from lobbypay.core import protocol
-from lobbypay.core.athena import AthenaError
+from lobbypay.core.athena import AthenaBadResponse, AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
 from lobbypay.core.commands import Command
 from lobbypay.core.config import Config, ConfigError
@@ -110,11 +110,16 @@ async def department_probe_loop(athena: AthenaClient, engine: Engine, department
         except (AthenaError, BalancePayloadError) as exc:
             delay = DEPARTMENT_PROBE_RETRY_S[min(attempt, len(DEPARTMENT_PROBE_RETRY_S) - 1)]
             attempt += 1
+            # state.athena.last_error tells apps and `lobbypay status` at once (a wrong
+            # secret: "credentials refused"), not only when the first patient is charged
+            engine.athena_check_failed(exc if isinstance(exc, AthenaError) else
+                                       AthenaBadResponse(f"departments: {exc}"))
             log.warning("could not read athena departments (%s); again in %.0f s",
                         type(exc).__name__, delay)
             await asyncio.sleep(delay)
             continue
         engine.department = info
+        engine.athena_check_ok()
         if not info.found:
             log.warning("department %s is not in athena's department list: check "
                         "terminal.department_id", department_id)

@@ -178,9 +178,39 @@ def _load(path: str, *, read_secrets: bool = True) -> Config:
     try:
         return load_config(path, read_secrets=read_secrets)
     except ConfigError as exc:
-        print(f"lobbypay: invalid config {path}: {exc}{_credential_hint(exc)}",
-              file=sys.stderr)
+        if _config_missing(exc, path):
+            print(f"lobbypay: {_no_config(path)}", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG) from None
+        valid = ""
+        if read_secrets and exc.key.startswith("athena.client_secret"):
+            try:  # say whether only the secret is the problem
+                load_config(path, read_secrets=False)
+                valid = " (the rest of the file is valid)"
+            except ConfigError:
+                pass
+        print(f"lobbypay: invalid config {path}{valid}: {exc}{_credential_hint(exc)}"
+              f"{_permission_hint(exc)}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _permission_hint(exc: Exception) -> str:
+    """The installed config is root:lobbypay 0640: other users need sudo."""
+    if getattr(exc, "key", None) == "(file)" and "Permission denied" in str(exc):
+        return ("; the installed config is readable by root and the lobbypay group only: "
+                "run it with sudo")
+    return ""
+
+
+def _config_missing(exc: Exception, path: str) -> bool:
+    return getattr(exc, "key", None) == "(file)" and not os.path.exists(path)
+
+
+def _no_config(path: str) -> str:
+    """A config file that is not there: on a terminal the installer makes the default."""
+    if path != DEFAULT_CONFIG:
+        return f"no config file {path}: it does not exist"
+    return (f"no config file {path}: it does not exist (lobbypay is not installed here; "
+            "the installer makes it): pass --config FILE")
 
 
 def _credential_hint(exc: Exception) -> str:
@@ -431,8 +461,9 @@ def _doctor_clock(now: datetime, athena_date: datetime | None, *,
     if athena_date is None:
         why = "athena's clock not reachable to compare" if compared else \
             "not compared with athena's: no usable config"
+        # not compared: the config line says what to fix; the clock itself has no fix yet
         return Check("clock", "WARN", f"{now:%Y-%m-%d %H:%M:%S}Z ({why}; {sync_text})",
-                     hint if compared else "fix the config, then run doctor again")
+                     hint if compared else "")
     skew = (now - athena_date).total_seconds()
     detail = f"{skew:+.0f} s from athena's clock, {sync_text}"
     if abs(skew) >= CLOCK_FAIL_S:
@@ -524,8 +555,14 @@ def _doctor_secret(cfg: Config, exc: Exception) -> Check:
                      "expected for users other than root: systemd hands the secret to the "
                      "service; check athena as root (sudo CREDENTIALS_DIRECTORY=/etc/lobbypay "
                      "lobbypay doctor)")
-    return Check("config", "FAIL", detail + _credential_hint(exc),
-                 "fix the key named; see config/lobbypay.example.toml")
+    key = str(getattr(exc, "key", "(file)"))
+    return Check("config", "FAIL", detail + _credential_hint(exc), _fix_key(key))
+
+
+def _fix_key(key: str) -> str:
+    if key == "(file)":
+        return "fix the file (see config/lobbypay.example.toml)"
+    return f"fix {key}; see config/lobbypay.example.toml"
 
 
 async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
@@ -545,8 +582,12 @@ async def _doctor_async(args: argparse.Namespace, checks: list[Check]) -> None:
             except ConfigError:
                 usable = None
         if usable is None:
-            checks.append(Check("config", "FAIL", f"{path}: {exc}{_credential_hint(exc)}",
-                                "fix the key named; see config/lobbypay.example.toml"))
+            if _config_missing(exc, path):
+                checks.append(Check("config", "FAIL", _no_config(path),
+                                    "see config/lobbypay.example.toml and docs/install.md"))
+            else:
+                checks.append(Check("config", "FAIL", f"{path}: {exc}{_credential_hint(exc)}",
+                                    _fix_key(exc.key)))
             checks.append(_doctor_clock(datetime.now(UTC), None, compared=False))
             return
         cfg, secret_error = usable, exc
@@ -675,8 +716,9 @@ def cmd_jobs_unsettled(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     if args.unsettled:
         return cmd_jobs_unsettled(args)
-    cfg = _load(_config_path(args), read_secrets=False)
-    state_dir = args.state_dir or cfg.terminal.state_dir
+    # with --state-dir the config is not needed (nor read)
+    state_dir = (args.state_dir
+                 or _load(_config_path(args), read_secrets=False).terminal.state_dir)
     try:
         events = read_journal_jobs(state_dir, args.limit)
     except FileNotFoundError:
@@ -720,7 +762,8 @@ def _err_text(err: Any) -> str | None:
     if not err:
         return None
     if isinstance(err, dict):
-        return f"{err.get('code')}: {err.get('message')}"
+        at = f" (at {err['at']})" if err.get("at") else ""
+        return f"{err.get('code')}: {err.get('message')}{at}"
     return str(err)
 
 
@@ -1098,8 +1141,11 @@ def build_parser() -> argparse.ArgumentParser:
     parsers = {}
     for name, (help_text, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("--config", "-c", default=None,
-                        help=f"config file (default {DEFAULT_CONFIG})")
+        if name == "demo":  # the demo writes its own config (into --workdir)
+            sp.set_defaults(config=None)
+        else:
+            sp.add_argument("--config", "-c", default=None,
+                            help=f"config file (default {DEFAULT_CONFIG})")
         if name not in ("run", "demo"):
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         if name != "run":

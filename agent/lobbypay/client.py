@@ -4,7 +4,7 @@
 
     async with TerminalClient("lobby-1", "broker.clinic.lan") as term:
         bal = await term.balance("60178")
-        await term.charge("visit-8812", "60178", copay="25.00", appointment_id="1234")
+        await term.charge("visit-8812", "60178", copay="25.00", appointment_id="1001")
         final = await term.wait_final("visit-8812", timeout=300)
 
 What it does for you (see docs/client.md):
@@ -88,6 +88,9 @@ MQTT_OP_TIMEOUT_S = 10.0
 RETAINED_WAIT_S = 1.0
 #: Pause before publishing a command again after a failed publish.
 RETRY_PUBLISH_S = 0.2
+#: Job states after which no event follows (protocol section 5; ``unknown`` is not one).
+_FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired",
+                          "voided"})
 #: Memory bounds: jobs whose events we remember (for dedupe and replay), events per job.
 _MAX_JOBS = 512
 _MAX_EVENTS_PER_JOB = 64
@@ -598,6 +601,10 @@ class TerminalClient:
         same body is safe. Amounts: str ``"12.34"`` or Decimal; float raises TypeError.
         ``language``: ``"en"`` or ``"es"`` for this job's screens (default: the
         terminal's ``terminal.language``); anything else raises ValueError.
+        Use a new job_id for each payment attempt: when the reply says the job already
+        ended (``state`` final: a retry of a finished attempt), its final event is read
+        with ``charge.get`` and delivered at once, so ``events(job_id)`` ends and
+        ``wait_final`` returns it.
         """
         fields: dict[str, Any] = {
             "job_id": _check_id(job_id, "job_id", _JOB_ID_RE),
@@ -620,7 +627,14 @@ class TerminalClient:
             if language not in LANGUAGES:
                 raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
             fields["language"] = language
-        return await self.command("charge.start", timeout, **fields)
+        reply = await self.command("charge.start", timeout, **fields)
+        if reply.get("state") in _FINAL_STATES:
+            # The same job_id and body again, for a job that already ended (before this
+            # client subscribed): its events will never come again. Deliver its final
+            # event now, so events(job_id) ends and wait_final returns instead of waiting
+            # forever. A new payment attempt needs a new job_id.
+            self._ingest_event(await self.get(fields["job_id"], timeout=timeout))
+        return reply
 
     async def void(self, job_id: str, *, timeout: float = 30) -> dict[str, Any]:
         """``charge.void`` (a ``staff=True`` client): the reply, ``{"job_id", "state":

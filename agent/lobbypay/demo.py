@@ -475,6 +475,37 @@ async def _athena_calls(base_url: str) -> list[dict[str, Any]]:
     return list(data["calls"] if isinstance(data, dict) else data)
 
 
+#: What the terminal answers when the demo's default charge was paid already.
+PAID_ALREADY = frozenset({"claim_not_collectible", "copay_already_collected",
+                          "amount_exceeds_balance"})
+
+
+async def _sim_reset(base_url: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        resp = await http.post(base_url + "/_sim/reset")
+        resp.raise_for_status()
+
+
+def fixture_patients(practice: str = "195900") -> list[list[str]]:
+    """The simulator's test patients (docs/athena.md section 6), one row each: id, name,
+    appointments with their copay, claims with balance, department and whether clean."""
+    from importlib import resources
+
+    text = resources.files("lobbypay.sim").joinpath("fixtures/athena.json").read_text("utf-8")
+    data = json.loads(text)["practices"][practice]
+    rows = []
+    for pid, pat in data["patients"].items():
+        appts = [f"{aid} ({a.get('copay', '0.00')})" for aid, a in data["appointments"].items()
+                 if a.get("patientid") == pid]
+        claims = [f"{c['claimid']} {c['patientbalance']} dept {c['departmentid']}"
+                  + ("" if c.get("clean") else " not clean") for c in pat.get("claims", [])]
+        rows.append([pid, f"{pat['firstname']} {pat['lastname']}", ", ".join(appts) or "-",
+                     "; ".join(claims) or "-"])
+    return rows
+
+
 def _form_value(key: str, value: Any) -> str:
     if isinstance(value, dict) and "last4" in value:
         digest = next((v for k, v in value.items() if k.endswith("_sha256")), "")
@@ -594,9 +625,12 @@ async def _follow_ups(term: Any, parts: Parts, mon: Monitor, job_id: str,
 
 HELP = """\
   charge [PATIENT [COPAY [CLAIM=AMOUNT ...]]] [appt=ID] [lang=es]
-                     start a charge (default: 60178, copay 25.00, 5569=40.00, appt 1001);
-                     lang=es: the screens in Spanish
+                     start a charge (default: 60178, copay 25.00, 5569=40.00, appt 1001;
+                     once that is paid, `reset` makes it payable again); lang=es: the
+                     screens in Spanish
   balance [PATIENT]  the patient's balances (default 60178)
+  patients           the simulator's test patients, their claims and appointments
+  reset              the simulator's patients back as they were (balances, copays)
   swipe CARD         visa (approved), decline (ends 0002), expired, bad (unreadable)
   cancel [JOB]       cancel a pending job (default: the one waiting for a card)
   email ADDR [JOB]   athena emails the receipt of a succeeded job (default: the last)
@@ -678,7 +712,26 @@ async def interactive_session(parts: Parts, p: Printer) -> int:
                         bal = await term.balance(rest[0] if rest else DEMO_PATIENT)
                         p.line(balance_tables(bal, p.st))
                     elif cmd == "charge":
-                        last_job = await _interactive_charge(term, rest, p)
+                        try:
+                            last_job = await _interactive_charge(term, rest, p)
+                        except CommandError as exc:
+                            if exc.code in PAID_ALREADY:
+                                p.line(p.st("red", f"  the terminal said {exc.code}: "
+                                                   f"{exc.message}"))
+                                p.line("  (paid in an earlier charge: `reset` puts the "
+                                       "simulator's patients back, or see `patients`)")
+                                continue
+                            raise
+                    elif cmd == "patients":
+                        p.line(table(["PATIENT", "NAME", "APPOINTMENT (COPAY)", "CLAIMS"],
+                                     fixture_patients(), p.st))
+                        p.line("  the terminal is in department 1 (provider group 10): "
+                               "department 5's claims belong to another group;\n"
+                               "  details in docs/athena.md, section 6")
+                    elif cmd == "reset":
+                        await _sim_reset(parts.athena["base_url"])
+                        p.line("  the simulator's patients are back as they were (balances, "
+                               "copays, receipts)")
                     elif cmd == "swipe":
                         card = rest[0].lower() if rest else "visa"
                         if card not in TEST_CARDS:

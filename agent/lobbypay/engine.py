@@ -1083,8 +1083,21 @@ class Engine:
 
     def _athena_ok(self) -> None:
         self._athena_last_ok_at = _iso(self._clock.now())
+        # state.athena.last_error is the error that stands: a later success clears it
+        self._athena_last_error = None
         self._refresh_clock_health()
         self._changed()
+
+    def athena_check_failed(self, exc: AthenaError) -> None:
+        """A start-up athena call (app.py's department probe) failed: say so in
+        ``state.athena.last_error`` before the first patient finds out."""
+        code = (Code.ATHENA_BAD_RESPONSE if isinstance(exc, AthenaBadResponse)
+                else Code.ATHENA_UNAVAILABLE)
+        self._athena_failed(code, exc.message)
+
+    def athena_check_ok(self) -> None:
+        """A start-up athena call succeeded."""
+        self._athena_ok()
 
     def _athena_failed(self, code: Code, message: str) -> None:
         self._athena_last_error = {"code": code.value, "message": _safe(message),
@@ -1093,7 +1106,7 @@ class Engine:
 
 
 def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
+    return jm.iso_seconds(t)
 
 
 def _wipe(card: api.Card) -> None:
