@@ -164,12 +164,19 @@ class FakeAthena:
     clock: ManualClock | None = None
     athena_offset_s: float = 0.0
     server_clock: ServerClock = field(default_factory=ServerClock)
+    _athena_epoch: tuple[datetime, float] | None = None
     tracks_seen: list[bytearray] = field(default_factory=list)
 
     def _dated(self) -> None:
+        # athena's clock runs on by itself: it starts where the terminal's wall clock was
+        # (plus athena_offset_s) and moves with real (monotonic) time, so a step of the
+        # terminal's wall clock (tests/proof/test_clock.py) does not move it
         if self.clock is not None:
             m = self.clock.monotonic()
-            athena_now = self.clock.now() + timedelta(seconds=self.athena_offset_s)
+            if self._athena_epoch is None:
+                self._athena_epoch = (self.clock.now(), m)
+            wall0, m0 = self._athena_epoch
+            athena_now = wall0 + timedelta(seconds=self.athena_offset_s + (m - m0))
             self.server_clock.observe(m, m, athena_now.replace(microsecond=0))
 
     async def get_patient(self, patient_id: str, department_id: str) -> list[dict[str, Any]]:
