@@ -286,3 +286,90 @@ def test_a_record_with_a_bad_last4_is_refused() -> None:
     j = replace(card_read(), card_last4="41111111")
     with pytest.raises(ValueError):
         jm.job_to_record(j)
+
+
+# ---------------------------------------------------------------- what errors carry
+
+
+def test_an_illegal_input_names_the_job_state_and_input() -> None:
+    j = card_read()
+    with pytest.raises(jm.IllegalInput) as err:
+        jm.step(j, jm.Cancel(), T0)
+    assert (err.value.job_id, err.value.state, err.value.input_type) == (
+        "j-7", JobState.CARD_READ, jm.Cancel)
+    assert err.value.code == Code.TOO_LATE
+
+
+@pytest.mark.parametrize(
+    "inp", [jm.NotSent(Code.ATHENA_UNAVAILABLE, "connect refused"),
+            jm.Rejected(Code.ATHENA_REJECTED, "connect refused"),
+            jm.OutcomeUnknown("connect refused")],
+)
+def test_the_reason_given_reaches_the_event(inp: object) -> None:
+    j = run(card_read(), jm.SubmitStarted(), inp)
+    assert "connect refused" in jm.to_event(j)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [(jm.SubmitStarted(), jm.Restarted()),
+     (jm.SubmitStarted(), jm.OutcomeUnknown("t/o"), jm.ReconcileGaveUp()),
+     (jm.SubmitStarted(), jm.Restarted(), jm.ReconcileGaveUp())],
+)
+def test_every_error_event_says_something_of_its_own(inputs: tuple[object, ...]) -> None:
+    before = run(card_read(), *inputs[:-1])
+    after = run(before, inputs[-1])
+    message = jm.to_event(after)["error"]["message"]
+    assert message.strip()
+    # a new state's error is not the one left over from the state before
+    assert before.error_message is None or message != before.error_message
+
+
+def test_an_error_state_without_a_code_reports_internal_error() -> None:
+    j = replace(run(card_read(), jm.SubmitStarted(), jm.Rejected(Code.ATHENA_REJECTED, "x")),
+                error_code=None, error_message=None)
+    assert jm.to_event(j)["error"] == {"code": Code.INTERNAL_ERROR.value, "message": ""}
+
+
+# ---------------------------------------------------------------- UTC whatever the zone
+
+
+@pytest.fixture
+def local_zone_not_utc(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import time
+
+    if not hasattr(time, "tzset"):
+        pytest.skip("needs time.tzset")
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_events_and_records_are_utc_in_any_local_zone(local_zone_not_utc: Any) -> None:
+    east = timezone(timedelta(hours=3))
+    j = jm.start_job(cmd(expires_at=EXPIRES.astimezone(east)), department_id="1",
+                     now=T0.astimezone(east)).job
+    j = run(j, jm.CardAccepted("visa", "1111"), jm.SubmitStarted())
+    assert jm.to_event(j)["at"] == "2026-11-27T14:00:02Z"
+    assert jm.iso_seconds(T0.astimezone(east)) == "2026-11-27T14:00:00Z"
+    rec = jm.job_to_record(j)
+    for key in ("created_at", "updated_at", "expires_at", "submitted_at"):
+        assert rec[key].endswith("Z"), key
+    assert rec["created_at"].startswith("2026-11-27T14:00:00")
+    assert jm.job_from_record(rec) == j
+
+
+def test_a_record_with_a_foreign_value_is_refused() -> None:
+    j = replace(card_read(), card_brand=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        jm.job_to_record(j)
+
+
+@pytest.mark.parametrize("key", ["created_at", "updated_at"])
+def test_a_record_without_its_timestamps_is_refused(key: str) -> None:
+    rec = jm.job_to_record(card_read())
+    rec[key] = None
+    with pytest.raises(AssertionError):
+        jm.job_from_record(rec)
