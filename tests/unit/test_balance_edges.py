@@ -201,3 +201,69 @@ def test_a_bad_value_in_a_claim_is_named_by_place_with_a_clipped_hint() -> None:
     text = str(err.value)
     assert text.startswith("claimbalancedetails[0].claimdetails[0].cleanbalance")
     assert bal._snippet("4111111111111111") in text and "4111111111111111" not in text
+
+
+@pytest.mark.parametrize(
+    ("claims", "order"),
+    [((123, "0123"), ["0123", "123"]), (("0123", 123), ["0123", "123"]),
+     ((0, "00"), ["0", "00"]), (("00", 0), ["0", "00"]), ((7, "007", "07"), ["007", "07", "7"])],
+)
+def test_same_valued_digit_ids_are_ordered_as_text_whether_int_or_string(
+        claims: tuple[object, ...], order: list[str]) -> None:
+    view = listed(*(claim(cid, "1.00") for cid in claims))
+    assert [c.claim_id for c in view.collectible] == order
+
+
+# ---------------------------------------------------------------- service date limits
+
+
+@pytest.mark.parametrize("n", [31, 32])
+def test_a_service_date_of_up_to_32_characters_is_kept(n: int) -> None:
+    text = ("01/02/2024 " + "x" * 40)[:n]
+    (c,) = listed(claim(1, "1.00", True, text)).collectible
+    assert c.service_date == text
+
+
+def test_a_service_date_of_33_characters_is_refused() -> None:
+    with pytest.raises(BalancePayloadError) as err:
+        listed(claim(1, "1.00", True, "01/02/2024 " + "x" * 22))
+    assert "claimdetails[0].servicedate" in str(err.value)
+
+
+# ---------------------------------------------------------------- the place is named
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ([{"claimbalancedetails": {"a": 1}}], "claimbalancedetails"),
+        (patient(group(10, 10**64, claim(1, "1.00"))), "claimbalancedetails[0].departmentids"),
+        (patient(group(10, [1, "a b"], claim(1, "1.00"))),
+         "claimbalancedetails[0].departmentids[1]"),
+    ],
+)
+def test_patient_errors_name_the_place(payload: object, where: str) -> None:
+    with pytest.raises(BalancePayloadError) as err:
+        evaluate_balances(payload, "p", "1")
+    assert str(err.value).startswith(where)
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"copay": {"insurancecopay": "abc"}}, "copay.insurancecopay"),
+        ({"copay": {"insurancecopay": "5.00", "collectedforappointment": "abc"}},
+         "copay.collectedforappointment"),
+        ({"copay": "abc"}, "copay"),
+    ],
+)
+def test_copay_errors_name_the_place(payload: object, where: str) -> None:
+    with pytest.raises(BalancePayloadError) as err:
+        bal.parse_copay(payload)
+    assert str(err.value).startswith(where + ":")
+
+
+def test_departments_errors_name_the_place() -> None:
+    with pytest.raises(BalancePayloadError) as err:
+        department_info({"departments": "1,2"}, "1")
+    assert str(err.value).split()[0] == "departments"
