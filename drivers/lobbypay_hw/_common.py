@@ -118,6 +118,31 @@ async def keep_open(
         await asyncio.sleep(backoff.next())
 
 
+class ReopeningReader:
+    """The ``run()`` and ``connected`` of a reader on a device that comes and goes
+    (serial, evdev, hidraw): a subclass sets ``driver``, ``_backoff`` and
+    ``_connected``, and implements ``_open_session`` (open the device, read until it goes
+    away; raising is how it goes away)."""
+
+    driver: str
+    _backoff: Backoff
+    _connected: bool
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def run(self, sink: ReaderSink) -> None:
+        try:
+            await keep_open(self.driver, sink, self._backoff,
+                            lambda status: self._open_session(sink, status))
+        finally:
+            self._connected = False
+
+    async def _open_session(self, sink: ReaderSink, status: StatusReporter) -> None:
+        raise NotImplementedError
+
+
 def emit(sink: ReaderSink, event: ReaderEvent) -> None:
     """Call the sink; a failing sink is logged (type only) and never stops the reader."""
     try:

@@ -36,9 +36,9 @@ from lobbypay_hw._common import (
     RETRY_BASE_S,
     RETRY_CAP_S,
     Backoff,
+    ReopeningReader,
     StatusReporter,
     deliver,
-    keep_open,
 )
 from lobbypay_hw.api import ReaderSink
 from lobbypay_hw.framing import DEFAULT_MAX_FRAME
@@ -89,7 +89,7 @@ class _Gone:
         self.exc = exc
 
 
-class EvdevReader:
+class EvdevReader(ReopeningReader):
     driver = "evdev"
 
     def __init__(
@@ -113,19 +113,9 @@ class EvdevReader:
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self._connected = False
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    async def run(self, sink: ReaderSink) -> None:
-        async def session(status: StatusReporter) -> None:
-            # the opener raises OSError, or ImportError without evdev: both a status
-            await self._session(self._opener(self.path), sink, status)
-
-        try:
-            await keep_open("evdev", sink, self._backoff, session)
-        finally:
-            self._connected = False
+    async def _open_session(self, sink: ReaderSink, status: StatusReporter) -> None:
+        # the opener raises OSError, or ImportError without evdev: both a status
+        await self._session(self._opener(self.path), sink, status)
 
     async def _session(
         self, device: InputDeviceLike, sink: ReaderSink, status: StatusReporter

@@ -33,9 +33,9 @@ from lobbypay_hw._common import (
     RETRY_BASE_S,
     RETRY_CAP_S,
     Backoff,
+    ReopeningReader,
     StatusReporter,
     deliver,
-    keep_open,
 )
 from lobbypay_hw.api import ReaderSink, ReadFailure
 from lobbypay_hw.hid_report import REPORT_SIZE, decode_report
@@ -47,7 +47,7 @@ log = logging.getLogger("lobbypay_hw")
 READ_BUFFER = 4096
 
 
-class HidrawReader:
+class HidrawReader(ReopeningReader):
     driver = "hidraw"
 
     def __init__(
@@ -63,18 +63,7 @@ class HidrawReader:
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self._connected = False
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    async def run(self, sink: ReaderSink) -> None:
-        try:
-            await keep_open("hidraw", sink, self._backoff,
-                            lambda status: self._session(sink, status))
-        finally:
-            self._connected = False
-
-    async def _session(self, sink: ReaderSink, status: StatusReporter) -> None:
+    async def _open_session(self, sink: ReaderSink, status: StatusReporter) -> None:
         loop = asyncio.get_running_loop()
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:

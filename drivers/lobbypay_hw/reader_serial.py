@@ -20,9 +20,9 @@ from lobbypay_hw._common import (
     RETRY_BASE_S,
     RETRY_CAP_S,
     Backoff,
+    ReopeningReader,
     StatusReporter,
     deliver,
-    keep_open,
 )
 from lobbypay_hw._serial import SerialLink, open_port
 from lobbypay_hw.api import ReaderSink
@@ -35,7 +35,7 @@ IDLE_FLUSH_S = 1.0
 BAUDRATES = frozenset((1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200))
 
 
-class SerialReader:
+class SerialReader(ReopeningReader):
     driver = "serial"
 
     def __init__(
@@ -59,18 +59,7 @@ class SerialReader:
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self._connected = False
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    async def run(self, sink: ReaderSink) -> None:
-        try:
-            await keep_open("serial", sink, self._backoff,
-                            lambda status: self._session(sink, status))
-        finally:
-            self._connected = False
-
-    async def _session(self, sink: ReaderSink, status: StatusReporter) -> None:
+    async def _open_session(self, sink: ReaderSink, status: StatusReporter) -> None:
         loop = asyncio.get_running_loop()
         framer = LineFramer(self._max_frame)
         idle: asyncio.TimerHandle | None = None
