@@ -238,3 +238,19 @@ async def test_the_engine_warms_the_line_when_a_job_goes_pending(
     finally:
         await engine.aclose()
         journal.close()
+
+
+async def test_a_swipe_during_the_warm_up_takes_the_connection_being_opened(
+        tls_sim: AthenaSim, client: AthenaClient) -> None:
+    await client.get_patient(PATIENT, "1")
+    line = client.payment_line
+    assert line is not None
+    client.warm_payment(30)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the warm-up has started its TCP + TLS, not finished
+    assert line._opening is not None  # noqa: SLF001
+    result = await client.collect_payment(PATIENT, form("3.00"))
+    assert isinstance(result, Approved)
+    assert line.opened == 1 and line.warm_taken == 1  # no second handshake
+    assert _calls_on(tls_sim, line.last_port) == ["collectpayment"]
+    assert tls_sim.post_count(PATIENT) == 1

@@ -236,6 +236,8 @@ class PaymentLine:
         self._monotonic = monotonic
         self._warm: WarmStream | None = None
         self._task: asyncio.Task[None] | None = None
+        #: a warm-up's connection being opened (TCP + TLS under way)
+        self._opening: asyncio.Task[WarmStream] | None = None
         self._hold_until = 0.0
         self._closed = False
         #: counts, for the tests and the bench: connections opened (warm-ups and fresh
@@ -268,12 +270,20 @@ class PaymentLine:
                     return
                 w = self._warm
                 if w is None or not w.fit_for_request() or now - w.opened_at >= WARM_REFRESH_S:
+                    opening = asyncio.get_running_loop().create_task(
+                        self._open(), name="lobbypay.athena.warm_open")
+                    self._opening = opening
                     try:
-                        fresh = await self._open()
+                        # shielded: a POST that starts meanwhile takes this connection
+                        # over (take() awaits it) instead of opening another
+                        fresh = await asyncio.shield(opening)
                     except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                         _log.debug("athena payment connection: warm-up failed (%s)", exc)
                         await asyncio.sleep(min(WARM_RETRY_S, self._hold_until - now))
                         continue
+                    finally:
+                        if self._opening is opening:
+                            self._opening = None
                     old, self._warm = self._warm, fresh
                     if old is not None:
                         await old.aclose()
@@ -309,25 +319,41 @@ class PaymentLine:
 
     async def take(self) -> WarmStream:
         """The connection for a POST: the warm one when it is fit (open, unused, nothing
-        received, young), else a new one. Raises ``httpcore.ConnectError`` /
-        ``ConnectTimeout`` (nothing sent)."""
+        received, young), or the one a warm-up is opening right now, else a new one.
+        Raises ``httpcore.ConnectError`` / ``ConnectTimeout`` (nothing sent)."""
         w, self._warm = self._warm, None
         task, self._task = self._task, None
+        opening, self._opening = self._opening, None
         self._hold_until = 0.0
         if task is not None and not task.done():
             task.cancel()  # its finally finds no warm connection: ours is taken
         if w is not None:
             if w.fit_for_request() and self._monotonic() - w.opened_at < WARM_MAX_AGE_S:
-                self.warm_taken += 1
-                self.last_port = w.local_port
-                return w
+                if opening is not None:
+                    opening.cancel()  # a refresh under way: not needed any more
+                return self._hand_out(w)
             self.warm_replaced += 1
             _log.debug("athena payment connection: the warm one is closed or stale; "
                        "opening another")
             w.abort()
+        if opening is not None:
+            # a swipe during the warm-up: its handshake is further along than a new one
+            try:
+                w = await opening
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                w = None
+            if w is not None and w.fit_for_request():
+                return self._hand_out(w)
+            if w is not None:
+                w.abort()
         fresh = await self._open()
         self.last_port = fresh.local_port
         return fresh
+
+    def _hand_out(self, w: WarmStream) -> WarmStream:
+        self.warm_taken += 1
+        self.last_port = w.local_port
+        return w
 
     def transport(self) -> OneShotTransport:
         return OneShotTransport(self)
@@ -339,6 +365,12 @@ class PaymentLine:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpcore.ConnectError,
+                                     httpcore.ConnectTimeout):
+                (await opening).abort()
         w, self._warm = self._warm, None
         if w is not None:
             w.abort()
