@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,25 +99,59 @@ class Broker:
 
 
 class Simulator:
-    """``python -m lobbypay.sim.athena --port 0`` (its own process, like the real athena)."""
+    """``python -m lobbypay.sim.athena --port 0`` (its own process, like the real athena);
+    with ``tls`` (cert, key) it serves HTTPS."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None,
+                 name: str = "sim") -> None:
         self.workdir = workdir
+        self.tls = tls
+        self.name = name
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, str] = {}
 
-    def start(self) -> dict[str, str]:
-        with open(self.workdir / "sim.stderr", "wb") as err:
+    def start(self, client_id: str | None = None,
+              client_secret: str | None = None) -> dict[str, str]:
+        extra = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        if client_id and client_secret:
+            extra += ["--client-id", client_id, "--client-secret", client_secret]
+        with open(self.workdir / f"{self.name}.stderr", "wb") as err:
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
+                [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0", *extra],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=child_env())
         assert self.proc.stdout is not None  # noqa: S101 - PIPE was asked for
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("athena simulator did not start: "
-                               + (self.workdir / "sim.stderr").read_text())
+                               + (self.workdir / f"{self.name}.stderr").read_text())
         self.info = json.loads(line)
         return self.info
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class DelayProxy:
+    """``benchlib.delayproxy``: a TCP proxy that delays each direction by ``delay_ms``."""
+
+    def __init__(self, target_port: int, delay_ms: float) -> None:
+        self.target_port = target_port
+        self.delay_ms = delay_ms
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> int:
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "benchlib.delayproxy", str(self.target_port),
+             str(self.delay_ms)], stdout=subprocess.PIPE, text=True, env=child_env())
+        assert self.proc.stdout is not None  # noqa: S101
+        word, _, port = self.proc.stdout.readline().partition(" ")
+        if word != "ready":
+            raise RuntimeError("delay proxy did not start")
+        self.port = int(port)
+        return self.port
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -168,19 +203,27 @@ class Pty:
 
 
 class Agent:
-    """The real agent, configured as in production except: loopback broker and simulator,
-    the serial reader on a pty, no display, athena's client-side rate limit at its
-    configurable maximum (100 rps; the default 5 rps would be the whole measurement)."""
+    """The real agent as it ships: the default config (athena's client-side rate limit
+    5 rps, logging at info as JSON), a loopback broker and simulator, the serial reader
+    on a pty at 9600 baud, no display. Its stdout and stderr go to a pipe that the bench
+    drains into a file (journald's role: the agent itself writes no log file).
+
+    ``rate_limit_rps`` set: the tuned profile (docs/PERFORMANCE.md). ``env``: extra
+    environment (SSL_CERT_FILE for a TLS simulator, the test-mode switches)."""
 
     def __init__(self, workdir: Path, broker_port: int, athena: dict[str, str],
-                 reader_path: str, terminal_id: str) -> None:
+                 reader_path: str, terminal_id: str, *, rate_limit_rps: float | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.terminal_id = terminal_id
         self.state_dir = workdir / "state"
         self.config = workdir / "lobbypay.toml"
+        self.env = env or {}
         secret = workdir / "athena-secret"
         secret.write_text(athena["client_secret"] + "\n")
         secret.chmod(0o600)
+        rate = f"rate_limit_rps = {rate_limit_rps:g}\n" if rate_limit_rps else ""
         self.config.write_text(f"""
 [terminal]
 id = "{terminal_id}"
@@ -193,9 +236,7 @@ base_url = "{athena['base_url']}"
 practice_id = "{athena['practice_id']}"
 client_id = "{athena['client_id']}"
 client_secret_file = "{secret}"
-timeout_s = 10
-rate_limit_rps = 100
-
+{rate}
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
@@ -211,6 +252,7 @@ cols = 16
 rows = 2
 """)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
         self.runs = 0
         self.started_at = 0.0
 
@@ -219,16 +261,36 @@ rows = 2
         assert self.proc is not None  # noqa: S101
         return self.proc.pid
 
-    def start(self, profile: Path | None = None) -> float:
+    def start(self, profile: Path | None = None, python_flags: tuple[str, ...] = (),
+              stderr_path: Path | None = None) -> float:
         """Start the process (under cProfile writing ``profile`` if given); returns
-        ``perf_counter()`` just before the fork."""
+        ``perf_counter()`` just before the fork. ``stderr_path``: stderr to its own file
+        (for ``-X importtime``)."""
         self.runs += 1
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        with open(self.workdir / f"agent-{self.runs}.log", "wb") as out:
+        env = {**child_env(), **self.env}
+        err = open(stderr_path, "wb") if stderr_path else None  # noqa: SIM115
+        try:
             self.started_at = time.perf_counter()
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, *prof, "-m", "lobbypay", "run", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env=child_env())
+                [sys.executable, *python_flags, *prof, "-m", "lobbypay", "run",
+                 "--config", str(self.config)],
+                stdout=subprocess.PIPE, stderr=err or subprocess.STDOUT, env=env)
+        finally:
+            if err is not None:
+                err.close()
+        log = self.workdir / f"agent-{self.runs}.log"
+        pipe = self.proc.stdout
+
+        def drain() -> None:
+            assert pipe is not None  # noqa: S101
+            with open(log, "wb") as out:
+                while chunk := pipe.read1(65536):
+                    out.write(chunk)
+            pipe.close()
+
+        self._drain = threading.Thread(target=drain, name="agent-log", daemon=True)
+        self._drain.start()
         return self.started_at
 
     def alive(self) -> bool:
@@ -236,6 +298,8 @@ rows = 2
 
     def stop(self) -> int | None:
         _stop(self.proc, 20)
+        if self._drain is not None:
+            self._drain.join(5)
         return self.proc.returncode if self.proc is not None else None
 
     def log_tail(self, chars: int = 3000) -> str:
