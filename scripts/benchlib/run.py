@@ -512,8 +512,8 @@ async def measure_throughput(client: BenchClient, bare: Bare, seconds: float) ->
 async def measure_memory(client: BenchClient, agent: Agent, total: int,
                          job_ids: list[str]) -> dict[str, Any]:
     """``total`` commands, 16 in flight: ping, charge.get, charge.list, a bad request,
-    and every 100th a balance.get (an athena read, under the shipped 5 rps limit). RSS after the first quarter (warm-up:
-    the reply cache holds 2048 entries) and at the end."""
+    and every 100th a balance.get (an athena read, under the shipped 5 rps limit). RSS
+    after the first quarter (warm-up: the reply cache holds 2048 entries) and at the end."""
     warm = max(1, total // 4)
     issued = 0
     answered = 0
