@@ -35,8 +35,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Bytecode for the measured processes, as an install has it (pip and Debian compile at
+#: install time), kept out of the checkout: set by run.py to a directory of the run.
+PYCACHE: list[Path] = []
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
+    if PYCACHE:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE[0])
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "agent"), str(ROOT / "drivers"), str(ROOT / "scripts")])
     for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "PYTHONPROFILEIMPORTTIME"):

@@ -414,17 +414,25 @@ class Journal:
 
     def outbox_ack(self, row_id: int) -> None:
         """Mark a row delivered (after the broker's PUBACK); prunes old acked rows."""
+        # No fsync of its own (an SD card pays for every flush: docs/PERFORMANCE.md): an
+        # ack lost to a power cut only sends its event once more after the restart, and
+        # consumers dedupe on (job_id, seq). A process crash loses nothing (the WAL frames
+        # are in the OS's cache); the next fsynced commit makes them durable.
         try:
-            with _tx(self._conn):
-                self._conn.execute(
-                    "UPDATE outbox SET acked = 1, acked_at = ? WHERE id = ? AND acked = 0",
-                    (_now_text(), int(row_id)),
-                )
-                self._conn.execute(
-                    "DELETE FROM outbox WHERE acked = 1 AND id <= "
-                    "(SELECT COALESCE(MAX(id), 0) FROM outbox) - ?",
-                    (OUTBOX_ACKED_KEEP,),
-                )
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with _tx(self._conn):
+                    self._conn.execute(
+                        "UPDATE outbox SET acked = 1, acked_at = ? WHERE id = ? AND acked = 0",
+                        (_now_text(), int(row_id)),
+                    )
+                    self._conn.execute(
+                        "DELETE FROM outbox WHERE acked = 1 AND id <= "
+                        "(SELECT COALESCE(MAX(id), 0) FROM outbox) - ?",
+                        (OUTBOX_ACKED_KEEP,),
+                    )
+            finally:
+                self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from None
 
