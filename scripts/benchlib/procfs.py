@@ -50,3 +50,11 @@ def io(pid: int) -> dict[str, int]:
             key, _, value = line.partition(":")
             out[key.strip()] = int(value)
     return out
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds (10 ms ticks: sum over many charges)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK

@@ -362,12 +362,14 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
     b_cmd: list[dict[str, float]] = []
     ping: list[float] = []
     echo: list[float] = []
-    io0, cpu0 = procfs.io(pid), procfs.cpu_ns(pid)
+    io0, cpu0, split0 = procfs.io(pid), procfs.cpu_ns(pid), procfs.cpu_split(pid)
     for i in range(n):
         began = time.perf_counter()
         copay = f"{1 + i % 40}.{i % 100:02d}"
         rows.append(await one_charge(client, pty, pid, f"bench-{tag}-{i}", copay, pause_s))
-        await asyncio.sleep(QUIET_S)
+        # after the same quiet as the agent's swipe had: every process idle that long
+        # (a VM's idle vCPU and its caches cost the first packet after a pause)
+        await asyncio.sleep(pause_s if pause_s is not None else QUIET_S)
         b_swipe.append(await bare.swipe_path(copay))
         await asyncio.sleep(QUIET_S)
         if commands:
@@ -381,7 +383,7 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
             await asyncio.sleep(QUIET_S)
             echo.append(await bare.mqtt.echo_round_trip())
         await asyncio.sleep(max(0.0, began + interval_s - time.perf_counter()))
-    io1, cpu1 = procfs.io(pid), procfs.cpu_ns(pid)
+    io1, cpu1, split1 = procfs.io(pid), procfs.cpu_ns(pid), procfs.cpu_split(pid)
 
     def parts(rs: list[dict[str, float]]) -> dict[str, Any]:
         return {k: summary_ms([r[k] for r in rs]) for k in rs[0]}
@@ -400,6 +402,9 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
         # everything the agent did in the run, per charge (the tail after the final
         # event, the pings, the idle time between charges)
         "agent_cpu_ms_per_charge_all": round((cpu1 - cpu0) / 1e6 / n, 3),
+        # the same split into user and kernel time (ticks, so only over the whole run)
+        "agent_user_ms_per_charge": round((split1[0] - split0[0]) * 1000 / n, 2),
+        "agent_system_ms_per_charge": round((split1[1] - split0[1]) * 1000 / n, 2),
         "io_per_charge": {k: round((io1[k] - io0[k]) / n, 1) for k in io0},
     }
     if pings:
