@@ -282,6 +282,10 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         a.base_url, a.practice_id, a.client_id, a.client_secret,
         timeout_s=a.timeout_s, rate_limit_rps=a.rate_limit_rps, scope=a.token_scope,
     )
+    if os.environ.get("LOBBYPAY_TEST_MODE") == "1" and os.environ.get("LOBBYPAY_NO_WARM") == "1":
+        # scripts/bench: the payment POST opens its connection after the swipe, as before
+        # the warm line, for the with/without comparison (docs/PERFORMANCE.md)
+        athena.payment_line = None
     r, d = cfg.reader, cfg.display
     reader = READERS[r.driver](
         path=sim_reader_socket(cfg) if r.driver == "sim" else r.path,

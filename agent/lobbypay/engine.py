@@ -345,8 +345,20 @@ class Engine:
         deadline_end = self._clock.monotonic() + float(cmd.deadline_s)
         active.deadline_task = self._spawn(self._deadline(cmd.job_id, deadline_end),
                                            f"lobbypay.engine.deadline[{cmd.job_id}]")
+        self._warm_payment(float(cmd.deadline_s))
         self._wake()
         return {"job_id": cmd.job_id, "state": JobState.PENDING.value}
+
+    def _warm_payment(self, hold_s: float) -> None:
+        """A job went pending: let the athena client open the payment POST's connection
+        now, so no TCP/TLS handshake lies between the swipe and the POST."""
+        warm = getattr(self._athena, "warm_payment", None)
+        if warm is None:
+            return
+        try:
+            warm(hold_s)
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a failure
+            log.warning("could not warm the payment connection", exc_info=True)
 
     async def _check_copay(self, appointment_id: str, allow_duplicate: bool) -> None:
         appt = await self._read(self._athena.get_appointment(appointment_id), "appointment")

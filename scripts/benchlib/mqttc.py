@@ -35,6 +35,8 @@ class BenchClient:
         self._status_waiters: list[tuple[Callable[[dict[str, Any]], bool],
                                          asyncio.Future[Stamped]]] = []
         self.status: dict[str, Any] | None = None
+        self._state_waiters: list[tuple[Callable[[dict[str, Any]], bool],
+                                        asyncio.Future[Stamped]]] = []
         self.replies_seen = 0
         self.events_seen = 0
 
@@ -42,7 +44,7 @@ class BenchClient:
         self._client = aiomqtt.Client("127.0.0.1", self.port, identifier=self.me,
                                       socket_options=NODELAY, logger=QUIET)
         await self._client.__aenter__()
-        for suffix in ("reply", "events", "status"):
+        for suffix in ("reply", "events", "status", "state"):
             await self._client.subscribe(f"{self.prefix}/{suffix}", qos=1)
         await self._client.subscribe(f"bench/{self.me}/oneway", qos=1)
         if self.echo_tag:
@@ -96,6 +98,11 @@ class BenchClient:
                     efut = self._events.pop(key, None)
                     if efut is not None and not efut.done():
                         efut.set_result((t, obj))
+            elif kind == "state":
+                for pred, sfut in list(self._state_waiters):
+                    if not sfut.done() and pred(obj):
+                        sfut.set_result((t, obj))
+                        self._state_waiters.remove((pred, sfut))
             elif kind == "status":
                 self.status = obj
                 for pred, sfut in list(self._status_waiters):
@@ -108,6 +115,13 @@ class BenchClient:
     def expect_event(self, job_id: str, state: str) -> asyncio.Future[Stamped]:
         fut: asyncio.Future[Stamped] = asyncio.get_running_loop().create_future()
         self._events[(job_id, state)] = fut
+        return fut
+
+    def expect_state(self, pred: Callable[[dict[str, Any]], bool]) -> asyncio.Future[Stamped]:
+        """The next retained ``state`` for which ``pred`` holds (an app waiting for the
+        terminal to show the amount)."""
+        fut: asyncio.Future[Stamped] = asyncio.get_running_loop().create_future()
+        self._state_waiters.append((pred, fut))
         return fut
 
     def expect_status(self, pred: Callable[[dict[str, Any]], bool]) -> asyncio.Future[Stamped]:

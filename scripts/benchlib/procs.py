@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Bytecode for the measured processes, as an install has it (pip and Debian compile at
+#: install time), kept out of the checkout: set by run.py to a directory of the run.
+PYCACHE: list[Path] = []
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
+    if PYCACHE:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE[0])
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "agent"), str(ROOT / "drivers"), str(ROOT / "scripts")])
     for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "PYTHONPROFILEIMPORTTIME"):
@@ -98,25 +107,59 @@ class Broker:
 
 
 class Simulator:
-    """``python -m lobbypay.sim.athena --port 0`` (its own process, like the real athena)."""
+    """``python -m lobbypay.sim.athena --port 0`` (its own process, like the real athena);
+    with ``tls`` (cert, key) it serves HTTPS."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None,
+                 name: str = "sim") -> None:
         self.workdir = workdir
+        self.tls = tls
+        self.name = name
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, str] = {}
 
-    def start(self) -> dict[str, str]:
-        with open(self.workdir / "sim.stderr", "wb") as err:
+    def start(self, client_id: str | None = None,
+              client_secret: str | None = None) -> dict[str, str]:
+        extra = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        if client_id and client_secret:
+            extra += ["--client-id", client_id, "--client-secret", client_secret]
+        with open(self.workdir / f"{self.name}.stderr", "wb") as err:
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0"],
+                [sys.executable, "-m", "lobbypay.sim.athena", "--port", "0", *extra],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=child_env())
         assert self.proc.stdout is not None  # noqa: S101 - PIPE was asked for
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("athena simulator did not start: "
-                               + (self.workdir / "sim.stderr").read_text())
+                               + (self.workdir / f"{self.name}.stderr").read_text())
         self.info = json.loads(line)
         return self.info
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class DelayProxy:
+    """``benchlib.delayproxy``: a TCP proxy that delays each direction by ``delay_ms``."""
+
+    def __init__(self, target_port: int, delay_ms: float) -> None:
+        self.target_port = target_port
+        self.delay_ms = delay_ms
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> int:
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "benchlib.delayproxy", str(self.target_port),
+             str(self.delay_ms)], stdout=subprocess.PIPE, text=True, env=child_env())
+        assert self.proc.stdout is not None  # noqa: S101
+        word, _, port = self.proc.stdout.readline().partition(" ")
+        if word != "ready":
+            raise RuntimeError("delay proxy did not start")
+        self.port = int(port)
+        return self.port
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -189,20 +232,29 @@ def display_table(display: str, workdir: Path) -> str:
 
 
 class Agent:
-    """The real agent, configured as in production except: loopback broker and simulator,
-    the serial reader on a pty, no display (or ``display``), athena's client-side rate limit at its
-    configurable maximum (100 rps; the default 5 rps would be the whole measurement)."""
+    """The real agent as it ships: the default config (athena's client-side rate limit
+    5 rps, logging at info as JSON), a loopback broker and simulator, the serial reader
+    on a pty at 9600 baud, no display (or ``display``). Its stdout and stderr go to a pipe
+    that the bench drains into a file (journald's role: the agent itself writes no log
+    file).
+
+    ``rate_limit_rps`` set: the tuned profile (docs/PERFORMANCE.md). ``env``: extra
+    environment (SSL_CERT_FILE for a TLS simulator, the test-mode switches)."""
 
     def __init__(self, workdir: Path, broker_port: int, athena: dict[str, str],
-                 reader_path: str, terminal_id: str, display: str = "none") -> None:
+                 reader_path: str, terminal_id: str, *, rate_limit_rps: float | None = None,
+                 env: dict[str, str] | None = None, display: str = "none") -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.display = display
         self.terminal_id = terminal_id
         self.state_dir = workdir / "state"
         self.config = workdir / "lobbypay.toml"
+        self.env = env or {}
         secret = workdir / "athena-secret"
         secret.write_text(athena["client_secret"] + "\n")
         secret.chmod(0o600)
+        rate = f"rate_limit_rps = {rate_limit_rps:g}\n" if rate_limit_rps else ""
         self.config.write_text(f"""
 [terminal]
 id = "{terminal_id}"
@@ -215,9 +267,7 @@ base_url = "{athena['base_url']}"
 practice_id = "{athena['practice_id']}"
 client_id = "{athena['client_id']}"
 client_secret_file = "{secret}"
-timeout_s = 10
-rate_limit_rps = 100
-
+{rate}
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
@@ -231,6 +281,7 @@ baudrate = 9600
 {display_table(display, workdir)}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
         self.runs = 0
         self.started_at = 0.0
 
@@ -239,12 +290,16 @@ baudrate = 9600
         assert self.proc is not None  # noqa: S101
         return self.proc.pid
 
-    def start(self, profile: Path | None = None) -> float:
+    def start(self, profile: Path | None = None, python_flags: tuple[str, ...] = (),
+              stderr_path: Path | None = None) -> float:
         """Start the process (under cProfile writing ``profile`` if given); returns
-        ``perf_counter()`` just before the fork."""
+        ``perf_counter()`` just before the fork. ``stderr_path``: stderr to its own file
+        (for ``-X importtime``)."""
         self.runs += 1
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        with open(self.workdir / f"agent-{self.runs}.log", "wb") as out:
+        env = {**child_env(), **self.env}
+        err = open(stderr_path, "wb") if stderr_path else None  # noqa: SIM115
+        try:
             self.started_at = time.perf_counter()
             entry = ["-m", "lobbypay"]
             if self.display == "framebuffer" and not prof:
@@ -253,8 +308,24 @@ baudrate = 9600
                          f"g.SYSFS_GRAPHICS = {str(self.workdir / 'sysfs')!r}; "
                          "from lobbypay.cli import main; sys.exit(main())"]
             self.proc = subprocess.Popen(  # noqa: S603 - our interpreter and module
-                [sys.executable, *prof, *entry, "run", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env=child_env())
+                [sys.executable, *python_flags, *prof, *entry, "run", "--config",
+                 str(self.config)],
+                stdout=subprocess.PIPE, stderr=err or subprocess.STDOUT, env=env)
+        finally:
+            if err is not None:
+                err.close()
+        log = self.workdir / f"agent-{self.runs}.log"
+        pipe = self.proc.stdout
+
+        def drain() -> None:
+            assert pipe is not None  # noqa: S101
+            with open(log, "wb") as out:
+                while chunk := pipe.read1(65536):
+                    out.write(chunk)
+            pipe.close()
+
+        self._drain = threading.Thread(target=drain, name="agent-log", daemon=True)
+        self._drain.start()
         return self.started_at
 
     def alive(self) -> bool:
@@ -262,6 +333,8 @@ baudrate = 9600
 
     def stop(self) -> int | None:
         _stop(self.proc, 20)
+        if self._drain is not None:
+            self._drain.join(5)
         return self.proc.returncode if self.proc is not None else None
 
     def log_tail(self, chars: int = 3000) -> str:

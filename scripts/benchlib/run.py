@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import re
 import shutil
+import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -47,9 +51,18 @@ for extra in (ROOT / "scripts", ROOT / "agent", ROOT / "drivers"):
 
 import httpx  # noqa: E402
 
-from benchlib import procfs  # noqa: E402
+from benchlib import procfs, procs  # noqa: E402
 from benchlib.mqttc import FINAL, BenchClient  # noqa: E402
-from benchlib.procs import DISPLAYS, Agent, Broker, Echo, Pty, Simulator, child_env  # noqa: E402
+from benchlib.procs import (  # noqa: E402
+    DISPLAYS,
+    Agent,
+    Broker,
+    DelayProxy,
+    Echo,
+    Pty,
+    Simulator,
+    child_env,
+)
 from benchlib.stats import summary_ms  # noqa: E402
 
 PATIENT = "60178"
@@ -61,6 +74,8 @@ TRACKS = (b"%B4111111111111111^SANDBOXTEST/JANE^3012101000000000000000?"
 #: Quiet time around each swipe: a patient swipes seconds after the amount shows, so
 #: the agent has finished publishing ``pending`` by then. Same pause before baselines.
 QUIET_S = 0.03
+#: The shipped profile's pace: at most one charge a second (a lobby is slower still).
+CHARGE_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -72,17 +87,28 @@ class Plan:
     starts: int
     throughput_s: float
     balance_runs: int
+    #: charges with a human-like pause between the amount showing and the swipe
+    human_charges: int = 20
+    human_pause_s: float = 0.8
+    #: charges per agent over TLS behind the delaying proxy (warm, then cold)
+    tls_charges: int = 20
+    delay_ms: float = 25.0
+    #: charges traced for fsync calls (strace; untimed)
+    traced_charges: int = 10
+    #: pings (and bare echoes) interleaved with the charges
     broker_nagle: bool = False
     profile: Path | None = None
     display: str = "none"
+    skip_tls: bool = False
+    skip_nagle: bool = False
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
-        base = Plan(True, charges=20, idle_s=10, commands=1000, starts=3, throughput_s=0.5,
-                    balance_runs=5)
+        base = Plan(True, charges=8, idle_s=5, commands=1000, starts=3, throughput_s=0.5,
+                    balance_runs=5, human_charges=3, tls_charges=4, traced_charges=2)
     else:
-        base = Plan(False, charges=200, idle_s=60, commands=10_000, starts=5,
+        base = Plan(False, charges=120, idle_s=60, commands=10_000, starts=5,
                     throughput_s=5.0, balance_runs=50)
     if args.charges:
         base.charges = args.charges
@@ -93,6 +119,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     base.broker_nagle = args.broker_nagle
     base.display = args.display
     base.profile = args.profile.resolve() if args.profile else None
+    base.skip_tls = args.no_tls
+    base.skip_nagle = args.no_nagle
     return base
 
 
@@ -138,15 +166,16 @@ class Bare:
     """The least the same work can cost on this machine: bare httpx against the same
     simulator with the agent's token kind, bare MQTT through the same broker, one fsync."""
 
-    def __init__(self, info: dict[str, str], client: BenchClient, fsync_dir: Path) -> None:
+    def __init__(self, info: dict[str, str], client: BenchClient, fsync_dir: Path,
+                 verify: Any = True) -> None:
         self.info = info
         self.mqtt = client
         self.api = f"{info['base_url']}/v1/{info['practice_id']}"
         self.token = ""
-        self.get_http = httpx.AsyncClient(timeout=10)  # keep-alive, like the agent's reads
-        # the agent opens a fresh connection per payment POST (docs/athena.md); so does this
-        self.post_http = httpx.AsyncClient(
-            timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+        self.get_http = httpx.AsyncClient(timeout=10, verify=verify)  # keep-alive reads
+        # the least a POST costs: on a connection that is already open (keep-alive); the
+        # agent's own POST connection is opened before the swipe (docs/athena.md)
+        self.post_http = httpx.AsyncClient(timeout=10, verify=verify)
         fsync_dir.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(fsync_dir / "bench-fsync.bin", os.O_RDWR | os.O_CREAT, 0o600)
         self.n = 0
@@ -197,6 +226,19 @@ class Bare:
         r.raise_for_status()
         return dt
 
+    async def get_appointment(self) -> float:
+        t0 = time.perf_counter()
+        r = await self.get_http.get(f"{self.api}/appointments/{APPOINTMENT}",
+                                    headers=self.headers())
+        r.json()
+        dt = time.perf_counter() - t0
+        r.raise_for_status()
+        return dt
+
+    async def warm_up(self) -> None:
+        """Open the POST client's keep-alive connection (one approved POST)."""
+        await self.post("0.01")
+
     async def swipe_path(self, copay: str) -> dict[str, float]:
         """fsync + POST + MQTT publish->receive, in that order (the agent's order)."""
         t0 = time.perf_counter()
@@ -206,11 +248,14 @@ class Bare:
         return {"total": time.perf_counter() - t0, "fsync": f, "post": p, "mqtt_oneway": m}
 
     async def command_path(self) -> dict[str, float]:
-        """MQTT round trip through the echo + GET of the patient."""
+        """MQTT round trip through the echo + GET of the patient + GET of the appointment
+        (a charge.start with a copay reads both: copay_already_collected)."""
         t0 = time.perf_counter()
         m = await self.mqtt.echo_round_trip()
         g = await self.get()
-        return {"total": time.perf_counter() - t0, "mqtt_round_trip": m, "get": g}
+        a = await self.get_appointment()
+        return {"total": time.perf_counter() - t0, "mqtt_round_trip": m, "get": g,
+                "get_appointment": a}
 
 
 # ---------------------------------------------------------------------------- measures
@@ -276,45 +321,158 @@ async def measure_startup(agent: Agent, client: BenchClient, starts: int) -> dic
     return {"starts_s": [round(x, 4) for x in took], "median_s": statistics.median(took)}
 
 
-async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, n: int,
-                          tag: str) -> dict[str, Any]:
-    swipe: list[float] = []
-    start: list[float] = []
+async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay: str,
+                     pause_s: float | None) -> dict[str, float]:
+    """charge.start (copay, so the agent reads the patient and the appointment), then the
+    swipe: the moment the retained ``state`` shows the job ``pending`` (``pause_s`` None:
+    an app that swipes at once), or ``pause_s`` after the ``pending`` event (a patient)."""
+    shown = client.expect_state(lambda s, j=job_id: s.get("job_id") == j
+                                and s.get("job_state") == "pending")
+    pending = client.expect_event(job_id, "pending")
+    final = client.expect_event(job_id, FINAL)
+    c0 = procfs.cpu_ns(pid)
+    lat, rep = await client.command(
+        "charge.start", job_id=job_id, patient_id=PATIENT, appointment_id=APPOINTMENT,
+        copay=copay, allow_duplicate=True, deadline_s=60)
+    if not rep.get("ok") or rep.get("state") != "pending":
+        raise RuntimeError(f"charge.start refused: {rep}")
+    if pause_s is None:
+        await asyncio.wait_for(shown, 10)
+    else:
+        await asyncio.wait_for(pending, 10)
+        await asyncio.sleep(pause_s)
+    t0 = pty.swipe(TRACKS + b"\r")
+    try:
+        t1, ev = await asyncio.wait_for(final, 15)
+    except TimeoutError:
+        raise RuntimeError(f"no final event for {job_id}") from None
+    c1 = procfs.cpu_ns(pid)
+    if ev.get("state") != "succeeded":
+        raise RuntimeError(f"charge {job_id} ended {ev.get('state')}: {ev.get('error')}")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(shown, pending), 5)
+    return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6}
+
+
+async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n: int,
+                          tag: str, pause_s: float | None,
+                          interval_s: float = CHARGE_INTERVAL_S,
+                          pings: bool = True, commands: bool = True) -> dict[str, Any]:
+    """``n`` charges, at most one every ``interval_s`` (a lobby's pace), each followed by
+    its bare baselines and, with ``pings``, one ``ping`` and one bare echo."""
+    rows: list[dict[str, float]] = []
     b_swipe: list[dict[str, float]] = []
     b_cmd: list[dict[str, float]] = []
+    ping: list[float] = []
+    echo: list[float] = []
+    io0, cpu0, split0 = procfs.io(pid), procfs.cpu_ns(pid), procfs.cpu_split(pid)
     for i in range(n):
-        job_id = f"bench-{tag}-{i}"
+        began = time.perf_counter()
         copay = f"{1 + i % 40}.{i % 100:02d}"
-        pending = client.expect_event(job_id, "pending")
-        lat, rep = await client.command(
-            "charge.start", job_id=job_id, patient_id=PATIENT, appointment_id=APPOINTMENT,
-            copay=copay, allow_duplicate=True, deadline_s=60)
-        if not rep.get("ok") or rep.get("state") != "pending":
-            raise RuntimeError(f"charge.start refused: {rep}")
-        start.append(lat)
-        await asyncio.wait_for(pending, 10)
-        await asyncio.sleep(QUIET_S)
-        final = client.expect_event(job_id, FINAL)
-        t0 = pty.swipe(TRACKS + b"\r")
-        try:
-            t1, ev = await asyncio.wait_for(final, 15)
-        except TimeoutError:
-            raise RuntimeError(f"no final event for {job_id}") from None
-        if ev.get("state") != "succeeded":
-            raise RuntimeError(f"charge {job_id} ended {ev.get('state')}: {ev.get('error')}")
-        swipe.append(t1 - t0)
-        await asyncio.sleep(QUIET_S)
+        rows.append(await one_charge(client, pty, pid, f"bench-{tag}-{i}", copay, pause_s))
+        # after the same quiet as the agent's swipe had: every process idle that long
+        # (a VM's idle vCPU and its caches cost the first packet after a pause)
+        await asyncio.sleep(pause_s if pause_s is not None else QUIET_S)
         b_swipe.append(await bare.swipe_path(copay))
         await asyncio.sleep(QUIET_S)
-        b_cmd.append(await bare.command_path())
-        await asyncio.sleep(QUIET_S)
+        if commands:
+            b_cmd.append(await bare.command_path())
+        if pings:
+            await asyncio.sleep(QUIET_S)
+            lat, rep = await client.command("ping")
+            if not rep.get("ok"):
+                raise RuntimeError(f"ping failed: {rep}")
+            ping.append(lat)
+            await asyncio.sleep(QUIET_S)
+            echo.append(await bare.mqtt.echo_round_trip())
+        await asyncio.sleep(max(0.0, began + interval_s - time.perf_counter()))
+    io1, cpu1, split1 = procfs.io(pid), procfs.cpu_ns(pid), procfs.cpu_split(pid)
 
-    def parts(rows: list[dict[str, float]]) -> dict[str, Any]:
-        return {k: summary_ms([r[k] for r in rows]) for k in rows[0]}
+    def parts(rs: list[dict[str, float]]) -> dict[str, Any]:
+        return {k: summary_ms([r[k] for r in rs]) for k in rs[0]}
 
-    return {"charges": n, "swipe_to_final": summary_ms(swipe),
-            "charge_start_to_reply": summary_ms(start),
-            "bare_swipe_path": parts(b_swipe), "bare_command_path": parts(b_cmd)}
+    out: dict[str, Any] = {
+        "charges": n, "pause_s": pause_s, "interval_s": interval_s,
+        "swipe_to_final": summary_ms([r["swipe"] for r in rows]),
+        "charge_start_to_reply": summary_ms([r["start"] for r in rows]),
+        "bare_swipe_path": parts(b_swipe),
+        "bare_command_path": parts(b_cmd) if b_cmd else None,
+        # CPU from just before charge.start to the final event taken off the app's client
+        "agent_cpu_ms_start_to_final": {
+            "mean": round(statistics.fmean(r["cpu_ms"] for r in rows), 3),
+            "p50": round(statistics.median(r["cpu_ms"] for r in rows), 3),
+            "max": round(max(r["cpu_ms"] for r in rows), 3)},
+        # everything the agent did in the run, per charge (the tail after the final
+        # event, the pings, the idle time between charges)
+        "agent_cpu_ms_per_charge_all": round((cpu1 - cpu0) / 1e6 / n, 3),
+        # the same split into user and kernel time (ticks, so only over the whole run)
+        "agent_user_ms_per_charge": round((split1[0] - split0[0]) * 1000 / n, 2),
+        "agent_system_ms_per_charge": round((split1[1] - split0[1]) * 1000 / n, 2),
+        "io_per_charge": {k: round((io1[k] - io0[k]) / n, 1) for k in io0},
+    }
+    if pings:
+        out["ping"] = summary_ms(ping)
+        out["bare_echo"] = summary_ms(echo)
+    return out
+
+
+SYNC_CALLS = "fsync,fdatasync,sync_file_range,msync,syncfs,sync"
+
+
+async def count_syncs(client: BenchClient, pty: Pty, pid: int, n: int, tag: str,
+                      work: Path) -> dict[str, Any]:
+    """strace attached to the agent (every thread) for ``n`` charges, untimed: the sync
+    calls it makes per charge, by file."""
+    out = work / "strace.txt"
+    tracer = subprocess.Popen(  # noqa: S603, ASYNC220 - started once, not awaited on
+        ["strace", "-f", "-qq", "-y", "-e", f"trace={SYNC_CALLS}", "-o", str(out),
+         "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.sleep(1.0)  # attached
+        for i in range(n):
+            began = time.perf_counter()
+            await one_charge(client, pty, pid, f"bench-{tag}-traced-{i}", f"2.{i % 100:02d}",
+                             None)
+            await asyncio.sleep(max(0.0, began + CHARGE_INTERVAL_S - time.perf_counter()))
+        await asyncio.sleep(0.5)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(10)
+    by_file: dict[str, int] = {}
+    total = 0
+    for line in out.read_text(errors="replace").splitlines():
+        m = re.search(r"\b(" + SYNC_CALLS.replace(",", "|") + r")\((?:\d+<([^>]*)>)?", line)
+        if not m or "resumed>" in line:
+            continue
+        total += 1
+        name = Path(m.group(2)).name if m.group(2) else m.group(1)
+        by_file[name] = by_file.get(name, 0) + 1
+    return {"charges": n, "syncs": total, "per_charge": total / n if n else 0.0,
+            "by_file": by_file}
+
+
+def import_times(path: Path) -> dict[str, Any]:
+    """``-X importtime`` output: self time summed per top-level package, and the slowest
+    single imports (cumulative)."""
+    per_pkg: dict[str, int] = {}
+    rows: list[tuple[int, str]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        try:
+            selfus, cumus, name = (x.strip() for x in line.split(":", 1)[1].split("|"))
+            self_us, cum_us = int(selfus), int(cumus)
+        except ValueError:
+            continue
+        top = name.strip().split(".")[0]
+        per_pkg[top] = per_pkg.get(top, 0) + self_us
+        rows.append((cum_us, name.strip()))
+    total = sum(per_pkg.values())
+    top_pkgs = sorted(per_pkg.items(), key=lambda kv: -kv[1])[:15]
+    rows.sort(reverse=True)
+    return {"total_ms": round(total / 1000, 1),
+            "by_package_ms": {k: round(v / 1000, 1) for k, v in top_pkgs},
+            "slowest_cumulative_ms": [(n, round(c / 1000, 1)) for c, n in rows[:15]]}
 
 
 async def closed_loop(fn: Callable[[], Awaitable[float]], conc: int,
@@ -362,8 +520,8 @@ async def measure_throughput(client: BenchClient, bare: Bare, seconds: float) ->
 async def measure_memory(client: BenchClient, agent: Agent, total: int,
                          job_ids: list[str]) -> dict[str, Any]:
     """``total`` commands, 16 in flight: ping, charge.get, charge.list, a bad request,
-    and every 10th a balance.get (athena read). RSS after the first quarter (warm-up:
-    the reply cache holds 2048 entries) and at the end."""
+    and every 100th a balance.get (an athena read, under the shipped 5 rps limit). RSS
+    after the first quarter (warm-up: the reply cache holds 2048 entries) and at the end."""
     warm = max(1, total // 4)
     issued = 0
     answered = 0
@@ -372,9 +530,9 @@ async def measure_memory(client: BenchClient, agent: Agent, total: int,
 
     async def one(k: int) -> None:
         m = k % 10
-        if m == 0:
+        if k % 100 == 0:  # an athena read: 1 %, under the shipped 5 rps rate limit
             _, rep = await client.command("balance.get", patient_id=PATIENT)
-        elif m in (1, 2, 3, 4):
+        elif m in (0, 1, 2, 3, 4):
             _, rep = await client.command("ping")
         elif m in (5, 6):
             _, rep = await client.command("charge.get", job_id=job_ids[k % len(job_ids)])
@@ -440,8 +598,124 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "mosquitto": mosq, "machine": platform.machine()}
 
 
+async def wait_online(client: BenchClient, session: int, agent: Agent) -> None:
+    fut = client.expect_status(lambda s: s.get("online") is True
+                               and s.get("session") == session)
+    try:
+        await asyncio.wait_for(fut, 20)
+    except TimeoutError:
+        raise RuntimeError("agent did not come online:\n" + agent.log_tail()) from None
+
+
+async def tls_segment(plan: Plan, work: Path, broker: Broker, pty: Pty,
+                      tag: str) -> dict[str, Any]:
+    """The simulator behind TLS (a trustme CA) and a proxy that delays each way by
+    ``delay_ms``: swipe -> final with the payment connection warmed when the job goes
+    pending (as shipped), and without (the POST opens TCP + TLS after the swipe)."""
+    try:
+        import trustme
+    except ImportError:
+        return {"skipped": "trustme is not installed (scripts/setup --test installs it)"}
+    tls_dir = work / "tls"
+    tls_dir.mkdir()
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_pem, chain_pem, key_pem = tls_dir / "ca.pem", tls_dir / "chain.pem", tls_dir / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    with open(chain_pem, "wb") as f:  # noqa: ASYNC230 - a few KiB, once
+        for blob in cert.cert_chain_pems:
+            f.write(blob.bytes())
+    sim = Simulator(work, tls=(chain_pem, key_pem), name="sim-tls")
+    info = sim.start()
+    proxy = DelayProxy(int(info["base_url"].rsplit(":", 1)[1]), plan.delay_ms)
+    out: dict[str, Any] = {"delay_ms_each_way": plan.delay_ms, "pause_s": plan.human_pause_s}
+    try:
+        port = proxy.start()
+        far = {**info, "base_url": f"https://127.0.0.1:{port}"}
+        verify = ssl.create_default_context(cafile=str(ca_pem))
+        for label, env in (("warm", {}),
+                           ("cold", {"LOBBYPAY_TEST_MODE": "1", "LOBBYPAY_NO_WARM": "1"})):
+            agent = Agent(work / f"agent-tls-{label}", broker.port, far, pty.path,
+                          f"bench-{tag}-tls-{label}", env={"SSL_CERT_FILE": str(ca_pem), **env})
+            async with BenchClient(broker.port, agent.terminal_id) as client:
+                agent.start()
+                try:
+                    await wait_online(client, 1, agent)
+                    await asyncio.sleep(0.5)
+                    bare = Bare(far, client, agent.state_dir, verify=verify)
+                    try:
+                        await bare.login()
+                        await bare.warm_up()
+                        say(f"TLS + {plan.delay_ms:g} ms each way, {label}: "
+                            f"{plan.tls_charges} charges")
+                        out[label] = await measure_charges(
+                            client, bare, pty, agent.pid, plan.tls_charges,
+                            f"{tag}-tls-{label}", plan.human_pause_s, pings=False,
+                            commands=False)
+                    finally:
+                        await bare.aclose()
+                finally:
+                    rc = agent.stop()
+                if rc != 0:
+                    raise RuntimeError(f"TLS agent exited {rc}:\n" + agent.log_tail())
+    finally:
+        proxy.stop()
+        sim.stop()
+    return out
+
+
+async def nagle_segment(plan: Plan, work: Path, info: dict[str, str], pty: Pty,
+                        tag: str) -> dict[str, Any]:
+    """mosquitto with its default (Nagle on): ping and charge.start -> reply against the
+    bare echo through the same broker, to set beside the main run's (Nagle off)."""
+    broker = Broker(work / "broker-nagle", nagle=True)
+    broker.start()
+    echo = Echo(broker.port, f"{tag}n")
+    agent = Agent(work / "agent-nagle", broker.port, info, pty.path, f"bench-{tag}-nagle")
+    n = 10 if plan.quick else 30
+    try:
+        echo.start()
+        async with BenchClient(broker.port, agent.terminal_id, echo_tag=f"{tag}n") as client:
+            agent.start()
+            try:
+                await wait_online(client, 1, agent)
+                await asyncio.sleep(0.5)
+                say(f"broker with Nagle on (mosquitto's default): {n} pings, {n} starts")
+                ping, bare_echo, start = [], [], []
+                for i in range(n):
+                    lat, _ = await client.command("ping")
+                    ping.append(lat)
+                    await asyncio.sleep(QUIET_S)
+                    bare_echo.append(await client.echo_round_trip())
+                    await asyncio.sleep(QUIET_S)
+                    job_id = f"bench-{tag}-nagle-{i}"
+                    lat, rep = await client.command(
+                        "charge.start", job_id=job_id, patient_id=PATIENT,
+                        appointment_id=APPOINTMENT, copay="1.00", allow_duplicate=True,
+                        deadline_s=60)
+                    if rep.get("state") != "pending":
+                        raise RuntimeError(f"charge.start refused: {rep}")
+                    start.append(lat)
+                    await client.command("charge.cancel", job_id=job_id)
+                    await asyncio.sleep(max(QUIET_S, 0.4))  # athena's 5 rps
+            finally:
+                agent.stop()
+    finally:
+        echo.stop()
+        broker.stop()
+    return {"ping": summary_ms(ping), "bare_echo": summary_ms(bare_echo),
+            "charge_start_to_reply": summary_ms(start)}
+
+
 async def run(plan: Plan) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="lobbypay-bench-"))
+    procs.PYCACHE[:] = [work / "pycache"]
+    # compiled once, as at install time, so start-up measures imports, not compiling
+    warm = ("import lobbypay.cli, lobbypay.app, lobbypay.sim.athena, "
+            "lobbypay_hw.reader_serial, benchlib.echo, benchlib.delayproxy")
+    subprocess.run([sys.executable, "-c", warm], check=True,  # noqa: S603, ASYNC221 - once
+                   env=child_env())
     broker = Broker(work / "broker", nagle=plan.broker_nagle)
     sim = Simulator(work)
     pty = Pty()
@@ -459,33 +733,48 @@ async def run(plan: Plan) -> dict[str, Any]:
         details["balance"] = measure_balance(plan.balance_runs)
         say("bare interpreter start and the agent's imports")
         details["python_start"] = bare_python_start(3)
-        agent = Agent(work, broker.port, info, pty.path, f"bench-{tag}", plan.display)
+        agent = Agent(work / "agent", broker.port, info, pty.path, f"bench-{tag}",
+                      display=plan.display)
         async with BenchClient(broker.port, agent.terminal_id, echo_tag=tag) as client:
             say(f"start-up x{plan.starts}")
             details["startup"] = await measure_startup(agent, client, plan.starts)
+            say("start-up under -X importtime")
+            imp = work / "importtime.txt"
+            agent.start(python_flags=("-X", "importtime"), stderr_path=imp)
+            await wait_online(client, agent.runs, agent)
+            agent.stop()
+            details["imports"] = import_times(imp)
 
-            online = client.expect_status(lambda s: s.get("online") is True
-                                          and s.get("session") == plan.starts + 1)
             agent.start(profile=plan.profile)
-            await asyncio.wait_for(online, 20)
+            await wait_online(client, agent.runs, agent)
             await asyncio.sleep(1.0)
             rss_start = procfs.memory_kb(agent.pid)
 
-            say(f"idle CPU over {plan.idle_s:g} s")
-            c0, t0 = procfs.cpu_seconds(agent.pid), time.monotonic()
+            say(f"idle CPU and disk writes over {plan.idle_s:g} s")
+            c0, t0, io0 = procfs.cpu_seconds(agent.pid), time.monotonic(), procfs.io(agent.pid)
             await asyncio.sleep(plan.idle_s)
-            c1, t1 = procfs.cpu_seconds(agent.pid), time.monotonic()
+            c1, t1, io1 = procfs.cpu_seconds(agent.pid), time.monotonic(), procfs.io(agent.pid)
             details["idle"] = {"seconds": round(t1 - t0, 2), "cpu_s": round(c1 - c0, 3),
-                               "pct_of_one_core": (c1 - c0) / (t1 - t0) * 100}
+                               "pct_of_one_core": (c1 - c0) / (t1 - t0) * 100,
+                               "io": {k: io1[k] - io0[k] for k in io0}}
 
             bare = Bare(info, client, agent.state_dir)
             try:
                 await bare.login()
-                say(f"{plan.charges} charges (swipe -> succeeded), with bare baselines")
-                c0 = procfs.cpu_seconds(agent.pid)
-                details["charges"] = await measure_charges(client, bare, pty, plan.charges, tag)
-                details["charges"]["agent_cpu_ms_per_charge"] = round(
-                    (procfs.cpu_seconds(agent.pid) - c0) / plan.charges * 1000, 3)
+                await bare.warm_up()
+                say(f"{plan.charges} charges, swipe when the retained state shows pending, "
+                    f"one a second, with bare baselines")
+                details["charges"] = await measure_charges(
+                    client, bare, pty, agent.pid, plan.charges, tag, None)
+                say(f"{plan.human_charges} charges, swipe {plan.human_pause_s:g} s after "
+                    "pending")
+                details["charges_human"] = await measure_charges(
+                    client, bare, pty, agent.pid, plan.human_charges, f"{tag}-h",
+                    plan.human_pause_s, pings=False)
+                if shutil.which("strace"):
+                    say(f"fsync count under strace, {plan.traced_charges} charges")
+                    details["syncs"] = await count_syncs(client, pty, agent.pid,
+                                                         plan.traced_charges, tag, work)
                 say(f"throughput at 1/4/16 in flight, {plan.throughput_s:g} s each")
                 details["throughput"] = await measure_throughput(client, bare, plan.throughput_s)
                 say(f"memory over {plan.commands:,} commands")
@@ -502,6 +791,10 @@ async def run(plan: Plan) -> dict[str, Any]:
             rc = agent.stop()
             if rc != 0:
                 raise RuntimeError(f"agent exited {rc} on SIGTERM:\n" + agent.log_tail())
+        if not plan.skip_tls:
+            details["tls"] = await tls_segment(plan, work, broker, pty, tag)
+        if not plan.skip_nagle and not plan.broker_nagle:
+            details["nagle"] = await nagle_segment(plan, work, info, pty, tag)
         ok = True
     finally:
         if agent is not None:
@@ -522,6 +815,7 @@ def figures(d: dict[str, Any]) -> list[Figure]:
     ch = d["charges"]
     sw, bs = ch["swipe_to_final"], ch["bare_swipe_path"]["total"]
     cs, bc = ch["charge_start_to_reply"], ch["bare_command_path"]["total"]
+    hu = d["charges_human"]
     mem = d["memory"]
     hwm_mb = mem["end_kb"]["VmHWM"] / 1024
     growth_mb = (mem["end_kb"]["VmRSS"] - mem["after_warmup_kb"]["VmRSS"]) / 1024
@@ -530,14 +824,28 @@ def figures(d: dict[str, Any]) -> list[Figure]:
     def rate(kind: str, conc: int) -> float:
         return next(r["per_s"] for r in tp[kind] if r["concurrency"] == conc)
 
+    cpu = ch["agent_cpu_ms_start_to_final"]
     out = [
         ratio_figure("swipe_to_final_p50", "ms", sw["p50"], bs["p50"], 1.5,
-                     "vs fsync + bare POST + MQTT publish->receive"),
+                     "swipe when state shows pending; vs fsync + POST (keep-alive) + "
+                     "MQTT publish->receive"),
         ratio_figure("swipe_to_final_p99", "ms", sw["p99"], bs["p99"], 3.0),
+        ratio_figure("swipe_to_final_human_p50", "ms", hu["swipe_to_final"]["p50"],
+                     hu["bare_swipe_path"]["total"]["p50"], 1.5,
+                     f"swipe {hu['pause_s']:g} s after pending"),
         ratio_figure("command_to_reply_p50", "ms", cs["p50"], bc["p50"], 1.5,
-                     "charge.start vs MQTT round trip + bare GET"),
+                     "charge.start (copay) vs MQTT round trip + GET patient + GET appt"),
         Figure("command_to_reply_p99", "ms", cs["p99"], bc["p99"], "-", None,
                cs["p99"] / bc["p99"]),
+        ratio_figure("ping_p50", "ms", ch["ping"]["p50"], ch["bare_echo"]["p50"], 1.5,
+                     "vs the bare MQTT echo"),
+        abs_figure("cpu_per_charge", "ms", cpu["mean"], 5.0,
+                   note=f"agent CPU charge.start -> final (mean; p50 {cpu['p50']:.2f}); "
+                        f"all CPU per charge {ch['agent_cpu_ms_per_charge_all']:.2f} ms"),
+        abs_figure("disk_write_per_charge", "KiB", ch["io_per_charge"]["write_bytes"] / 1024,
+                   64.0, note="/proc/<pid>/io write_bytes"),
+        abs_figure("idle_disk_write", "KiB", d["idle"]["io"]["write_bytes"] / 1024, 0.0,
+                   note=f"write_bytes over {d['idle']['seconds']:g} s idle"),
         abs_figure("idle_cpu", "%", d["idle"]["pct_of_one_core"], 0.2,
                    note=f"of one core over {d['idle']['seconds']:g} s"),
         abs_figure("peak_rss", "MB", hwm_mb, 45.0, note="VmHWM of the agent process"),
@@ -546,15 +854,38 @@ def figures(d: dict[str, Any]) -> list[Figure]:
                         f"{mem['start_kb']['VmRSS'] / 1024:.1f}, warm "
                         f"{mem['after_warmup_kb']['VmRSS'] / 1024:.1f}, end "
                         f"{mem['end_kb']['VmRSS'] / 1024:.1f} MB"),
-        abs_figure("startup", "s", d["startup"]["median_s"], 1.0,
+        abs_figure("startup", "s", d["startup"]["median_s"], 0.3,
                    baseline=d["python_start"]["python_pass_s"],
                    note=f"median of {len(d['startup']['starts_s'])}; baseline: bare "
-                        f"interpreter; agent imports alone "
-                        f"{d['python_start']['import_agent_s']:.2f} s"),
+                        f"interpreter; imports {d['imports']['total_ms']:.0f} ms"),
         abs_figure("balance_10k_claims", "ms", d["balance"]["evaluate"]["p50"], 20.0,
                    baseline=d["balance"]["json_loads"]["p50"],
                    note="baseline: json.loads of the same body"),
     ]
+    if "syncs" in d:
+        out.insert(9, abs_figure("fsyncs_per_charge", "", d["syncs"]["per_charge"], 3.0,
+                                 note=f"strace over {d['syncs']['charges']} charges: "
+                                      f"{d['syncs']['by_file']}"))
+    tls = d.get("tls", {})
+    if "warm" in tls and "cold" in tls:
+        w, c = tls["warm"], tls["cold"]
+        wb = w["bare_swipe_path"]["total"]["p50"]
+        out.append(ratio_figure("tls_swipe_to_final_warm_p50", "ms", w["swipe_to_final"]["p50"],
+                                wb, 1.5, f"TLS, {tls['delay_ms_each_way']:g} ms each way; "
+                                "vs fsync + POST on a keep-alive TLS connection + MQTT"))
+        out.append(Figure("tls_swipe_to_final_cold_p50", "ms", c["swipe_to_final"]["p50"],
+                          w["swipe_to_final"]["p50"], "-", None,
+                          c["swipe_to_final"]["p50"] / w["swipe_to_final"]["p50"],
+                          "POST opens TCP+TLS after the swipe; baseline: warm"))
+    ng = d.get("nagle")
+    if ng:
+        out.append(Figure("nagle_ping_p50", "ms", ng["ping"]["p50"], ng["bare_echo"]["p50"],
+                          "-", None, ng["ping"]["p50"] / ng["bare_echo"]["p50"],
+                          "broker with Nagle on (mosquitto's default); baseline: bare echo"))
+        out.append(Figure("nagle_command_to_reply_p50", "ms",
+                          ng["charge_start_to_reply"]["p50"], cs["p50"], "-", None,
+                          ng["charge_start_to_reply"]["p50"] / cs["p50"],
+                          "Nagle on; baseline: the same with set_tcp_nodelay true"))
     for kind, base in (("ping", "bare_mqtt_echo"), ("balance.get", "bare_get")):
         for conc in (1, 4, 16):
             v, b = rate(kind, conc), rate(base, conc)
@@ -591,6 +922,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run mosquitto with its default (Nagle on) instead of set_tcp_nodelay")
     ap.add_argument("--display", choices=DISPLAYS, default="none",
                     help="the display the agent drives (peak RSS with each: docs/PERFORMANCE.md)")
+    ap.add_argument("--no-tls", action="store_true",
+                    help="skip the TLS + delayed-link comparison of the warm connection")
+    ap.add_argument("--no-nagle", action="store_true",
+                    help="skip the run against a broker with Nagle on")
     ap.add_argument("--profile", type=Path,
                     help="run the measured agent under cProfile, stats to this file "
                          "(slows it down: figures from such a run are not comparable)")

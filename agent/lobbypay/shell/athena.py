@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -67,6 +68,7 @@ from lobbypay.core.athena import (
 )
 from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
+from lobbypay.shell.payline import PaymentLine
 
 _log = logging.getLogger("lobbypay.athena")
 
@@ -264,6 +266,7 @@ class AthenaClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         token_requests_per_minute: int = TOKEN_REQUESTS_PER_MINUTE,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         if not _ID_RE.match(practice_id):
             raise ValueError("practice_id is not an athena id")
@@ -288,18 +291,27 @@ class AthenaClient:
         )
         headers = {"Accept": "application/json", "User-Agent": f"lobbypay/{__version__}"}
         timeout = httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
+        # one trust store for reads and the payment line (SSL_CERT_FILE is honoured)
+        tls = verify if verify is not None else httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
-            transport=transport, headers=headers, timeout=timeout, follow_redirects=False
+            transport=transport, headers=headers, timeout=timeout, follow_redirects=False,
+            verify=tls,
         )
+        #: The payment POST's own connection (shell/payline.py): never pooled, never
+        #: shared with another request (a pooled connection that the server closed at the
+        #: wrong moment would turn a never-processed POST into an "unknown" outcome), and
+        #: opened while the job waits for the card (``warm_payment``), so that no
+        #: handshake lies between the swipe and the POST.
+        self.payment_line: PaymentLine | None = None
         if transport is None:
-            # The payment POST always opens a fresh connection: a pooled keep-alive
-            # connection that the server closed at the wrong moment would turn a
-            # never-processed POST into an "unknown" outcome. One handshake per charge.
+            self.payment_line = PaymentLine(
+                self._base, ssl_context=tls,
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s))
             self._post_http = httpx.AsyncClient(
+                transport=self.payment_line.transport(),
                 headers=headers,
                 timeout=timeout,
                 follow_redirects=False,
-                limits=httpx.Limits(max_keepalive_connections=0),
             )
         else:
             self._post_http = self._http
@@ -393,6 +405,13 @@ class AthenaClient:
         return pong is True or (isinstance(pong, str) and pong.lower() == "true")
 
     # ------------------------------------------------------------ the payment
+
+    def warm_payment(self, hold_s: float) -> None:
+        """Open (TCP + TLS) the connection the next payment POST will use, and keep a
+        young one for up to ``hold_s`` (a job waiting for its card). Sends nothing;
+        never raises. A no-op with an injected transport."""
+        if self.payment_line is not None and not self._closed:
+            self.payment_line.warm(hold_s)
 
     async def collect_payment(self, patient_id: str,
                               form: Mapping[str, str | bytearray]) -> PaymentResult:

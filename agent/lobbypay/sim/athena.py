@@ -37,6 +37,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -334,8 +335,15 @@ class AthenaSim:
         token_ttl_s: int = 3600,
         page_size: int | None = None,
         now: Callable[[], datetime] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
         self.host = host
+        #: serve HTTPS with this (server-side) context; plain HTTP without
+        self.ssl_context = ssl_context
+        #: close a connection that sends nothing for this long, as real servers do
+        #: (nginx's client_header_timeout); None: never
+        self.idle_timeout_s = idle_timeout_s
         self.port = port
         self.practice_id = practice_id
         self.client_id = client_id or f"sim-{secrets.token_hex(6)}"
@@ -360,7 +368,9 @@ class AthenaSim:
     def start(self) -> str:
         if self._server is not None:
             return self.base_url
-        server = ThreadingHTTPServer((self.host, self.port), _Handler, bind_and_activate=False)
+        server = _Server((self.host, self.port), _Handler, bind_and_activate=False)
+        server.tls = self.ssl_context
+        server.idle_timeout_s = self.idle_timeout_s
         server.daemon_threads = True
         server.request_queue_size = 128
         server.allow_reuse_address = True
@@ -403,7 +413,8 @@ class AthenaSim:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # ------------------------------------------------------------ test-facing API
 
@@ -562,7 +573,10 @@ class AthenaSim:
 
     # ------------------------------------------------------------ request handling
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+               *, peer_port: int | None = None) -> _Reply:
+        """One request. ``peer_port``: the client's port, i.e. which connection it came
+        on (kept in ``calls``)."""
         split = urlsplit(target)
         path = split.path
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -585,6 +599,7 @@ class AthenaSim:
             "request_id": headers.get("x-request-id"),
             "at": self._now().isoformat(),
             "status": None,
+            "peer_port": peer_port,
         }
         with self._lock:
             self._calls.append(record)
@@ -1419,6 +1434,29 @@ class _NullWriter:
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    """With ``tls`` set, each accepted connection does its TLS handshake in its own
+    thread (never in the accept loop)."""
+
+    tls: ssl.SSLContext | None = None
+    idle_timeout_s: float | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.idle_timeout_s is not None:
+            request.settimeout(self.idle_timeout_s)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            tls_sock = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        try:
+            super().finish_request(tls_sock, client_address)
+        finally:
+            tls_sock.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes
@@ -1449,7 +1487,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            reply = sim.handle(method, self.path, headers, body)
+            reply = sim.handle(method, self.path, headers, body,
+                               peer_port=int(self.client_address[1]))
         except Exception:  # noqa: BLE001 - a simulator bug answers 500, like a real server
             _log.exception("athena sim: handler failed")
             reply = _error(500, "Internal Server Error")
@@ -1502,7 +1541,13 @@ def _serve_forever_cli(argv: list[str] | None = None) -> int:
         "--token-ttl", type=int, default=3600, help="expires_in of issued tokens (s)"
     )
     parser.add_argument("--page-size", type=int, help="page list endpoints with this size")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     args = parser.parse_args(argv)
+    tls: ssl.SSLContext | None = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     sim = AthenaSim(
         host=args.host,
         port=args.port,
@@ -1511,6 +1556,7 @@ def _serve_forever_cli(argv: list[str] | None = None) -> int:
         client_secret=args.client_secret,
         token_ttl_s=args.token_ttl,
         page_size=args.page_size,
+        ssl_context=tls,
     )
     stop = threading.Event()
 

@@ -1,0 +1,431 @@
+"""The payment POST's own connection: opened (TCP + TLS) while a job waits for a card,
+used for that one POST, never for anything else.
+
+Why not a pool: a pooled keep-alive connection may have carried another request, and a
+server that closed it at the wrong moment can turn a never-processed POST into an
+"unknown" outcome. Why not a fresh connection after the swipe: over the internet its
+TCP and TLS handshakes are two or three round trips (100-300 ms) the patient waits
+through. So ``PaymentLine`` opens one connection *before* the swipe, and
+
+* it carries no request but the POST: the connection is taken out of the line when the
+  POST starts and closed when its answer has been read;
+* the asyncio transport reads the socket all the time, so a close by the server (FIN,
+  RST, TLS close_notify) or any byte it sends before a request marks the connection
+  dead at once; ``take()`` checks that, and its age, before a byte of the POST is
+  written, and opens a fresh connection instead (the POST is still sent once);
+* while a job waits, the connection is replaced every ``WARM_REFRESH_S`` (servers close
+  connections that never sent a request: nginx's ``client_header_timeout`` is 60 s,
+  Apache's ``RequestReadTimeout`` 20-40 s), so the one the POST takes is young.
+
+``OneShotTransport`` is the httpx transport over it: one ``httpcore.AsyncHTTP11Connection``
+per request on the connection ``take()`` gives, closed after the response. Connection
+failures come out as ``httpx.ConnectError``/``ConnectTimeout`` (nothing sent); failures
+after the first byte as the read/write/protocol errors the athena client classifies as
+"may have been sent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+_log = logging.getLogger("lobbypay.athena")
+
+#: A warm connection is replaced this often while a job waits for a card (servers drop
+#: connections that sent no request after 20-60 s; see the module docstring).
+WARM_REFRESH_S: Final = 15.0
+#: The POST never goes out on a warm connection older than this (refresh + slack for a
+#: refresh that is late or failed); an older one is closed and a fresh one opened.
+WARM_MAX_AGE_S: Final = 20.0
+#: After a failed warm-up, try again this much later (the POST opens its own meanwhile).
+WARM_RETRY_S: Final = 5.0
+
+#: httpcore's errors as httpx's, most specific first (the athena client classifies the
+#: httpx ones: connect errors mean "not sent").
+_ERRORS: Final[tuple[tuple[type[Exception], type[httpx.HTTPError]], ...]] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx() -> Iterator[None]:
+    mapped: httpx.HTTPError | None = None
+    try:
+        yield
+    except httpcore.ConnectionNotAvailable:
+        # a one-shot connection asked for a second request: a bug, never sent
+        mapped = httpx.LocalProtocolError("payment connection already used")
+    except Exception as exc:
+        for src, dst in _ERRORS:
+            if isinstance(exc, src):
+                mapped = dst(type(exc).__name__)
+                break
+        else:
+            raise
+    if mapped is not None:
+        raise mapped
+
+
+class _Protocol(asyncio.Protocol):
+    """Buffers what the server sends; notes EOF and loss at once."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.lost = False
+        self.error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._readable.set()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._readable.set()
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        self._readable.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+
+class WarmStream(httpcore.AsyncNetworkStream):
+    """One TCP (+ TLS) connection on the asyncio event loop, as an httpcore stream."""
+
+    def __init__(self, transport: asyncio.Transport, proto: _Protocol, opened_at: float) -> None:
+        self._transport = transport
+        self._proto = proto
+        self.opened_at = opened_at
+        #: bytes of requests written on this connection (0 until the POST)
+        self.bytes_sent = 0
+
+    @property
+    def local_port(self) -> int:
+        name = self._transport.get_extra_info("sockname")
+        return int(name[1]) if name else 0
+
+    def fit_for_request(self) -> bool:
+        """Nothing written yet, still open both ways, and nothing unsolicited received
+        (a server sends nothing before a request; a 408 or a close means it is done)."""
+        p = self._proto
+        return (self.bytes_sent == 0 and not p.eof and not p.lost and not p.buffer
+                and not self._transport.is_closing())
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
+        p = self._proto
+        while not p.buffer:
+            if p.eof or p.lost:
+                if p.error is not None and not p.eof:
+                    raise httpcore.ReadError(type(p.error).__name__)
+                return b""
+            p._readable.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await p._readable.wait()
+            except TimeoutError:
+                raise httpcore.ReadTimeout("read timed out") from None
+        data = bytes(p.buffer[:max_bytes])
+        del p.buffer[:max_bytes]
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
+        if not buffer:
+            return
+        p = self._proto
+        if p.lost or self._transport.is_closing():
+            raise httpcore.WriteError("connection closed")
+        self.bytes_sent += len(buffer)
+        self._transport.write(buffer)
+        if not p._writable.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await p._writable.wait()
+            except TimeoutError:
+                raise httpcore.WriteTimeout("write timed out") from None
+            if p.lost:
+                raise httpcore.WriteError("connection lost while writing")
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None,  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
+                        ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.UnsupportedProtocol("a payment connection is opened with its TLS")
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._transport.get_extra_info("peername")
+        if info == "socket":
+            return self._transport.get_extra_info("socket")
+        if info == "is_readable":
+            p = self._proto
+            return bool(p.buffer) or p.eof or p.lost
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, base_url: str) -> Origin:
+        parts = urlsplit(base_url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("athena base_url must be http(s)://host[:port]")
+        return cls(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+
+
+class PaymentLine:
+    """The connection the next payment POST will use (see the module docstring)."""
+
+    def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None,
+                 connect_timeout_s: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.origin = Origin.of(base_url)
+        self._ssl = ssl_context if self.origin.scheme == "https" else None
+        self._connect_timeout_s = connect_timeout_s
+        self._monotonic = monotonic
+        self._warm: WarmStream | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: a warm-up's connection being opened (TCP + TLS under way)
+        self._opening: asyncio.Task[WarmStream] | None = None
+        self._hold_until = 0.0
+        self._closed = False
+        #: counts, for the tests and the bench: connections opened (warm-ups and fresh
+        #: ones), POSTs sent on a warm one, warm ones found unfit and replaced at take
+        self.opened = 0
+        self.warm_taken = 0
+        self.warm_replaced = 0
+        #: the local port of the last connection handed to a POST (tests match it with
+        #: the server's view of the POST)
+        self.last_port = 0
+
+    # ------------------------------------------------------------ warming
+
+    def warm(self, hold_s: float) -> None:
+        """Open the payment connection now (in the background) and keep a young one
+        until the POST takes it or ``hold_s`` passes. Never raises; a failed warm-up
+        only means the POST opens its own connection."""
+        if self._closed:
+            return
+        self._hold_until = max(self._hold_until, self._monotonic() + max(0.0, hold_s))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._warm_loop(), name="lobbypay.athena.warm_loop")
+
+    async def _warm_loop(self) -> None:
+        try:
+            while not self._closed:
+                now = self._monotonic()
+                if now >= self._hold_until:
+                    return
+                w = self._warm
+                if w is None or not w.fit_for_request() or now - w.opened_at >= WARM_REFRESH_S:
+                    opening = asyncio.get_running_loop().create_task(
+                        self._open(), name="lobbypay.athena.warm_open")
+                    self._opening = opening
+                    try:
+                        # shielded: a POST that starts meanwhile takes this connection
+                        # over (take() awaits it) instead of opening another
+                        fresh = await asyncio.shield(opening)
+                    except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                        _log.debug("athena payment connection: warm-up failed (%s)", exc)
+                        await asyncio.sleep(min(WARM_RETRY_S, self._hold_until - now))
+                        continue
+                    finally:
+                        if self._opening is opening:
+                            self._opening = None
+                    old, self._warm = self._warm, fresh
+                    if old is not None:
+                        await old.aclose()
+                    w = fresh
+                wake_at = min(self._hold_until, w.opened_at + WARM_REFRESH_S)
+                await asyncio.sleep(max(0.0, wake_at - self._monotonic()))
+        finally:
+            # the slot is this loop's unless take() emptied it and a new warm() started
+            # another loop meanwhile
+            if self._task is None or self._task is asyncio.current_task():
+                w, self._warm = self._warm, None
+                if w is not None:
+                    w.abort()
+
+    async def _open(self) -> WarmStream:
+        loop = asyncio.get_running_loop()
+        o = self.origin
+        started = self._monotonic()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                transport, proto = await loop.create_connection(
+                    _Protocol, o.host, o.port, ssl=self._ssl,
+                    server_hostname=o.host if self._ssl is not None else None)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("connect timed out") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise httpcore.ConnectError(type(exc).__name__) from None
+        self.opened += 1
+        assert isinstance(transport, asyncio.Transport)
+        return WarmStream(transport, proto, started)
+
+    # ------------------------------------------------------------ the POST
+
+    async def take(self) -> WarmStream:
+        """The connection for a POST: the warm one when it is fit (open, unused, nothing
+        received, young), or the one a warm-up is opening right now, else a new one.
+        Raises ``httpcore.ConnectError`` / ``ConnectTimeout`` (nothing sent)."""
+        w, self._warm = self._warm, None
+        task, self._task = self._task, None
+        opening, self._opening = self._opening, None
+        self._hold_until = 0.0
+        if task is not None and not task.done():
+            task.cancel()  # its finally finds no warm connection: ours is taken
+        if w is not None:
+            if w.fit_for_request() and self._monotonic() - w.opened_at < WARM_MAX_AGE_S:
+                if opening is not None:
+                    opening.cancel()  # a refresh under way: not needed any more
+                return self._hand_out(w)
+            self.warm_replaced += 1
+            _log.debug("athena payment connection: the warm one is closed or stale; "
+                       "opening another")
+            w.abort()
+        if opening is not None:
+            # a swipe during the warm-up: its handshake is further along than a new one
+            try:
+                w = await opening
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                w = None
+            if w is not None and w.fit_for_request():
+                return self._hand_out(w)
+            if w is not None:
+                w.abort()
+        fresh = await self._open()
+        self.last_port = fresh.local_port
+        return fresh
+
+    def _hand_out(self, w: WarmStream) -> WarmStream:
+        self.warm_taken += 1
+        self.last_port = w.local_port
+        return w
+
+    def transport(self) -> OneShotTransport:
+        return OneShotTransport(self)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpcore.ConnectError,
+                                     httpcore.ConnectTimeout):
+                (await opening).abort()
+        w, self._warm = self._warm, None
+        if w is not None:
+            w.abort()
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, conn: httpcore.AsyncHTTP11Connection) -> None:
+        self._stream = stream
+        self._conn = conn
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        try:
+            with _as_httpx():
+                await self._stream.aclose()
+        finally:
+            await self._conn.aclose()  # one request per connection: never reused
+
+
+class OneShotTransport(httpx.AsyncBaseTransport):
+    """httpx transport: each request on the connection ``PaymentLine.take()`` gives."""
+
+    def __init__(self, line: PaymentLine) -> None:
+        self._line = line
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        o = self._line.origin
+        if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
+                o.scheme, o.host, o.port):
+            raise httpx.UnsupportedProtocol("the payment connection serves athena's origin only")
+        with _as_httpx():
+            stream = await self._line.take()
+        conn = httpcore.AsyncHTTP11Connection(
+            origin=httpcore.Origin(o.scheme.encode(), o.host.encode(), o.port), stream=stream)
+        req = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
+                             target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        try:
+            with _as_httpx():
+                resp = await conn.handle_async_request(req)
+        except BaseException:
+            await conn.aclose()
+            raise
+        return httpx.Response(status_code=resp.status, headers=resp.headers,
+                              stream=_Body(resp.stream, conn), extensions=resp.extensions)
+
+    async def aclose(self) -> None:
+        await self._line.aclose()
