@@ -605,8 +605,9 @@ class AthenaClient:
         except AthenaError as exc:
             raise AthenaUnavailable(f"{what}: not sent: {exc.message}", status=exc.status) from None
         rid = str(uuid.uuid4())
+        # the pooled client, not the payment line: that connection carries the payment
+        # POST and nothing else (a void or a receipt email is safe to send again)
         result = await self._send("POST", f"{self._api}{path}", template, token, rid, data=data,
-                                  client=self._post_http,
                                   total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S)
         if isinstance(result, _SendFailure):
             if not result.sent:
