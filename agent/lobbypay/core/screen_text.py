@@ -138,7 +138,7 @@ _ES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "cannot_read_here": {
         "short": ("{total}", "Pase a recepción"),
-        "tall": ("Total a pagar", "{amount}", "No se lee aquí", "Pague en recepción"),
+        "tall": ("Total a pagar", "{amount}", "No se puede leer", "Pague en recepción"),
     },
 }
 
