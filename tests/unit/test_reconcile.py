@@ -297,3 +297,55 @@ def test_a_receipt_inside_one_attempt_and_the_margin_of_another_is_the_first_one
     # an attempt that cannot be placed outranks every placed one: nobody takes the receipt
     unplaced = attempt("U", frm=None, to=None)
     assert isinstance(rc.decide(b, [r], others=[unplaced], settled=True), rc.Doubt)
+
+
+# ---------------------------------------------------------------- what mutation testing asked
+
+@pytest.mark.parametrize("first", [
+    receipt("other-total", cents=100, t=3),
+    receipt("taken", t=3),
+    receipt("other-card", last4="4444", t=3),
+    receipt("no-date", t=None),
+    receipt("no-digits", last4=None, t=4),
+    receipt("outside", t=900),
+    receipt("rivals", t=30),
+], ids=lambda r: r.epayment_id)
+def test_a_receipt_that_is_not_ours_never_hides_the_one_after_it(first: Receipt) -> None:
+    """Every receipt is looked at: one that does not count (or is a doubt) listed first
+    must not stop the scan before our payment (a skipped receipt is a false not_charged)."""
+    ours = receipt("90001", t=5)
+    rival = attempt("R", 28, 40)
+    got = rc.decide(attempt("A", 0, 20), [first, ours], others=[rival], taken={"taken"},
+                    settled=True)
+    assert got == rc.Found(ours)
+
+
+def test_an_unplaceable_attempt_scans_every_receipt() -> None:
+    unplaced = attempt(frm=None, to=None)
+    later = receipt("9", t=5)
+    got = rc.decide(unplaced, [receipt("1", cents=100, t=5), later], settled=True)
+    assert isinstance(got, rc.Doubt) and got.reason
+
+
+def test_the_earliest_receipt_wins_whatever_its_id() -> None:
+    early, late = receipt("90009", t=2), receipt("10001", t=9)
+    assert rc.decide(attempt(), [late, early], settled=True) == rc.Found(early)
+    # the same second: the shorter (numerically smaller) id, not text order
+    a, b = receipt("9", t=4), receipt("10", t=4)
+    assert rc.decide(attempt(), [b, a], settled=True) == rc.Found(a)
+
+
+def test_every_doubt_says_why() -> None:
+    cases = [([receipt("1", t=None)], attempt()),
+             ([receipt("2", last4=None, t=5)], attempt()),
+             ([receipt("3", t=5)], attempt(frm=None, to=None)),
+             ([receipt("4", t=21)], attempt("A", 0, 20))]
+    for receipts, job in cases:
+        d = rc.decide(job, receipts, others=[attempt("B", 22, 40)], settled=True)
+        assert isinstance(d, rc.Doubt) and isinstance(d.reason, str) and d.reason
+
+
+def test_doubt_backoff_doubles() -> None:
+    t = rc.reconcile_timing(120)
+    w = [rc.next_wait(rc.Doubt("x"), t, until_settle_s=0, doubts=n) for n in (1, 2, 3, 4)]
+    assert w == [t.retry_min_s, 2 * t.retry_min_s, 4 * t.retry_min_s, 8 * t.retry_min_s]
