@@ -349,3 +349,11 @@ def test_doubt_backoff_doubles() -> None:
     t = rc.reconcile_timing(120)
     w = [rc.next_wait(rc.Doubt("x"), t, until_settle_s=0, doubts=n) for n in (1, 2, 3, 4)]
     assert w == [t.retry_min_s, 2 * t.retry_min_s, 4 * t.retry_min_s, 8 * t.retry_min_s]
+
+
+def test_a_contended_receipt_listed_first_does_not_hide_ours() -> None:
+    contended = receipt("shared", t=21)  # in A's margin and in B's
+    ours = receipt("90001", t=5)
+    got = rc.decide(attempt("A", 0, 20), [contended, ours], others=[attempt("B", 22, 40)],
+                    settled=True)
+    assert got == rc.Found(ours)
