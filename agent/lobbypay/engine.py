@@ -543,10 +543,7 @@ class Engine:
         return dict(self._clock_health)
 
     def _refresh_clock_health(self) -> None:
-        try:
-            synced = self._clock_synced()
-        except Exception:  # noqa: BLE001 - health must always answer
-            synced = None
+        synced = self._synced()
         off = (self._server_clock.offset(self._clock.now(), self._clock.monotonic())
                if self._server_clock is not None else None)
         self._clock_health = {
@@ -718,13 +715,16 @@ class Engine:
             span = sc.now(self._clock.monotonic())
             if span is not None:
                 return span
-        try:
-            synced = self._clock_synced()
-        except Exception:  # noqa: BLE001 - a health probe never stops a job
-            synced = None
-        if synced is True:
+        if self._synced() is True:
             return wall_span(self._clock.now(), SYNCED_CLOCK_UNCERTAINTY_S)
         return None
+
+    def _synced(self) -> bool | None:
+        """The system's word on NTP sync; a failing probe never stops a job or health."""
+        try:
+            return self._clock_synced()
+        except Exception:  # noqa: BLE001 - None: cannot tell
+            return None
 
     def _attempt_end(self) -> datetime | None:
         span = self._athena_now()

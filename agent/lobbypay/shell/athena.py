@@ -455,21 +455,8 @@ class AthenaClient:
     async def _post_payment(
         self, path: str, what: str, template: str, payload: bytes, secrets: tuple[str, ...]
     ) -> PaymentResult:
-        self._check_open()
-        deadline = self._clock.monotonic() + self._timeout_s
-
         # 1. A token, and a slot under the rate limit. Failing here: nothing was sent.
-        not_sent: AthenaError | None = None
-        try:
-            token = await self._get_token(deadline)
-            if self._limiter is not None:
-                await self._limiter.acquire(deadline, priority=True)
-        except AthenaThrottled as exc:
-            not_sent = AthenaThrottled(f"{what}: not sent: {exc.message}", status=exc.status)
-        except AthenaError as exc:
-            not_sent = AthenaUnavailable(f"{what}: not sent: {exc.message}", status=exc.status)
-        if not_sent is not None:
-            raise not_sent
+        token = await self._post_slot(what)
 
         # 2. The POST, once.
         rid = str(uuid.uuid4())
@@ -578,6 +565,25 @@ class AthenaClient:
                                 f"/patients/{pid}/receipts/{eid}/email", {"email": email},
                                 "receipt email", (email,))
 
+    async def _post_slot(self, what: str) -> str:
+        """A token and a rate-limit slot (ahead of queued reads) for a POST, within
+        ``timeout_s``; failing here, nothing was sent: ``AthenaUnavailable`` (or
+        ``AthenaThrottled``), with no chained cause."""
+        self._check_open()
+        deadline = self._clock.monotonic() + self._timeout_s
+        not_sent: AthenaError | None = None
+        try:
+            token = await self._get_token(deadline)
+            if self._limiter is not None:
+                await self._limiter.acquire(deadline, priority=True)
+        except AthenaThrottled as exc:
+            not_sent = AthenaThrottled(f"{what}: not sent: {exc.message}", status=exc.status)
+        except AthenaError as exc:
+            not_sent = AthenaUnavailable(f"{what}: not sent: {exc.message}", status=exc.status)
+        if not_sent is not None:
+            raise not_sent
+        return token
+
     async def _action_post(self, template: str, path: str, data: dict[str, str], noun: str,
                            secrets: tuple[str, ...]) -> None:
         err: AthenaError
@@ -596,14 +602,7 @@ class AthenaClient:
     async def _action_post_once(self, template: str, path: str, data: dict[str, str],
                                 noun: str, secrets: tuple[str, ...]) -> None:
         what = f"POST {template}"
-        self._check_open()
-        deadline = self._clock.monotonic() + self._timeout_s
-        try:
-            token = await self._get_token(deadline)
-            if self._limiter is not None:
-                await self._limiter.acquire(deadline, priority=True)
-        except AthenaError as exc:
-            raise AthenaUnavailable(f"{what}: not sent: {exc.message}", status=exc.status) from None
+        token = await self._post_slot(what)
         rid = str(uuid.uuid4())
         # the pooled client, not the payment line: that connection carries the payment
         # POST and nothing else (a void or a receipt email is safe to send again)
