@@ -230,3 +230,18 @@ def test_the_cli_and_the_demo_do_not_import_each_other() -> None:
     demo = [m for m in graph if m == "lobbypay.demo" or m.startswith("lobbypay.demo.")]
     assert demo
     assert not any(reaches(m, "lobbypay.cli") for m in demo)
+
+
+def test_the_agent_does_not_import_the_tools_or_the_simulator() -> None:
+    # `lobbypay run` is cli.parser + cli.agent + lobbypay.app: the parser reads the test
+    # cards' names for `swipe --test-card`; the agent itself reaches none of these.
+    graph = import_graph()
+    todo, seen = ["lobbypay.app"], {"lobbypay.app"}
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    tools = ("lobbypay.sim", "lobbypay.cli", "lobbypay.demo", "lobbypay.ui",
+             "lobbypay.devices", "lobbypay.client")
+    assert not {m for m in seen if any(m == t or m.startswith(t + ".") for t in tools)}
