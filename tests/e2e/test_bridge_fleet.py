@@ -39,7 +39,7 @@ from tests.e2e.harness import (
 )
 from tests.fakes.mosquitto import Mosquitto, free_port
 
-#: `lobbypay fleet`'s own default (cli.py --settle): the figure is for what an admin runs.
+#: `lobbypay fleet`'s own default (cli/parser.py --settle): the figure is for what an admin runs.
 FLEET_SETTLE_S = 0.3
 SCALE_TERMINALS = 200
 

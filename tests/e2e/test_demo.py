@@ -17,8 +17,8 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from lobbypay.cli import Style
-from lobbypay.demo import Printer
+from lobbypay.demo.printer import Printer
+from lobbypay.ui import Style
 
 from tests.e2e.harness import CANARY_PAN, subprocess_env
 from tests.fakes.mosquitto import mosquitto_available

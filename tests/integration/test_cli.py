@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 from lobbypay import cli
+from lobbypay.cli import configfile, doctor
 from lobbypay.core.config import parse_config
+from lobbypay.shell.journal import recent_jobs
 from lobbypay.sim.athena import AthenaSim
+from lobbypay.sim.cards import TEST_CARDS
 
 from tests.e2e.harness import CANARY_PAN, subprocess_env
 from tests.fakes.mosquitto import Mosquitto, free_port
@@ -293,25 +296,25 @@ def test_doctor_secret_not_readable_by_a_maintainer() -> None:
     # A systemd credential is root's: not readable by the lobbypay user is expected.
     cred = parse_config({**base, "athena": {**base["athena"],
                                             "client_secret_credential": "athena-client-secret"}})
-    check = cli._doctor_secret(cred, unreadable)
+    check = doctor.check_secret(cred, unreadable)
     assert check.result == "WARN" and "as root" in check.hint
     # A secret file is read by the agent's own user: it must be readable.
     file_cfg = parse_config({**base, "athena": {**base["athena"], "client_secret_file": "/x"}})
-    assert cli._doctor_secret(file_cfg, unreadable).result == "FAIL"
+    assert doctor.check_secret(file_cfg, unreadable).result == "FAIL"
 
 
 def test_doctor_clock_rules() -> None:
     now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-    assert cli._doctor_clock(now, now + timedelta(seconds=5)).result == "PASS"
-    assert cli._doctor_clock(now, now - timedelta(seconds=90)).result == "WARN"
-    assert cli._doctor_clock(now, now + timedelta(minutes=10)).result == "FAIL"
-    assert cli._doctor_clock(now, None).result == "WARN"
+    assert doctor.check_clock(now, now + timedelta(seconds=5)).result == "PASS"
+    assert doctor.check_clock(now, now - timedelta(seconds=90)).result == "WARN"
+    assert doctor.check_clock(now, now + timedelta(minutes=10)).result == "FAIL"
+    assert doctor.check_clock(now, None).result == "WARN"
     # the detail says whether NTP keeps the clock
-    assert "not NTP-synchronised" in cli._doctor_clock(now, now, synced=False).detail
-    ok = cli._doctor_clock(now, now, synced=True)
+    assert "not NTP-synchronised" in doctor.check_clock(now, now, synced=False).detail
+    ok = doctor.check_clock(now, now, synced=True)
     assert ok.result == "PASS" and "NTP-synchronised" in ok.detail
-    assert "synchronisation unknown" in cli._doctor_clock(now, now).detail
-    assert cli._doctor_clock(datetime(1970, 1, 1, tzinfo=UTC), None).result == "FAIL"
+    assert "synchronisation unknown" in doctor.check_clock(now, now).detail
+    assert doctor.check_clock(datetime(1970, 1, 1, tzinfo=UTC), None).result == "FAIL"
 
 
 def test_doctor_devices(tmp_path: Path) -> None:
@@ -320,13 +323,13 @@ def test_doctor_devices(tmp_path: Path) -> None:
                        "client_id": "c", "client_secret_file": "/x"}}
     cfg = parse_config({**base, "reader": {"driver": "serial", "path": "/dev/null"},
                         "display": {"driver": "serlcd", "path": "/dev/null"}})
-    assert cli._doctor_reader(cfg).result == "PASS"  # a readable character device
-    assert cli._doctor_display(cfg).result == "PASS"
-    assert cli._doctor_state_dir(cfg).result == "WARN"  # not created yet
+    assert doctor.check_reader(cfg).result == "PASS"  # a readable character device
+    assert doctor.check_display(cfg).result == "PASS"
+    assert doctor.check_state_dir(cfg).result == "WARN"  # not created yet
     cfg = parse_config({**base, "reader": {"driver": "sim", "path": str(tmp_path / "r.sock")},
                         "display": {"driver": "none"}})
-    assert cli._doctor_reader(cfg).result == "PASS"
-    assert cli._doctor_display(cfg).result == "WARN"
+    assert doctor.check_reader(cfg).result == "PASS"
+    assert doctor.check_display(cfg).result == "WARN"
 
 
 # ---------------------------------------------------------------- status, fleet
@@ -386,7 +389,7 @@ def test_unreachable_broker_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_no_terminal_and_no_config_is_a_usage_error(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setattr(configfile, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
     with pytest.raises(SystemExit) as exc:
         cli.main(["status"])
     assert exc.value.code == EXIT_CONFIG
@@ -482,12 +485,12 @@ def test_charge_wait_follows_events_to_a_decline(terminal: Terminal,
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                jobs = cli.read_journal_jobs(str(terminal.tmp / "state"), 5)
+                jobs = recent_jobs(str(terminal.tmp / "state"), 5)
             except FileNotFoundError:
                 jobs = []
             if any(j["job_id"] == "cli-d1" and j["state"] == "pending" for j in jobs):
                 send_swipe(str(terminal.tmp / "swipe.sock"),
-                           cli.TEST_CARDS["decline"][0].encode())
+                           TEST_CARDS["decline"][0].encode())
                 return
             time.sleep(0.05)
 

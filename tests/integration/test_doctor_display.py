@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from lobbypay import cli
+from lobbypay.cli import doctor
 from lobbypay.core.config import parse_config
 from lobbypay_hw.probe import probe_display, probe_framebuffer, probe_i2c
 
@@ -37,7 +38,7 @@ def test_i2c_device_answering_or_not() -> None:
 def test_doctor_with_the_real_smbus2_on_a_missing_bus() -> None:
     for driver in ("hd44780-i2c", "ssd1306"):
         cfg = parse_config({**BASE, "display": {"driver": driver, "bus": 250}})
-        check = cli._doctor_display(cfg)
+        check = doctor.check_display(cfg)
         assert check.result == "FAIL" and "I2C bus 250 absent" in check.detail, check
         assert check.hint
 
@@ -64,13 +65,13 @@ def test_framebuffer_geometry(tmp_path: Path) -> None:
 def test_doctor_framebuffer_missing_device(tmp_path: Path) -> None:
     cfg = parse_config({**BASE, "display": {"driver": "framebuffer",
                                             "path": str(tmp_path / "fb9")}})
-    check = cli._doctor_display(cfg)
+    check = doctor.check_display(cfg)
     assert check.result == "FAIL" and "does not exist" in check.detail
 
 
 def test_serial_displays_keep_their_device_check() -> None:
     cfg = parse_config({**BASE, "display": {"driver": "serlcd", "path": "/dev/null"}})
-    assert cli._doctor_display(cfg).result == "PASS"
+    assert doctor.check_display(cfg).result == "PASS"
     assert probe_display("serlcd", "/dev/null", {}) is None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from lobbypay import cli
+from lobbypay.cli import parser
 from lobbypay.devices import doctor_swipe, swipe_reader, swipe_test
 
 from tests.fakes.hidraw import HidrawNode, magtek_report
@@ -57,9 +58,9 @@ async def test_no_swipe_and_no_reader(tmp_path: Path) -> None:
 
 
 def test_doctor_takes_swipe_options() -> None:
-    args = cli.build_parser().parse_args(["doctor", "--swipe", "--swipe-timeout", "5"])
+    args = parser.build_parser().parse_args(["doctor", "--swipe", "--swipe-timeout", "5"])
     assert args.swipe is True and args.swipe_timeout == 5.0
-    assert cli.build_parser().parse_args(["doctor"]).swipe is False
+    assert parser.build_parser().parse_args(["doctor"]).swipe is False
 
 
 async def test_sim_reader_is_not_taken_from_the_agent(tmp_path: Path) -> None:

@@ -552,3 +552,30 @@ class _Transaction:
         else:
             self.conn.execute("ROLLBACK")
 
+
+
+
+# ---------------------------------------------------------------- read-only access
+#
+# For the maintainers' tools (``lobbypay jobs``, and the Debian package's prerm through
+# ``lobbypay jobs --unsettled``): each opens the journal with ``Journal.open_read_only``
+# (which creates and changes nothing), reads, and closes it. Each raises
+# FileNotFoundError when there is no journal, JournalError when it cannot be read.
+
+
+def recent_jobs(state_dir: str | os.PathLike[str], limit: int) -> list[dict[str, Any]]:
+    """Latest event of the newest ``limit`` jobs, newest first."""
+    with contextlib.closing(Journal.open_read_only(state_dir)) as journal:
+        try:
+            return journal.list_latest(limit)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {journal.path}: {exc}") from None
+
+
+def unsettled_jobs(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Latest event of every job in ``UNSETTLED_STATES``, oldest first."""
+    with contextlib.closing(Journal.open_read_only(state_dir)) as journal:
+        try:
+            return journal.unsettled()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {journal.path}: {exc}") from None
