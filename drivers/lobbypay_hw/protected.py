@@ -26,6 +26,8 @@ Sources: MagneSafe V5 Communication Reference Manual (MagTek 99875475), section
 
 from __future__ import annotations
 
+from lobbypay_hw.luhn import luhn_ok
+
 _STAR, _PIPE, _QMARK, _CARET, _EQ, _PCT, _SEMI = 0x2A, 0x7C, 0x3F, 0x5E, 0x3D, 0x25, 0x3B
 _D0, _D9 = 0x30, 0x39
 
@@ -83,9 +85,6 @@ def _pan_masked(raw: bytes | bytearray, a: int, b: int, disc: tuple[int, int] | 
         return False
     if not all(raw[i] == _D0 for i in range(disc[0], disc[1])):
         return False
-    # Luhn has its home with the parser, which imports this module: import it late.
-    from lobbypay_hw.tracks import luhn_ok
-
     return not luhn_ok(raw, a, b)
 
 

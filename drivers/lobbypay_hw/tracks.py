@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from lobbypay_hw.api import ReadFailure
 from lobbypay_hw.card import BankCard
+from lobbypay_hw.luhn import luhn_ok
 from lobbypay_hw.protected import is_protected
 
 # The longest swipe we look at. Three clear tracks (79 + 40 + 107) plus wrappers fit in
@@ -233,21 +234,6 @@ def _spans(raw: bytes | bytearray) -> tuple[tuple[int, int] | None, tuple[int, i
 
 
 # ---------------------------------------------------------------- card numbers
-
-
-def luhn_ok(raw: bytes | bytearray, a: int, b: int) -> bool:
-    """Luhn check over the ASCII digits ``raw[a:b]``."""
-    total = 0
-    double = False
-    for i in range(b - 1, a - 1, -1):
-        d = raw[i] - _D0
-        if double:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        double = not double
-    return total % 10 == 0
 
 
 def brand_of(raw: bytes | bytearray, a: int, b: int) -> str:
