@@ -35,15 +35,15 @@ from lobbypay_hw import api
 from lobbypay import ports
 from lobbypay.core import job as jm
 from lobbypay.core import reconcile as rc
-from lobbypay.core.athena import Approved as PaidResult
 from lobbypay.core.athena import (
+    Approved,
     AthenaBadResponse,
     AthenaError,
     AthenaRejected,
     AthenaUnavailable,
+    Declined,
     NotFound,
 )
-from lobbypay.core.athena import Declined as DeclinedResult
 from lobbypay.core.balance import (
     AppointmentNotFoundInPayload,
     BalancePayloadError,
@@ -674,12 +674,12 @@ class Engine:
                 result = await self._athena.collect_payment(job.patient_id, form)
             failpoint("after_response")
             self._athena_ok()
-            if isinstance(result, PaidResult):
-                inp = jm.Approved(str(result.epayment_id))
-            elif isinstance(result, DeclinedResult):
-                inp = jm.Declined(_safe(result.errortext, 200))
+            if isinstance(result, Approved):
+                inp = jm.PaymentApproved(str(result.epayment_id))
+            elif isinstance(result, Declined):
+                inp = jm.PaymentDeclined(_safe(result.errortext, 200))
             else:
-                inp = jm.OutcomeUnknown("unexpected result type from the athena client")
+                inp = jm.OutcomeUncertain("unexpected result type from the athena client")
         except AthenaUnavailable as exc:
             self._athena_failed(Code.ATHENA_UNAVAILABLE, exc.message)
             inp = jm.NotSent(Code.ATHENA_UNAVAILABLE, f"athena unreachable: {_safe(exc.message)}")
@@ -688,14 +688,14 @@ class Engine:
             inp = jm.Rejected(Code.ATHENA_REJECTED, f"athena refused: {_safe(exc.message)}")
         except AthenaError as exc:  # OutcomeUnknown, AthenaBadResponse: may have landed
             self._athena_failed(Code.OUTCOME_UNKNOWN, exc.message)
-            inp = jm.OutcomeUnknown(_safe(exc.message), self._attempt_end())
+            inp = jm.OutcomeUncertain(_safe(exc.message), self._attempt_end())
         except TimeoutError:
             self._athena_failed(Code.OUTCOME_UNKNOWN, "POST timed out")
-            inp = jm.OutcomeUnknown("no answer from athena in time", self._attempt_end())
+            inp = jm.OutcomeUncertain("no answer from athena in time", self._attempt_end())
         except Exception as exc:  # noqa: BLE001 - any other failure: sent or not?
             log.error("job %s: payment call failed with %s", job.job_id, type(exc).__name__)
             if posted:
-                inp = jm.OutcomeUnknown(f"payment call failed ({type(exc).__name__})",
+                inp = jm.OutcomeUncertain(f"payment call failed ({type(exc).__name__})",
                                         self._attempt_end())
             else:
                 inp = jm.NotSent(Code.INTERNAL_ERROR, "could not build the payment request")
