@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from lobbypay_hw import DISPLAYS, READERS
 
@@ -36,7 +36,17 @@ from lobbypay import __version__
 from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaBadResponse, AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
-from lobbypay.core.commands import Command
+from lobbypay.core.commands import (
+    BalanceGet,
+    ChargeCancel,
+    ChargeGet,
+    ChargeList,
+    ChargeStart,
+    ChargeVoid,
+    Command,
+    Ping,
+    ReceiptEmail,
+)
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import iso_seconds
@@ -182,7 +192,7 @@ class Dispatcher:
                 )
             raise
         fut.set_result(reply)
-        if cmd.type in ("charge.start", "charge.cancel"):
+        if isinstance(cmd, ChargeStart | ChargeCancel):
             try:
                 self.journal.put_reply(cmd.request_id, reply)
             except JournalError as exc:
@@ -195,26 +205,27 @@ class Dispatcher:
 
     async def _route(self, cmd: Command) -> bytes:
         e = self.engine
+        fields: dict[str, Any]
         try:
-            match cmd.type:
-                case "ping":
-                    fields: dict[str, Any] = {"state": e.state()}
-                case "balance.get":
-                    fields = await e.balance_get(cmd)  # type: ignore[arg-type]
-                case "charge.start":
-                    fields = await e.charge_start(cmd)  # type: ignore[arg-type]
-                case "charge.cancel":
-                    fields = e.charge_cancel(cmd)  # type: ignore[arg-type]
-                case "charge.get":
-                    fields = e.charge_get(cmd)  # type: ignore[arg-type]
-                case "charge.list":
-                    fields = e.charge_list(cmd)  # type: ignore[arg-type]
-                case "charge.void":
-                    fields = await e.charge_void(cmd)  # type: ignore[arg-type]
-                case "receipt.email":
-                    fields = await e.receipt_email(cmd)  # type: ignore[arg-type]
-                case _:  # pragma: no cover - decode_command only builds known types
-                    raise DomainError(Code.UNKNOWN_COMMAND, f"unknown command {cmd.type}")
+            match cmd:
+                case Ping():
+                    fields = {"state": e.state()}
+                case BalanceGet():
+                    fields = await e.balance_get(cmd)
+                case ChargeStart():
+                    fields = await e.charge_start(cmd)
+                case ChargeCancel():
+                    fields = e.charge_cancel(cmd)
+                case ChargeGet():
+                    fields = e.charge_get(cmd)
+                case ChargeList():
+                    fields = e.charge_list(cmd)
+                case ChargeVoid():
+                    fields = await e.charge_void(cmd)
+                case ReceiptEmail():
+                    fields = await e.receipt_email(cmd)
+                case _:  # pragma: no cover - decode_command only builds these
+                    assert_never(cmd)
         except DomainError as exc:
             return protocol.error_reply(
                 cmd.request_id, cmd.type, exc.code, exc.message, **exc.extra
