@@ -214,3 +214,9 @@ def test_a_staff_call_past_its_deadline() -> None:
     f = oc.void_error(TimeoutError())
     assert f.error.code is Code.ATHENA_UNAVAILABLE
     assert f.athena == oc.Failed(Code.ATHENA_UNAVAILABLE, "no answer in time")
+
+
+@pytest.mark.parametrize("cls", CODES, ids=lambda c: c.__name__)
+def test_a_failed_receipts_read_leaves_athena_unavailable(cls: type[ath.AthenaError]) -> None:
+    assert oc.receipts_error(cls("boom")) == oc.Failed(Code.ATHENA_UNAVAILABLE, "boom")
+    assert oc.receipts_error(TimeoutError()) == oc.Failed(Code.ATHENA_UNAVAILABLE, "timed out")

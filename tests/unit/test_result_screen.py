@@ -10,7 +10,15 @@ from lobbypay.core import job as jm
 from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.job import JobState
 from lobbypay.core.money import Cents
-from lobbypay.core.screen import RESULT_SCREENS, Screen, ScreenKind, result_screen
+from lobbypay.core.screen import (
+    RESULT_SCREENS,
+    SWIPE_FAILED_SCREENS,
+    Screen,
+    ScreenKind,
+    result_screen,
+    swipe_failed_screen,
+)
+from lobbypay_hw.api import ReadFailure
 
 T0 = datetime(2026, 11, 27, 14, 0, 0, tzinfo=UTC)
 
@@ -60,3 +68,12 @@ def test_a_card_is_shown_only_when_the_job_has_one() -> None:
     job = replace(job_in(JobState.FAILED, "en"), card_brand=None, card_last4=None)
     assert result_screen(replace(job, state=JobState.DECLINED)) == Screen(
         ScreenKind.DECLINED, language="en")
+
+
+def test_a_failed_swipe_screen_per_reader_reason() -> None:
+    assert set(SWIPE_FAILED_SCREENS) <= {r.value for r in ReadFailure}
+    expected = {ReadFailure.NOT_A_BANK_CARD: ScreenKind.NOT_A_BANK_CARD,
+                ReadFailure.ENCRYPTED_READER: ScreenKind.CANNOT_READ_HERE}
+    for reason in ReadFailure:
+        kind = expected.get(reason, ScreenKind.SWIPE_AGAIN)
+        assert swipe_failed_screen(reason, Cents(6500)) == Screen(kind, total=Cents(6500))

@@ -172,6 +172,13 @@ def read_error(exc: AthenaError | TimeoutError, what: ReadTarget,
     return CallFailure(DomainError(code, message), Failed(code, exc.message))
 
 
+def receipts_error(exc: AthenaError | TimeoutError) -> Failed:
+    """A reconciliation's receipts read that failed: athena could not be used (the job
+    stays ``unknown`` and the read is tried again)."""
+    return Failed(Code.ATHENA_UNAVAILABLE,
+                  exc.message if isinstance(exc, AthenaError) else "timed out")
+
+
 # ---------------------------------------------------------------- staff calls
 
 

@@ -107,6 +107,19 @@ def result_screen(job: Job) -> Screen | None:
                   last4=job.card_last4 if row.card else None, language=job.language)
 
 
+#: The screen a swipe that gave no usable card gets while a job waits for one, by the
+#: reader's reason (a ``lobbypay_hw.api.ReadFailure`` value); any other: "swipe again".
+SWIPE_FAILED_SCREENS: Mapping[str, ScreenKind] = {
+    "not_a_bank_card": ScreenKind.NOT_A_BANK_CARD,
+    "encrypted_reader": ScreenKind.CANNOT_READ_HERE,
+}
+
+
+def swipe_failed_screen(reason: str, total: Cents) -> Screen:
+    """What a pending job's display shows after a swipe that failed for ``reason``."""
+    return Screen(SWIPE_FAILED_SCREENS.get(reason, ScreenKind.SWIPE_AGAIN), total=total)
+
+
 _BRANDS = {
     "visa": "Visa",
     "mastercard": "Mastercard",
