@@ -26,13 +26,13 @@ import resource
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, assert_never
+from typing import assert_never
 
 from lobbypay_hw import DISPLAYS, READERS
 
-from lobbypay import __version__
+from lobbypay import __version__, ports
 from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaBadResponse, AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
@@ -50,6 +50,7 @@ from lobbypay.core.commands import (
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import iso_seconds
+from lobbypay.core.terminal_state import TerminalState
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal, JournalError
@@ -93,11 +94,11 @@ class StateTrackingOutbox:
     object carries ``outbox`` (events not yet acknowledged), so every ack changes the
     state and must republish it (``on_change``; the link coalesces bursts)."""
 
-    def __init__(self, journal: Journal, on_change: Callable[[], None]) -> None:
+    def __init__(self, journal: ports.Outbox, on_change: Callable[[], None]) -> None:
         self._journal = journal
         self._on_change = on_change
 
-    def outbox_pending(self, limit: int) -> Any:
+    def outbox_pending(self, limit: int) -> Sequence[ports.OutboxRow]:
         return self._journal.outbox_pending(limit)
 
     def outbox_ack(self, row_id: int) -> None:
@@ -109,7 +110,8 @@ class StateTrackingOutbox:
 DEPARTMENT_PROBE_RETRY_S = (5.0, 30.0, 300.0)
 
 
-async def department_probe_loop(athena: AthenaClient, engine: Engine, department_id: str) -> None:
+async def department_probe_loop(athena: ports.Athena, engine: Engine,
+                                department_id: str) -> None:
     """Read the terminal department's provider group once, to log whether the practice is
     enterprise and so the engine can log a mismatch with the balance groups. Charges never
     wait for it: athena's balance groups decide what is collectible."""
@@ -140,10 +142,11 @@ async def department_probe_loop(athena: AthenaClient, engine: Engine, department
         return
 
 
-def status_line(state: dict[str, Any], broker_connected: bool) -> str:
+def status_line(state: TerminalState, broker_connected: bool) -> str:
     """One line for `systemctl status` (sd_notify STATUS=): job, reader, broker."""
     job = "idle" if state.get("job_id") is None else f"job {state['job_id']} {state['job_state']}"
-    reader = "reader ok" if state.get("reader", {}).get("connected") else "reader DISCONNECTED"
+    reader = ("reader ok" if state.get("reader", {}).get("connected")
+              else "reader DISCONNECTED")
     broker = "broker ok" if broker_connected else "broker DISCONNECTED"
     outbox = state.get("outbox") or 0
     tail = f", {outbox} event(s) waiting" if outbox else ""
@@ -153,7 +156,7 @@ def status_line(state: dict[str, Any], broker_connected: bool) -> str:
 class Dispatcher:
     """Decodes commands, answers redeliveries from a cache, and routes to the engine."""
 
-    def __init__(self, engine: Engine, journal: Journal) -> None:
+    def __init__(self, engine: Engine, journal: ports.Journal) -> None:
         self.engine = engine
         self.journal = journal
         self._replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
@@ -205,7 +208,7 @@ class Dispatcher:
 
     async def _route(self, cmd: Command) -> bytes:
         e = self.engine
-        fields: dict[str, Any]
+        fields: ports.JsonObject
         try:
             match cmd:
                 case Ping():
@@ -230,7 +233,7 @@ class Dispatcher:
             return protocol.error_reply(
                 cmd.request_id, cmd.type, exc.code, exc.message, **exc.extra
             )
-        return protocol.encode_reply(cmd.request_id, cmd.type, **fields)
+        return protocol.encode_reply(cmd.request_id, cmd.type, True, **fields)
 
 
 def not_dumpable() -> bool:
