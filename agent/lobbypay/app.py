@@ -26,20 +26,31 @@ import resource
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import assert_never
 
 from lobbypay_hw import DISPLAYS, READERS
 
-from lobbypay import __version__
+from lobbypay import __version__, ports
 from lobbypay.core import protocol
 from lobbypay.core.athena import AthenaBadResponse, AthenaError
 from lobbypay.core.balance import BalancePayloadError, department_info
-from lobbypay.core.commands import Command
+from lobbypay.core.commands import (
+    BalanceGet,
+    ChargeCancel,
+    ChargeGet,
+    ChargeList,
+    ChargeStart,
+    ChargeVoid,
+    Command,
+    Ping,
+    ReceiptEmail,
+)
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import iso_seconds
+from lobbypay.core.terminal_state import TerminalState
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal, JournalError
@@ -83,11 +94,11 @@ class StateTrackingOutbox:
     object carries ``outbox`` (events not yet acknowledged), so every ack changes the
     state and must republish it (``on_change``; the link coalesces bursts)."""
 
-    def __init__(self, journal: Journal, on_change: Callable[[], None]) -> None:
+    def __init__(self, journal: ports.Outbox, on_change: Callable[[], None]) -> None:
         self._journal = journal
         self._on_change = on_change
 
-    def outbox_pending(self, limit: int) -> Any:
+    def outbox_pending(self, limit: int) -> Sequence[ports.OutboxRow]:
         return self._journal.outbox_pending(limit)
 
     def outbox_ack(self, row_id: int) -> None:
@@ -99,7 +110,8 @@ class StateTrackingOutbox:
 DEPARTMENT_PROBE_RETRY_S = (5.0, 30.0, 300.0)
 
 
-async def department_probe_loop(athena: AthenaClient, engine: Engine, department_id: str) -> None:
+async def department_probe_loop(athena: ports.Athena, engine: Engine,
+                                department_id: str) -> None:
     """Read the terminal department's provider group once, to log whether the practice is
     enterprise and so the engine can log a mismatch with the balance groups. Charges never
     wait for it: athena's balance groups decide what is collectible."""
@@ -130,10 +142,11 @@ async def department_probe_loop(athena: AthenaClient, engine: Engine, department
         return
 
 
-def status_line(state: dict[str, Any], broker_connected: bool) -> str:
+def status_line(state: TerminalState, broker_connected: bool) -> str:
     """One line for `systemctl status` (sd_notify STATUS=): job, reader, broker."""
     job = "idle" if state.get("job_id") is None else f"job {state['job_id']} {state['job_state']}"
-    reader = "reader ok" if state.get("reader", {}).get("connected") else "reader DISCONNECTED"
+    reader = ("reader ok" if state.get("reader", {}).get("connected")
+              else "reader DISCONNECTED")
     broker = "broker ok" if broker_connected else "broker DISCONNECTED"
     outbox = state.get("outbox") or 0
     tail = f", {outbox} event(s) waiting" if outbox else ""
@@ -143,7 +156,7 @@ def status_line(state: dict[str, Any], broker_connected: bool) -> str:
 class Dispatcher:
     """Decodes commands, answers redeliveries from a cache, and routes to the engine."""
 
-    def __init__(self, engine: Engine, journal: Journal) -> None:
+    def __init__(self, engine: Engine, journal: ports.Journal) -> None:
         self.engine = engine
         self.journal = journal
         self._replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
@@ -182,7 +195,7 @@ class Dispatcher:
                 )
             raise
         fut.set_result(reply)
-        if cmd.type in ("charge.start", "charge.cancel"):
+        if isinstance(cmd, ChargeStart | ChargeCancel):
             try:
                 self.journal.put_reply(cmd.request_id, reply)
             except JournalError as exc:
@@ -195,31 +208,32 @@ class Dispatcher:
 
     async def _route(self, cmd: Command) -> bytes:
         e = self.engine
+        fields: ports.JsonObject
         try:
-            match cmd.type:
-                case "ping":
-                    fields: dict[str, Any] = {"state": e.state()}
-                case "balance.get":
-                    fields = await e.balance_get(cmd)  # type: ignore[arg-type]
-                case "charge.start":
-                    fields = await e.charge_start(cmd)  # type: ignore[arg-type]
-                case "charge.cancel":
-                    fields = e.charge_cancel(cmd)  # type: ignore[arg-type]
-                case "charge.get":
-                    fields = e.charge_get(cmd)  # type: ignore[arg-type]
-                case "charge.list":
-                    fields = e.charge_list(cmd)  # type: ignore[arg-type]
-                case "charge.void":
-                    fields = await e.charge_void(cmd)  # type: ignore[arg-type]
-                case "receipt.email":
-                    fields = await e.receipt_email(cmd)  # type: ignore[arg-type]
-                case _:  # pragma: no cover - decode_command only builds known types
-                    raise DomainError(Code.UNKNOWN_COMMAND, f"unknown command {cmd.type}")
+            match cmd:
+                case Ping():
+                    fields = {"state": e.state()}
+                case BalanceGet():
+                    fields = await e.balance_get(cmd)
+                case ChargeStart():
+                    fields = await e.charge_start(cmd)
+                case ChargeCancel():
+                    fields = e.charge_cancel(cmd)
+                case ChargeGet():
+                    fields = e.charge_get(cmd)
+                case ChargeList():
+                    fields = e.charge_list(cmd)
+                case ChargeVoid():
+                    fields = await e.charge_void(cmd)
+                case ReceiptEmail():
+                    fields = await e.receipt_email(cmd)
+                case _:  # pragma: no cover - decode_command only builds these
+                    assert_never(cmd)
         except DomainError as exc:
             return protocol.error_reply(
                 cmd.request_id, cmd.type, exc.code, exc.message, **exc.extra
             )
-        return protocol.encode_reply(cmd.request_id, cmd.type, **fields)
+        return protocol.encode_reply(cmd.request_id, cmd.type, True, **fields)
 
 
 def not_dumpable() -> bool:

@@ -14,6 +14,12 @@ The card (``lobbypay_hw.api.Card``) exists only between the reader callback and 
 of the POST task: it is never stored on a job, never logged, and wiped in ``finally``
 right after the POST. Everything else sees brand and last 4.
 
+The engine carries out decisions; the pure core makes them. It asks
+``core.job.step`` what an input does to a job, ``core.outcome`` what an athena call's
+result or error means (the job input, the reply, ``state.athena``), ``core.reconcile``
+what a receipts read says about an ``unknown`` job and when to read again, and
+``core.screen`` what the display shows (a job's result, a failed swipe).
+
 Timers (deadlines, reconciliation waits, the result screen) sleep through the injected
 ``sleep`` (``asyncio.sleep`` by default; tests pass a manual clock's) and measure time
 with the injected clock.
@@ -23,30 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from lobbypay_hw import api
 
 from lobbypay import ports
 from lobbypay.core import job as jm
+from lobbypay.core import outcome as oc
 from lobbypay.core import reconcile as rc
-from lobbypay.core.athena import Approved as PaidResult
-from lobbypay.core.athena import (
-    AthenaBadResponse,
-    AthenaError,
-    AthenaRejected,
-    AthenaUnavailable,
-    NotFound,
-)
-from lobbypay.core.athena import Declined as DeclinedResult
+from lobbypay.core.athena import AthenaError, PaymentResult
 from lobbypay.core.balance import (
     AppointmentNotFoundInPayload,
     BalancePayloadError,
+    BalanceView,
     DepartmentInfo,
     PatientNotFoundInPayload,
     copay_already_collected,
@@ -68,20 +67,30 @@ from lobbypay.core.commands import (
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
-from lobbypay.core.plan import plan_charge, validate_charge
-from lobbypay.core.screen import Screen, ScreenKind, render
+from lobbypay.core.plan import ChargePlan, plan_charge, validate_charge
+from lobbypay.core.screen import (
+    Screen,
+    ScreenKind,
+    render,
+    result_screen,
+    swipe_failed_screen,
+)
 from lobbypay.core.screen_text import DEFAULT_LANGUAGE
+from lobbypay.core.terminal_state import (
+    IDLE,
+    STATE_VERSION,
+    AthenaFault,
+    ClockHealth,
+    ReaderState,
+    TerminalState,
+    clock_health,
+)
 from lobbypay.failpoints import failpoint
+from lobbypay.ports import JsonObject
 from lobbypay.shell.athena import payment_bound_s
-from lobbypay.shell.journal import Journal, JournalError
+from lobbypay.shell.journal import JournalError
 
 log = logging.getLogger("lobbypay.engine")
-
-# The screen a bad swipe gets while a job is pending (anything else: "swipe again").
-_FAILED_SCREENS = {
-    api.ReadFailure.NOT_A_BANK_CARD: ScreenKind.NOT_A_BANK_CARD,
-    api.ReadFailure.ENCRYPTED_READER: ScreenKind.CANNOT_READ_HERE,
-}
 
 T = TypeVar("T")
 
@@ -127,10 +136,43 @@ def _safe(text: object, limit: int = 160) -> str:
 class _Active:
     """The job holding the terminal, with the charge plan (memory only)."""
 
-    def __init__(self, job: Job, plan: Any) -> None:
+    def __init__(self, job: Job, plan: ChargePlan) -> None:
         self.job = job
         self.plan = plan
         self.deadline_task: asyncio.Task[None] | None = None
+
+
+class _Tasks:
+    """The engine's background tasks (timers, POSTs, reconciliations, journal healing):
+    each named, its failure logged, all cancelled together when the engine closes."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(self, coro: Coroutine[object, None, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("task %s failed: %s", task.get_name(), type(exc).__name__)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - a dying task must not stop the close
+                log.exception("engine task failed while closing")
+        self._tasks.clear()
 
 
 class Engine:
@@ -143,7 +185,7 @@ class Engine:
         reconcile_settle_s: float,
         athena_timeout_s: float,
         athena: ports.Athena,
-        journal: Journal,
+        journal: ports.Journal,
         display: api.Display,
         clock: ports.Clock,
         outbox_wakeup: Callable[[], None],
@@ -195,7 +237,7 @@ class Engine:
         self._posts_in_flight = 0
         self._submits: set[asyncio.Task[None]] = set()
         self._post_gen = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = _Tasks()
         self._start_lock = asyncio.Lock()
         self._screen: tuple[str, ...] = ()
         self._screen_gen = 0
@@ -205,9 +247,8 @@ class Engine:
         #: The terminal department's entry from GET /departments, once read (app.py's probe).
         self.department: DepartmentInfo | None = None
         self._athena_last_ok_at: str | None = None
-        self._clock_health: dict[str, Any] = {"synchronized": None, "athena_offset_s": None,
-                                              "uncertainty_s": None}
-        self._athena_last_error: dict[str, str] | None = None
+        self._clock_health: ClockHealth = clock_health(None, None)
+        self._athena_last_error: AthenaFault | None = None
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -259,25 +300,15 @@ class Engine:
                               job_id, len(queue))
                     break
                 queue.pop(0)
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # noqa: BLE001 - a dying task must not stop the close
-                log.exception("engine task failed while closing")
-        self._tasks.clear()
+        await self._tasks.cancel_all()
 
     # ------------------------------------------------------------ commands
 
-    async def balance_get(self, cmd: BalanceGet) -> dict[str, Any]:
+    async def balance_get(self, cmd: BalanceGet) -> JsonObject:
         dept = cmd.department_id or self._department_id
         payload = await self._read(self._athena.get_patient(cmd.patient_id, dept), "patient")
         view = self._evaluate(payload, cmd.patient_id, dept)
-        reply: dict[str, Any] = dict(view.to_wire())
+        reply: JsonObject = dict(view.to_wire())
         if cmd.appointment_id is not None:
             appt = await self._read(
                 self._athena.get_appointment(cmd.appointment_id), "appointment")
@@ -294,11 +325,11 @@ class Engine:
             reply["copay"] = None
         return reply
 
-    async def charge_start(self, cmd: ChargeStart) -> dict[str, Any]:
+    async def charge_start(self, cmd: ChargeStart) -> JsonObject:
         async with self._start_lock:
             return await self._charge_start(cmd)
 
-    async def _charge_start(self, cmd: ChargeStart) -> dict[str, Any]:
+    async def _charge_start(self, cmd: ChargeStart) -> JsonObject:
         # 1. idempotency
         body_key = jm.body_key_of(cmd)
         existing = self._get_job(cmd.job_id)
@@ -376,7 +407,7 @@ class Engine:
                               f"athena says the copay of appointment {appointment_id} is "
                               "already collected (allow_duplicate: true charges it again)")
 
-    def charge_cancel(self, cmd: ChargeCancel) -> dict[str, Any]:
+    def charge_cancel(self, cmd: ChargeCancel) -> JsonObject:
         active = self._active
         job: Job | None
         if active is not None and active.job.job_id == cmd.job_id:
@@ -395,7 +426,7 @@ class Engine:
         self._finish(st.job)
         return {"job_id": cmd.job_id, "state": st.job.state.value}
 
-    def charge_get(self, cmd: ChargeGet) -> dict[str, Any]:
+    def charge_get(self, cmd: ChargeGet) -> JsonObject:
         ev = self._unwritten_event(cmd.job_id) or self._journal.latest_event(cmd.job_id)
         if ev is None:
             if self._journal.is_quarantined(cmd.job_id):
@@ -404,13 +435,13 @@ class Engine:
             raise DomainError(Code.UNKNOWN_JOB, f"no job {cmd.job_id}")
         return {"job": ev}
 
-    def charge_list(self, cmd: ChargeList) -> dict[str, Any]:
+    def charge_list(self, cmd: ChargeList) -> JsonObject:
         jobs = self._journal.list_latest(max(1, min(100, cmd.limit)))
         if self._unwritten:
             jobs = [self._unwritten_event(str(ev.get("job_id"))) or ev for ev in jobs]
         return {"jobs": jobs}
 
-    def _unwritten_event(self, job_id: str) -> dict[str, Any] | None:
+    def _unwritten_event(self, job_id: str) -> JsonObject | None:
         """The latest event of a job whose newest steps the journal has not taken yet."""
         for st in reversed(self._unwritten.get(job_id, ())):
             if st.events:
@@ -419,7 +450,7 @@ class Engine:
 
     # ------------------------------------------------------------ staff and receipts
 
-    async def charge_void(self, cmd: ChargeVoid) -> dict[str, Any]:
+    async def charge_void(self, cmd: ChargeVoid) -> JsonObject:
         """Void a succeeded job's payment at athena (protocol 10; docs/jobs.md, "Voids").
 
         The ``voided`` step is journaled (fsynced) before the reply is built, so a void
@@ -429,7 +460,7 @@ class Engine:
         async with self._void_lock:
             return await self._charge_void(cmd)
 
-    async def _charge_void(self, cmd: ChargeVoid) -> dict[str, Any]:
+    async def _charge_void(self, cmd: ChargeVoid) -> JsonObject:
         pending_write = self._unwritten.get(cmd.job_id)
         if pending_write:
             # the journal has not taken this job's latest steps (disk full, locked): its
@@ -452,18 +483,16 @@ class Engine:
         try:
             async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
                 await self._athena.void_payment(job.patient_id, job.epayment_id)
-        except AthenaRejected as exc:
-            self._athena_ok()
-            log.info("job %s: athena refused the void: %s", job.job_id, _safe(exc.message))
-            raise DomainError(Code.VOID_REJECTED, _safe(exc.message, 200)) from None
         except (AthenaError, TimeoutError) as exc:
-            msg = exc.message if isinstance(exc, AthenaError) else "no answer in time"
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
-            log.warning("job %s: void not confirmed (%s); the job stays succeeded",
-                        job.job_id, _safe(msg))
-            raise DomainError(Code.ATHENA_UNAVAILABLE,
-                              "athena did not confirm the void; sending charge.void again "
-                              "is safe") from None
+            failure = oc.void_error(exc)
+            self._note(failure.athena)
+            if isinstance(failure.athena, oc.Failed):
+                log.warning("job %s: void not confirmed (%s); the job stays succeeded",
+                            job.job_id, _safe(failure.athena.message))
+            else:
+                log.info("job %s: athena refused the void: %s", job.job_id,
+                         _safe(failure.error.message))
+            raise failure.error from None
         self._athena_ok()
         st = jm.step(job, jm.Voided(), self._clock.now())
         try:
@@ -479,7 +508,7 @@ class Engine:
         self._wake()
         return {"job_id": job.job_id, "state": st.job.state.value}
 
-    async def receipt_email(self, cmd: ReceiptEmail) -> dict[str, Any]:
+    async def receipt_email(self, cmd: ReceiptEmail) -> JsonObject:
         """Have athena email the receipt of a succeeded job (protocol 10). The address
         goes to athena and nowhere else: not to the journal, and to logs only masked."""
         job = self._get_job(cmd.job_id)
@@ -492,22 +521,21 @@ class Engine:
         try:
             async with asyncio.timeout(self._athena_timeout_s + POST_BACKSTOP_S):
                 await self._athena.email_receipt(job.patient_id, job.epayment_id, cmd.email)
-        except AthenaRejected as exc:
-            self._athena_ok()
-            log.info("job %s: athena refused to email the receipt to %s", job.job_id, masked)
-            raise DomainError(Code.ATHENA_REJECTED, _safe(exc.message, 200)) from None
         except (AthenaError, TimeoutError) as exc:
-            msg = exc.message if isinstance(exc, AthenaError) else "no answer in time"
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
-            log.warning("job %s: receipt email to %s not confirmed (%s)", job.job_id, masked,
-                        _safe(msg))
-            raise DomainError(Code.ATHENA_UNAVAILABLE,
-                              "athena did not confirm the receipt email") from None
+            failure = oc.email_error(exc)
+            self._note(failure.athena)
+            if isinstance(failure.athena, oc.Failed):
+                log.warning("job %s: receipt email to %s not confirmed (%s)", job.job_id,
+                            masked, _safe(failure.athena.message))
+            else:
+                log.info("job %s: athena refused to email the receipt to %s", job.job_id,
+                         masked)
+            raise failure.error from None
         self._athena_ok()
         log.info("job %s: receipt emailed to %s", job.job_id, masked)
         return {"job_id": job.job_id}
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> TerminalState:
         """The protocol 8 ``state`` object."""
         active = self._active
         reader_driver = getattr(self._reader, "driver", "unknown")
@@ -519,13 +547,15 @@ class Engine:
             outbox = self._journal.outbox_count()
         except Exception:  # noqa: BLE001 - state must always answer
             outbox = -1
+        reader: ReaderState = {"driver": reader_driver, "connected": reader_connected}
+        if self._reader_error:
+            reader["last_error"] = self._reader_error
         return {
-            "v": 1,
+            "v": STATE_VERSION,
             "job_id": active.job.job_id if active else None,
-            "job_state": active.job.state.value if active else "idle",
+            "job_state": active.job.state.value if active else IDLE,
             "screen": list(self._screen),
-            "reader": {"driver": reader_driver, "connected": reader_connected,
-                       **({"last_error": self._reader_error} if self._reader_error else {})},
+            "reader": reader,
             "display": {"driver": self._display.driver,
                         "connected": bool(self._display.connected)},
             "athena": {"last_ok_at": self._athena_last_ok_at,
@@ -534,23 +564,19 @@ class Engine:
             "clock": self.clock_health(),
         }
 
-    def clock_health(self) -> dict[str, Any]:
+    def clock_health(self) -> ClockHealth:
         """Additive ``state.clock``: is the system clock synchronised, and how far is it
         from athena's (``athena_offset_s`` = athena minus terminal in whole seconds,
         +- ``uncertainty_s``, rounded up; null until athena has answered with a Date
         header). Taken when athena answers, not at each read, so ``ping`` and the
         retained ``state`` show the same object."""
-        return dict(self._clock_health)
+        return self._clock_health.copy()
 
     def _refresh_clock_health(self) -> None:
         synced = self._synced()
         off = (self._server_clock.offset(self._clock.now(), self._clock.monotonic())
                if self._server_clock is not None else None)
-        self._clock_health = {
-            "synchronized": synced,
-            "athena_offset_s": round(off.seconds) if off is not None else None,
-            "uncertainty_s": max(1, math.ceil(off.uncertainty_s)) if off is not None else None,
-        }
+        self._clock_health = clock_health(synced, off)
 
     @property
     def active_job(self) -> Job | None:
@@ -575,9 +601,8 @@ class Engine:
             if ev.reason is api.ReadFailure.ENCRYPTED_READER:
                 self._encrypted_reader()
             if active is not None and pending:
-                kind = _FAILED_SCREENS.get(ev.reason, ScreenKind.SWIPE_AGAIN)
                 log.info("job %s: swipe not usable (%s)", active.job.job_id, ev.reason)
-                self._show(Screen(kind, total=active.job.total))
+                self._show(swipe_failed_screen(ev.reason, active.job.total))
             return
         if not isinstance(ev, api.CardRead):
             return
@@ -658,11 +683,13 @@ class Engine:
         self._posts_in_flight -= 1
         self._post_gen += 1
 
-    async def _submit(self, job: Job, plan: Any, card: api.Card) -> None:
+    async def _submit(self, job: Job, plan: ChargePlan, card: api.Card) -> None:
+        """Send the POST once; whatever comes back, the core says what it means for the
+        job (``core.outcome.payment_input``)."""
         form: dict[str, str | bytearray] = {}
         track = bytearray()
         posted = False
-        inp: jm.Input
+        verdict: oc.PaymentVerdict
         try:
             form = dict(plan.form_fields())
             # the track travels as a bytearray the client overwrites after the POST (a
@@ -671,40 +698,22 @@ class Engine:
             form["trackdata"] = track
             posted = True
             async with asyncio.timeout(self._post_bound_s):
-                result = await self._athena.collect_payment(job.patient_id, form)
+                result: PaymentResult = await self._athena.collect_payment(job.patient_id,
+                                                                           form)
             failpoint("after_response")
-            self._athena_ok()
-            if isinstance(result, PaidResult):
-                inp = jm.Approved(str(result.epayment_id))
-            elif isinstance(result, DeclinedResult):
-                inp = jm.Declined(_safe(result.errortext, 200))
-            else:
-                inp = jm.OutcomeUnknown("unexpected result type from the athena client")
-        except AthenaUnavailable as exc:
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, exc.message)
-            inp = jm.NotSent(Code.ATHENA_UNAVAILABLE, f"athena unreachable: {_safe(exc.message)}")
-        except AthenaRejected as exc:
-            self._athena_failed(Code.ATHENA_REJECTED, exc.message)
-            inp = jm.Rejected(Code.ATHENA_REJECTED, f"athena refused: {_safe(exc.message)}")
-        except AthenaError as exc:  # OutcomeUnknown, AthenaBadResponse: may have landed
-            self._athena_failed(Code.OUTCOME_UNKNOWN, exc.message)
-            inp = jm.OutcomeUnknown(_safe(exc.message), self._attempt_end())
-        except TimeoutError:
-            self._athena_failed(Code.OUTCOME_UNKNOWN, "POST timed out")
-            inp = jm.OutcomeUnknown("no answer from athena in time", self._attempt_end())
-        except Exception as exc:  # noqa: BLE001 - any other failure: sent or not?
-            log.error("job %s: payment call failed with %s", job.job_id, type(exc).__name__)
-            if posted:
-                inp = jm.OutcomeUnknown(f"payment call failed ({type(exc).__name__})",
-                                        self._attempt_end())
-            else:
-                inp = jm.NotSent(Code.INTERNAL_ERROR, "could not build the payment request")
+            verdict = oc.payment_input(result, posted=True, attempt_end=None)
+        except Exception as exc:  # noqa: BLE001 - every failure is an outcome: sent or not?
+            if not isinstance(exc, AthenaError | TimeoutError):
+                log.error("job %s: payment call failed with %s", job.job_id,
+                          type(exc).__name__)
+            verdict = oc.payment_input(exc, posted=posted, attempt_end=self._attempt_end())
         finally:
             _wipe(card)
             track[:] = bytes(len(track))
             form.clear()
             del card, track
-        self._feed(job, inp)
+        self._note(verdict.athena)
+        self._feed(job, verdict.input)
 
     def _athena_now(self) -> Span | None:
         """Now on athena's clock: from its Date headers; else, only when the system says
@@ -801,10 +810,10 @@ class Engine:
                         receipts = await self._athena.list_receipts(job.patient_id,
                                                                     job.department_id)
                 except (AthenaError, TimeoutError) as exc:
-                    msg = exc.message if isinstance(exc, AthenaError) else "timed out"
-                    self._athena_failed(Code.ATHENA_UNAVAILABLE, msg)
+                    failed = oc.receipts_error(exc)
+                    self._note(failed)
                     log.warning("job %s: receipts read failed (%s); retrying in %.0f s",
-                                job.job_id, _safe(msg), backoff)
+                                job.job_id, _safe(failed.message), backoff)
                     await self._sleep_for(backoff)
                     backoff = min(backoff * 2, rt.retry_max_s)
                     continue
@@ -941,7 +950,7 @@ class Engine:
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
             self._active = None
-            screen = _result_screen(job)
+            screen = result_screen(job)
             if screen is not None:
                 self._show(screen)
                 self._spawn(self._idle_later(self._screen_gen,
@@ -1036,47 +1045,23 @@ class Engine:
         except Exception:  # noqa: BLE001
             log.exception("state change callback failed")
 
-    def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _spawn(self, coro: Coroutine[object, None, T], name: str) -> asyncio.Task[T]:
+        return self._tasks.spawn(coro, name)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("task %s failed: %s", task.get_name(), type(exc).__name__)
-
-    async def _read(self, coro: Awaitable[T], what: str) -> T:
-        """An athena read within athena.timeout_s, errors mapped to wire codes."""
+    async def _read(self, coro: Awaitable[T], what: oc.ReadTarget) -> T:
+        """An athena read within athena.timeout_s; a failure becomes the reply the core
+        gives it (``core.outcome.read_error``)."""
         try:
             async with asyncio.timeout(self._athena_timeout_s):
                 result = await coro
-        except TimeoutError:
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, f"{what} read timed out")
-            raise DomainError(Code.ATHENA_UNAVAILABLE, f"athena did not answer the {what} read "
-                              f"within {self._athena_timeout_s:g} s") from None
-        except NotFound:
-            self._athena_ok()
-            code = Code.APPOINTMENT_NOT_FOUND if what == "appointment" else Code.PATIENT_NOT_FOUND
-            raise DomainError(code, f"athena has no such {what}") from None
-        except AthenaUnavailable as exc:
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, exc.message)
-            raise DomainError(Code.ATHENA_UNAVAILABLE,
-                              f"athena unavailable: {_safe(exc.message)}") from None
-        except AthenaBadResponse as exc:
-            self._athena_failed(Code.ATHENA_BAD_RESPONSE, exc.message)
-            raise DomainError(Code.ATHENA_BAD_RESPONSE,
-                              f"athena's {what} answer was unreadable") from None
-        except AthenaError as exc:
-            self._athena_failed(Code.ATHENA_UNAVAILABLE, exc.message)
-            raise DomainError(Code.ATHENA_UNAVAILABLE,
-                              f"athena refused the {what} read: {_safe(exc.message)}") from None
+        except (AthenaError, TimeoutError) as exc:
+            failure = oc.read_error(exc, what, self._athena_timeout_s)
+            self._note(failure.athena)
+            raise failure.error from None
         self._athena_ok()
         return result
 
-    def _evaluate(self, payload: Any, patient_id: str, dept: str) -> Any:
+    def _evaluate(self, payload: object, patient_id: str, dept: str) -> BalanceView:
         try:
             view = evaluate_balances(payload, patient_id, dept)
         except PatientNotFoundInPayload:
@@ -1103,13 +1088,19 @@ class Engine:
     def athena_check_failed(self, exc: AthenaError) -> None:
         """A start-up athena call (app.py's department probe) failed: say so in
         ``state.athena.last_error`` before the first patient finds out."""
-        code = (Code.ATHENA_BAD_RESPONSE if isinstance(exc, AthenaBadResponse)
-                else Code.ATHENA_UNAVAILABLE)
-        self._athena_failed(code, exc.message)
+        self._athena_failed(oc.read_code(exc), exc.message)
 
     def athena_check_ok(self) -> None:
         """A start-up athena call succeeded."""
         self._athena_ok()
+
+    def _note(self, note: oc.AthenaNote) -> None:
+        """Record what a call said about athena (``state.athena``)."""
+        match note:
+            case oc.Answered():
+                self._athena_ok()
+            case oc.Failed(code=code, message=message):
+                self._athena_failed(code, message)
 
     def _athena_failed(self, code: Code, message: str) -> None:
         self._athena_last_error = {"code": code.value, "message": _safe(message),
@@ -1126,25 +1117,3 @@ def _wipe(card: api.Card) -> None:
         card.wipe()
     except Exception:  # noqa: BLE001 - wiping twice or a driver's own fault
         log.warning("card wipe raised; ignoring")
-
-
-def _result_screen(job: Job) -> Screen | None:
-    """The screen a job's end shows, in the job's language. (A void shows nothing: the
-    patient has usually left and another job may hold the display; docs/jobs.md.)"""
-    lang = job.language
-    match job.state:
-        case JobState.SUCCEEDED:
-            return Screen(ScreenKind.APPROVED, total=job.total, brand=job.card_brand,
-                          last4=job.card_last4, language=lang)
-        case JobState.DECLINED:
-            return Screen(ScreenKind.DECLINED, brand=job.card_brand, last4=job.card_last4,
-                          language=lang)
-        case JobState.FAILED:
-            return Screen(ScreenKind.FAILED, language=lang)
-        case JobState.CANCELED:
-            return Screen(ScreenKind.CANCELED, language=lang)
-        case JobState.EXPIRED:
-            return Screen(ScreenKind.EXPIRED, language=lang)
-        case JobState.UNKNOWN:
-            return Screen(ScreenKind.UNKNOWN, language=lang)
-    return None

@@ -44,7 +44,7 @@ def run_to_success(journal: Journal, job_id: str) -> jm.Job:
     st = jm.start_job(cmd(job_id), department_id="1", now=T0)
     journal.commit_step(st, topic=TOPIC)
     for i, inp in enumerate([jm.CardAccepted("visa", "1111"), jm.SubmitStarted(),
-                             jm.Approved(f"ep-{job_id}")]):
+                             jm.PaymentApproved(f"ep-{job_id}")]):
         st = jm.step(st.job, inp, T0 + timedelta(seconds=i + 1))
         journal.commit_step(st, topic=TOPIC)
     return st.job
@@ -111,7 +111,7 @@ def test_step_without_event_updates_record_only(journal: Journal) -> None:
     st = jm.start_job(cmd(), department_id="1", now=T0)
     journal.commit_step(st, topic=TOPIC)
     j = st.job
-    for inp in (jm.CardAccepted("visa", "1111"), jm.SubmitStarted(), jm.OutcomeUnknown("t/o")):
+    for inp in (jm.CardAccepted("visa", "1111"), jm.SubmitStarted(), jm.OutcomeUncertain("t/o")):
         st = jm.step(j, inp, T0)
         journal.commit_step(st, topic=TOPIC)
         j = st.job

@@ -29,7 +29,7 @@ def to_submitting(journal: Journal, job_id: str) -> jm.Job:
 
 def to_unknown(journal: Journal, job_id: str) -> jm.Job:
     job = to_submitting(journal, job_id)
-    st = jm.step(job, jm.OutcomeUnknown("read timeout"), T0 + timedelta(seconds=5))
+    st = jm.step(job, jm.OutcomeUncertain("read timeout"), T0 + timedelta(seconds=5))
     journal.commit_step(st, topic=TOPIC)
     return st.job
 

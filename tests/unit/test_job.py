@@ -39,11 +39,11 @@ def new_job() -> jm.Job:
 SAMPLES: dict[type, object] = {
     jm.CardAccepted: jm.CardAccepted("visa", "1111"),
     jm.SubmitStarted: jm.SubmitStarted(),
-    jm.Approved: jm.Approved("123456"),
-    jm.Declined: jm.Declined("Insufficient funds"),
+    jm.PaymentApproved: jm.PaymentApproved("123456"),
+    jm.PaymentDeclined: jm.PaymentDeclined("Insufficient funds"),
     jm.NotSent: jm.NotSent(Code.ATHENA_UNAVAILABLE, "connect refused"),
     jm.Rejected: jm.Rejected(Code.ATHENA_REJECTED, "bad department"),
-    jm.OutcomeUnknown: jm.OutcomeUnknown("read timeout"),
+    jm.OutcomeUncertain: jm.OutcomeUncertain("read timeout"),
     jm.AttemptClosed: jm.AttemptClosed(T0 + timedelta(minutes=1)),
     jm.ReconcileFound: jm.ReconcileFound("777"),
     jm.ReconcileMissed: jm.ReconcileMissed(settled=True),
@@ -59,14 +59,14 @@ PATHS: dict[JobState, list[object]] = {
     JobState.PENDING: [],
     JobState.CARD_READ: [SAMPLES[jm.CardAccepted]],
     JobState.SUBMITTING: [SAMPLES[jm.CardAccepted], jm.SubmitStarted()],
-    JobState.UNKNOWN: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.OutcomeUnknown("t/o")],
-    JobState.SUCCEEDED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.Approved("1")],
-    JobState.DECLINED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.Declined("no")],
+    JobState.UNKNOWN: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.OutcomeUncertain("t/o")],
+    JobState.SUCCEEDED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.PaymentApproved("1")],
+    JobState.DECLINED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.PaymentDeclined("no")],
     JobState.FAILED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(),
                       jm.Rejected(Code.ATHENA_REJECTED, "x")],
     JobState.CANCELED: [jm.Cancel()],
     JobState.EXPIRED: [jm.DeadlineHit()],
-    JobState.VOIDED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.Approved("1"),
+    JobState.VOIDED: [SAMPLES[jm.CardAccepted], jm.SubmitStarted(), jm.PaymentApproved("1"),
                       jm.Voided()],
 }
 
@@ -88,11 +88,11 @@ EXPECTED = {
     (JobState.CARD_READ, jm.SubmitStarted): JobState.SUBMITTING,
     (JobState.CARD_READ, jm.NotSent): JobState.FAILED,
     (JobState.CARD_READ, jm.Restarted): JobState.EXPIRED,
-    (JobState.SUBMITTING, jm.Approved): JobState.SUCCEEDED,
-    (JobState.SUBMITTING, jm.Declined): JobState.DECLINED,
+    (JobState.SUBMITTING, jm.PaymentApproved): JobState.SUCCEEDED,
+    (JobState.SUBMITTING, jm.PaymentDeclined): JobState.DECLINED,
     (JobState.SUBMITTING, jm.NotSent): JobState.FAILED,
     (JobState.SUBMITTING, jm.Rejected): JobState.FAILED,
-    (JobState.SUBMITTING, jm.OutcomeUnknown): JobState.UNKNOWN,
+    (JobState.SUBMITTING, jm.OutcomeUncertain): JobState.UNKNOWN,
     (JobState.SUBMITTING, jm.Restarted): JobState.UNKNOWN,
     (JobState.UNKNOWN, jm.AttemptClosed): JobState.UNKNOWN,
     (JobState.UNKNOWN, jm.ReconcileFound): JobState.SUCCEEDED,
@@ -158,7 +158,7 @@ def test_cancel_refusal_codes(state: JobState, code: Code) -> None:
 
 def test_engine_only_inputs_map_to_internal_error() -> None:
     with pytest.raises(jm.IllegalInput) as ei:
-        jm.step(new_job(), jm.Approved("1"), T0)
+        jm.step(new_job(), jm.PaymentApproved("1"), T0)
     assert ei.value.code is Code.INTERNAL_ERROR
 
 
@@ -178,7 +178,7 @@ def test_succeeded_event_golden() -> None:
     j = jm.step(j, jm.CardAccepted("visa", "1111"), T0 + timedelta(seconds=3)).job
     j = jm.step(j, jm.SubmitStarted(), T0 + timedelta(seconds=4)).job
     assert j.submitted_at == T0 + timedelta(seconds=4)
-    st = jm.step(j, jm.Approved("123456"), T0 + timedelta(seconds=7))
+    st = jm.step(j, jm.PaymentApproved("123456"), T0 + timedelta(seconds=7))
     assert st.events[0] == {
         "v": 1, "type": "charge.event", "job_id": "j-1", "seq": 4, "state": "succeeded",
         "final": True, "at": "2026-11-27T14:00:07Z",
@@ -294,8 +294,8 @@ def test_body_key_ignores_request_id_and_sees_everything_else() -> None:
 
 
 def test_illegal_error_message_names_state_and_input() -> None:
-    with pytest.raises(jm.IllegalInput, match="can't handle Approved in state pending"):
-        jm.step(new_job(), jm.Approved("1"), T0)
+    with pytest.raises(jm.IllegalInput, match="can't handle PaymentApproved in state pending"):
+        jm.step(new_job(), jm.PaymentApproved("1"), T0)
 
 
 def test_mermaid_and_table_come_from_transitions() -> None:

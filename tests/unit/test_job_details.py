@@ -99,7 +99,7 @@ def test_body_key_sees_claim_order_and_expiry_to_the_second() -> None:
 # ---------------------------------------------------------------- errors kept and dropped
 
 
-@pytest.mark.parametrize("through", [jm.OutcomeUnknown("read timeout"), jm.Restarted()])
+@pytest.mark.parametrize("through", [jm.OutcomeUncertain("read timeout"), jm.Restarted()])
 def test_success_after_unknown_drops_the_error(through: object) -> None:
     unknown = run(card_read(), jm.SubmitStarted(), through)
     assert unknown.state is JobState.UNKNOWN
@@ -118,8 +118,8 @@ def test_success_after_unknown_drops_the_error(through: object) -> None:
     [
         ((jm.SubmitStarted(), jm.NotSent(Code.ATHENA_UNAVAILABLE, "x")), Code.ATHENA_UNAVAILABLE),
         ((jm.SubmitStarted(), jm.Rejected(Code.ATHENA_REJECTED, "x")), Code.ATHENA_REJECTED),
-        ((jm.SubmitStarted(), jm.Declined("x")), Code.DECLINED),
-        ((jm.SubmitStarted(), jm.OutcomeUnknown("x"), jm.ReconcileGaveUp()), Code.NOT_CHARGED),
+        ((jm.SubmitStarted(), jm.PaymentDeclined("x")), Code.DECLINED),
+        ((jm.SubmitStarted(), jm.OutcomeUncertain("x"), jm.ReconcileGaveUp()), Code.NOT_CHARGED),
         ((jm.Restarted(),), Code.AGENT_RESTARTED),
     ],
 )
@@ -141,16 +141,16 @@ def test_submit_records_when_and_the_card_stays() -> None:
 
 @pytest.mark.parametrize(("n", "kept"), [(199, 199), (200, 200), (201, 197), (5000, 197)])
 def test_athena_text_is_clipped_to_200_characters(n: int, kept: int) -> None:
-    j = run(card_read(), jm.SubmitStarted(), jm.Declined("d" * n))
+    j = run(card_read(), jm.SubmitStarted(), jm.PaymentDeclined("d" * n))
     assert j.error_message is not None and len(j.error_message) <= 200
     assert j.error_message.count("d") == kept
     assert j.error_message.endswith("...") is (n > 200)
 
 
 def test_athena_text_loses_unprintable_characters() -> None:
-    j = run(card_read(), jm.SubmitStarted(), jm.Declined("\x1b[2Jno\nfunds\x07"))
+    j = run(card_read(), jm.SubmitStarted(), jm.PaymentDeclined("\x1b[2Jno\nfunds\x07"))
     assert j.error_message == "[2Jno funds"
-    blank = run(card_read(), jm.SubmitStarted(), jm.Declined(" \n\t"))
+    blank = run(card_read(), jm.SubmitStarted(), jm.PaymentDeclined(" \n\t"))
     assert blank.error_message  # never an empty message on a declined job
 
 
@@ -242,7 +242,7 @@ def test_check_event_refuses_a_missing_field(key: str) -> None:
 
 
 def test_old_records_without_reconcile_counters_load_as_zero() -> None:
-    j = run(card_read(), jm.SubmitStarted(), jm.OutcomeUnknown("t/o"))
+    j = run(card_read(), jm.SubmitStarted(), jm.OutcomeUncertain("t/o"))
     rec = jm.job_to_record(j)
     del rec["reconcile_reads"], rec["reconcile_attempts"]
     back = jm.job_from_record(rec)
@@ -251,7 +251,7 @@ def test_old_records_without_reconcile_counters_load_as_zero() -> None:
 
 
 def test_records_keep_the_reconcile_counters() -> None:
-    j = run(card_read(), jm.SubmitStarted(), jm.OutcomeUnknown("t/o"),
+    j = run(card_read(), jm.SubmitStarted(), jm.OutcomeUncertain("t/o"),
             jm.ReconcileMissed(settled=False), jm.ReconcileMissed(settled=True),
             jm.ReconcileMissed(settled=True))
     assert (j.reconcile_reads, j.reconcile_attempts) == (2, 3)
@@ -303,7 +303,7 @@ def test_an_illegal_input_names_the_job_state_and_input() -> None:
 @pytest.mark.parametrize(
     "inp", [jm.NotSent(Code.ATHENA_UNAVAILABLE, "connect refused"),
             jm.Rejected(Code.ATHENA_REJECTED, "connect refused"),
-            jm.OutcomeUnknown("connect refused")],
+            jm.OutcomeUncertain("connect refused")],
 )
 def test_the_reason_given_reaches_the_event(inp: object) -> None:
     j = run(card_read(), jm.SubmitStarted(), inp)
@@ -313,7 +313,7 @@ def test_the_reason_given_reaches_the_event(inp: object) -> None:
 @pytest.mark.parametrize(
     "inputs",
     [(jm.SubmitStarted(), jm.Restarted()),
-     (jm.SubmitStarted(), jm.OutcomeUnknown("t/o"), jm.ReconcileGaveUp()),
+     (jm.SubmitStarted(), jm.OutcomeUncertain("t/o"), jm.ReconcileGaveUp()),
      (jm.SubmitStarted(), jm.Restarted(), jm.ReconcileGaveUp())],
 )
 def test_every_error_event_says_something_of_its_own(inputs: tuple[object, ...]) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from lobbypay.core.clock import Span
+from lobbypay.core.errors import Code
 from lobbypay.core.money import Cents, InvalidAmount, parse_athena_amount
 
 # ---------------------------------------------------------------- results
@@ -48,10 +50,20 @@ class Receipt:
 
 
 # ---------------------------------------------------------------- errors
+#
+# Each class carries ``code``, the protocol error code it stands for. The rules that turn
+# an error into a job input or a reply (``lobbypay.core.outcome``) read the code, not the
+# class: ``athena_unavailable`` means "certainly not delivered", ``athena_rejected``
+# "athena said no", and anything else, for the payment POST, "it may have landed".
 
 
 class AthenaError(Exception):
-    """Base of every error the athena client raises. Messages carry no card data."""
+    """Base of every error the athena client raises. Messages carry no card data.
+
+    An error that does not say more is taken at its worst: for the POST, the payment may
+    have landed (``outcome_unknown``)."""
+
+    code: ClassVar[Code] = Code.OUTCOME_UNKNOWN
 
     def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None):
         super().__init__(message)
@@ -63,6 +75,8 @@ class AthenaError(Exception):
 class AthenaUnavailable(AthenaError):
     """Not delivered / transient. For collect_payment: certainly not sent."""
 
+    code = Code.ATHENA_UNAVAILABLE
+
 
 class AthenaThrottled(AthenaUnavailable):
     """429, or 403 'Over Qps'/'Over Rate', past the client's retry budget."""
@@ -71,9 +85,13 @@ class AthenaThrottled(AthenaUnavailable):
 class OutcomeUnknown(AthenaError):
     """The POST may have reached athena. Reconcile; never retry."""
 
+    code = Code.OUTCOME_UNKNOWN
+
 
 class AthenaRejected(AthenaError):
     """athena answered with an error body (``error``, ``detailedmessage``, ``missingfields``)."""
+
+    code = Code.ATHENA_REJECTED
 
     def __init__(
         self,
@@ -90,7 +108,8 @@ class AthenaRejected(AthenaError):
 
 
 class NotFound(AthenaRejected):
-    """The patient / appointment / path does not exist."""
+    """The patient / appointment / path does not exist. (A read names which:
+    ``patient_not_found``, ``appointment_not_found``; ``lobbypay.core.outcome``.)"""
 
 
 class AthenaAuthError(AthenaRejected):
@@ -99,6 +118,8 @@ class AthenaAuthError(AthenaRejected):
 
 class AthenaBadResponse(AthenaError):
     """A reply that is not the shape the endpoint returns (HTML, wrong JSON)."""
+
+    code = Code.ATHENA_BAD_RESPONSE
 
 
 # ---------------------------------------------------------------- wire parsing
@@ -209,6 +230,8 @@ def parse_payment_result(body: object) -> PaymentResult:
 class OutcomeUnknownText(AthenaParseError):
     """``success: "false"`` whose ``errortext`` is the processor's "Unknown" message: athena
     itself does not know whether the card was charged. Not a decline: reconcile."""
+
+    code = Code.OUTCOME_UNKNOWN
 
 
 _UNKNOWN_TEXT_RE = re.compile(r"\A\W*unknown\b", re.IGNORECASE)

@@ -4,12 +4,16 @@
 protocol.md section 2-4 says about field types, ranges and formats is checked there, so a
 ``Command`` that exists is well-formed. Rules that need athena (claims collectible, amounts
 within balances) are checked later by the charge plan.
+
+Each class names its wire ``type`` at class level (``ChargeStart.type == "charge.start"``),
+so code that routes commands matches on the class and the type checker sees which one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from lobbypay.core.money import Cents
 
@@ -22,15 +26,16 @@ class ClaimAmount:
 
 @dataclass(frozen=True, slots=True)
 class BalanceGet:
+    type: ClassVar[str] = "balance.get"
     request_id: str
     patient_id: str
     department_id: str | None = None  # None: terminal.department_id
     appointment_id: str | None = None
-    type: str = "balance.get"
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeStart:
+    type: ClassVar[str] = "charge.start"
     request_id: str
     job_id: str
     patient_id: str
@@ -43,7 +48,6 @@ class ChargeStart:
     expires_at: datetime | None  # aware UTC
     #: the display's language for this job; None: ``terminal.language`` (protocol 10)
     language: str | None = None
-    type: str = "charge.start"
 
     @property
     def other(self) -> Cents:
@@ -67,32 +71,32 @@ class ChargeStart:
 
 @dataclass(frozen=True, slots=True)
 class ChargeCancel:
+    type: ClassVar[str] = "charge.cancel"
     request_id: str
     job_id: str
-    type: str = "charge.cancel"
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeGet:
+    type: ClassVar[str] = "charge.get"
     request_id: str
     job_id: str
-    type: str = "charge.get"
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeList:
+    type: ClassVar[str] = "charge.list"
     request_id: str
     limit: int = 20  # 1..100
-    type: str = "charge.list"
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeVoid:
     """Staff topic only (protocol 10): void a succeeded job's payment at athena."""
 
+    type: ClassVar[str] = "charge.void"
     request_id: str
     job_id: str
-    type: str = "charge.void"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +104,10 @@ class ReceiptEmail:
     """Email athena's receipt of a succeeded job. ``email`` is personal data: it is never
     journaled, and ``repr`` masks it so a log of the command cannot carry it."""
 
+    type: ClassVar[str] = "receipt.email"
     request_id: str
     job_id: str
     email: str
-    type: str = "receipt.email"
 
     def __repr__(self) -> str:
         return (f"ReceiptEmail(request_id={self.request_id!r}, job_id={self.job_id!r}, "
@@ -120,8 +124,8 @@ def mask_email(address: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    type: ClassVar[str] = "ping"
     request_id: str
-    type: str = "ping"
 
 
 Command = (
@@ -129,10 +133,11 @@ Command = (
     | ReceiptEmail
 )
 
-COMMAND_TYPES: tuple[str, ...] = (
-    "balance.get", "charge.start", "charge.cancel", "charge.get", "charge.list", "ping",
-    "charge.void", "receipt.email",
+COMMAND_CLASSES: tuple[type[Command], ...] = (
+    BalanceGet, ChargeStart, ChargeCancel, ChargeGet, ChargeList, Ping, ChargeVoid,
+    ReceiptEmail,
 )
+COMMAND_TYPES: tuple[str, ...] = tuple(c.type for c in COMMAND_CLASSES)
 #: Commands taken only on ``lobbypay/v1/<tid>/staff/cmd`` (protocol 10); on ``cmd``
 #: they are answered ``forbidden``.
-STAFF_ONLY_TYPES: frozenset[str] = frozenset({"charge.void"})
+STAFF_ONLY_TYPES: frozenset[str] = frozenset({ChargeVoid.type})

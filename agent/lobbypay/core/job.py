@@ -92,12 +92,16 @@ class SubmitStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class Approved:
+class PaymentApproved:
+    """athena approved the POST (``lobbypay.core.athena.Approved``)."""
+
     epayment_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Declined:
+class PaymentDeclined:
+    """athena declined the card (``lobbypay.core.athena.Declined``): nothing was charged."""
+
     errortext: str
 
 
@@ -118,9 +122,10 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
-class OutcomeUnknown:
-    """The POST may have landed (timeout after sending, 5xx, unreadable reply).
-    ``athena_to``: the latest athena-clock time the attempt can have ended by."""
+class OutcomeUncertain:
+    """The POST may have landed (timeout after sending, 5xx, unreadable reply: athena's
+    ``OutcomeUnknown`` and its kin). ``athena_to``: the latest athena-clock time the
+    attempt can have ended by."""
 
     message: str
     athena_to: datetime | None = None
@@ -174,14 +179,16 @@ class Voided:
 
 
 Input = (
-    CardAccepted | SubmitStarted | Approved | Declined | NotSent | Rejected | OutcomeUnknown
-    | AttemptClosed | ReconcileFound | ReconcileMissed | ReconcileGaveUp | Cancel
-    | DeadlineHit | Restarted | Voided
+    CardAccepted | SubmitStarted | PaymentApproved | PaymentDeclined | NotSent | Rejected
+    | OutcomeUncertain | AttemptClosed | ReconcileFound | ReconcileMissed | ReconcileGaveUp
+    | Cancel | DeadlineHit | Restarted | Voided
 )
-INPUT_TYPES: tuple[type[Any], ...] = (
-    CardAccepted, SubmitStarted, Approved, Declined, NotSent, Rejected, OutcomeUnknown,
-    AttemptClosed, ReconcileFound, ReconcileMissed, ReconcileGaveUp, Cancel, DeadlineHit,
-    Restarted, Voided,
+#: What the payment POST's outcome can be for a job (``lobbypay.core.outcome``).
+PaymentInput = PaymentApproved | PaymentDeclined | NotSent | Rejected | OutcomeUncertain
+INPUT_TYPES: tuple[type[Input], ...] = (
+    CardAccepted, SubmitStarted, PaymentApproved, PaymentDeclined, NotSent, Rejected,
+    OutcomeUncertain, AttemptClosed, ReconcileFound, ReconcileMissed, ReconcileGaveUp, Cancel,
+    DeadlineHit, Restarted, Voided,
 )
 
 
@@ -189,7 +196,7 @@ INPUT_TYPES: tuple[type[Any], ...] = (
 
 _S = JobState
 #: state -> {input type -> next state}. Everything not listed is illegal.
-TRANSITIONS: Mapping[JobState, Mapping[type[Any], JobState]] = {
+TRANSITIONS: Mapping[JobState, Mapping[type[Input], JobState]] = {
     _S.PENDING: {
         CardAccepted: _S.CARD_READ,
         Cancel: _S.CANCELED,
@@ -204,11 +211,11 @@ TRANSITIONS: Mapping[JobState, Mapping[type[Any], JobState]] = {
         Restarted: _S.EXPIRED,
     },
     _S.SUBMITTING: {
-        Approved: _S.SUCCEEDED,
-        Declined: _S.DECLINED,
+        PaymentApproved: _S.SUCCEEDED,
+        PaymentDeclined: _S.DECLINED,
         NotSent: _S.FAILED,
         Rejected: _S.FAILED,
-        OutcomeUnknown: _S.UNKNOWN,
+        OutcomeUncertain: _S.UNKNOWN,
         # the POST may have been in flight when the agent died
         Restarted: _S.UNKNOWN,
     },
@@ -239,7 +246,7 @@ class IllegalInput(Exception):
     ``internal_error`` for inputs only the engine sends.
     """
 
-    def __init__(self, job_id: str, state: JobState, input_type: type[Any]) -> None:
+    def __init__(self, job_id: str, state: JobState, input_type: type[Input]) -> None:
         super().__init__(
             f"can't handle {input_type.__name__} in state {state} (job {job_id})"
         )
@@ -258,7 +265,7 @@ class IllegalInput(Exception):
         return Code.INTERNAL_ERROR
 
 
-def accepts(state: JobState, input_type: type[Any]) -> bool:
+def accepts(state: JobState, input_type: type[Input]) -> bool:
     return input_type in TRANSITIONS[state]
 
 
@@ -384,14 +391,14 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
             changes.update(card_brand=brand, card_last4=last4)
         case SubmitStarted(athena_from=athena_from):
             changes.update(submitted_at=now, attempt_from=_aware_or_none(athena_from))
-        case Approved(epayment_id=eid) | ReconcileFound(epayment_id=eid):
+        case PaymentApproved(epayment_id=eid) | ReconcileFound(epayment_id=eid):
             changes.update(epayment_id=str(eid), error_code=None, error_message=None)
-        case Declined(errortext=text):
+        case PaymentDeclined(errortext=text):
             changes.update(error_code=Code.DECLINED.value,
                            error_message=_clip(text) or "card declined")
         case NotSent(code=code, message=msg) | Rejected(code=code, message=msg):
             changes.update(error_code=Code(code).value, error_message=_clip(msg))
-        case OutcomeUnknown(message=msg, athena_to=athena_to):
+        case OutcomeUncertain(message=msg, athena_to=athena_to):
             changes.update(
                 error_code=Code.OUTCOME_UNKNOWN.value,
                 error_message=_clip(f"outcome not known, reconciling: {msg}"),

@@ -14,6 +14,10 @@ The words themselves, in every language, live in ``lobbypay.core.screen_text`` (
 catalogue); this module only chooses, fills and fits them.
 
 Card data: a screen takes only a brand name and a 4-digit last 4 (protocol 7).
+
+When a job lets go of the terminal, ``result_screen(job)`` says what the display shows:
+one row of ``RESULT_SCREENS`` per state (the kind, and which of the job's facts it
+carries).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from lobbypay.core.job import Job, JobState
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.screen_text import CATALOGUE, DEFAULT_LANGUAGE, LANGUAGES
 
@@ -68,6 +73,52 @@ _NEEDS_TOTAL = frozenset({
     ScreenKind.PENDING, ScreenKind.SWIPE_AGAIN, ScreenKind.NOT_A_BANK_CARD,
     ScreenKind.CARD_EXPIRED, ScreenKind.CANNOT_READ_HERE,
 })
+
+@dataclass(frozen=True, slots=True)
+class ResultScreen:
+    """A row of ``RESULT_SCREENS``: the screen's kind and whether it shows the job's total
+    and its card (brand and last 4)."""
+
+    kind: ScreenKind
+    total: bool = False
+    card: bool = False
+
+
+#: The screen a job's end shows, per state it ends in. A state not listed shows nothing
+#: new: ``voided`` (the patient has usually left and another job may hold the display;
+#: docs/jobs.md), and the states that still hold the terminal.
+RESULT_SCREENS: Mapping[JobState, ResultScreen] = {
+    JobState.SUCCEEDED: ResultScreen(ScreenKind.APPROVED, total=True, card=True),
+    JobState.DECLINED: ResultScreen(ScreenKind.DECLINED, card=True),
+    JobState.FAILED: ResultScreen(ScreenKind.FAILED),
+    JobState.CANCELED: ResultScreen(ScreenKind.CANCELED),
+    JobState.EXPIRED: ResultScreen(ScreenKind.EXPIRED),
+    JobState.UNKNOWN: ResultScreen(ScreenKind.UNKNOWN),
+}
+
+
+def result_screen(job: Job) -> Screen | None:
+    """The screen a job's end shows, in the job's language (None: none; ``RESULT_SCREENS``)."""
+    row = RESULT_SCREENS.get(job.state)
+    if row is None:
+        return None
+    return Screen(row.kind, total=job.total if row.total else None,
+                  brand=job.card_brand if row.card else None,
+                  last4=job.card_last4 if row.card else None, language=job.language)
+
+
+#: The screen a swipe that gave no usable card gets while a job waits for one, by the
+#: reader's reason (a ``lobbypay_hw.api.ReadFailure`` value); any other: "swipe again".
+SWIPE_FAILED_SCREENS: Mapping[str, ScreenKind] = {
+    "not_a_bank_card": ScreenKind.NOT_A_BANK_CARD,
+    "encrypted_reader": ScreenKind.CANNOT_READ_HERE,
+}
+
+
+def swipe_failed_screen(reason: str, total: Cents) -> Screen:
+    """What a pending job's display shows after a swipe that failed for ``reason``."""
+    return Screen(SWIPE_FAILED_SCREENS.get(reason, ScreenKind.SWIPE_AGAIN), total=total)
+
 
 _BRANDS = {
     "visa": "Visa",

@@ -56,7 +56,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -67,6 +67,7 @@ from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import error_reply, peek_envelope
 from lobbypay.failpoints import failpoint
+from lobbypay.ports import Outbox
 
 log = logging.getLogger("lobbypay.mqtt")
 
@@ -163,14 +164,6 @@ class LinkCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class Outbox(Protocol):
-    """The journal's outbox as the link uses it (sync or async methods both work)."""
-
-    def outbox_pending(self, limit: int) -> Any: ...
-
-    def outbox_ack(self, row_id: int) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,7 +658,7 @@ class MqttLink:
                 row_id, topic, payload, retain = _row_fields(row)
                 await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
                 failpoint("after_publish_before_ack")
-                await _maybe_await(self._outbox.outbox_ack(row_id))
+                self._outbox.outbox_ack(row_id)
                 self.counters.outbox_sent += 1
 
 
