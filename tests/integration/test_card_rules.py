@@ -4,20 +4,19 @@ refuse it hours early every month's end)."""
 
 from __future__ import annotations
 
-import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from lobbypay.core.job import JobState
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_engine as te  # noqa: E402  (the engine test fakes: clock, athena, card)
+import tests.fakes.engine as te
 
 
 class NovemberCard(te.FakeCard):
     """A card good through November 2026 (BankCard's rule on the date it is given)."""
 
-    def is_expired(self, today: te.date) -> bool:
+    def is_expired(self, today: date) -> bool:
         return (today.year, today.month) > (2026, 11)
 
 

@@ -9,21 +9,23 @@ charge, and the app may refund the patient for a payment it thinks was made twic
 
 from __future__ import annotations
 
-from tests.integration.test_engine import (
+from lobbypay import engine as engine_mod
+from lobbypay.core.athena import Approved
+
+from tests.fakes.engine import (
     HANG,
-    Approved,
+    FakeCard,
     Rig,
-    engine_mod,
     go_unknown,
     receipt,
-    rig,  # noqa: F401 - the fixture
+    settle,
     start_cmd,
     swipe,
     until,
 )
 
 
-async def test_reconcile_does_not_take_the_receipt_of_a_post_in_flight(rig: Rig) -> None:  # noqa: F811
+async def test_reconcile_does_not_take_the_receipt_of_a_post_in_flight(rig: Rig) -> None:
     await go_unknown(rig, "j-1")  # nothing landed for j-1
     rig.athena.post_script = [HANG]
     rig.athena.after_hang = Approved("900777")
@@ -49,12 +51,11 @@ async def test_reconcile_does_not_take_the_receipt_of_a_post_in_flight(rig: Rig)
     assert len(rig.athena.posts) == 2  # one POST per job, never a retry
 
 
-async def test_a_swipe_delivered_twice_posts_once(rig: Rig) -> None:  # noqa: F811
+async def test_a_swipe_delivered_twice_posts_once(rig: Rig) -> None:
     # a reader that sends one swipe as two frames (or a patient who swipes again while
     # the payment is processing): the second card arrives with the job in submitting
     from lobbypay_hw import api
 
-    from tests.integration.test_engine import FakeCard, settle
 
     rig.athena.post_script = [HANG]
     rig.athena.after_hang = Approved("900123")

@@ -14,7 +14,7 @@ from lobbypay.core.athena import AthenaUnavailable
 from lobbypay.core.balance import DepartmentInfo
 from lobbypay.core.commands import BalanceGet
 
-from tests.integration.test_engine import FakeAthena, Rig, patient_payload
+from tests.fakes.engine import FakeAthena, Rig, patient_payload
 
 DEPARTMENTS = {"departments": [
     {"departmentid": "1", "providergroupid": "10"},

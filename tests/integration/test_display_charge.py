@@ -28,9 +28,7 @@ from lobbypay_hw import DISPLAYS
 from lobbypay_hw.api import CardRead, Display, ReadFailed, ReadFailure
 from luma.core.device import dummy
 
-from tests.fakes.i2c import Backpack
-from tests.fakes.screens import assert_shows, fb_image
-from tests.integration.test_engine import (
+from tests.fakes.engine import (
     HANG,
     SETTLE_S,
     TID,
@@ -42,6 +40,8 @@ from tests.integration.test_engine import (
     settle,
     start_cmd,
 )
+from tests.fakes.i2c import Backpack
+from tests.fakes.screens import assert_shows, fb_image
 
 CONFIG: dict[str, Any] = {
     "terminal": {"id": TID, "department_id": "1", "state_dir": "/tmp/unused",

@@ -10,7 +10,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tests.integration.test_install import REPO, run
+from tests.support.install import REPO, run
 
 INSTALL = REPO / "scripts" / "install"
 PIP_NOISE = "WARNING: Location 'file:///nowhere' is ignored"

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from lobbypay import engine as engine_mod
 from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved
+from lobbypay.core.commands import ChargeGet, ChargeList
 from lobbypay.core.errors import DomainError
 from lobbypay.core.job import JobState, job_to_record
 from lobbypay.shell import journal as journal_mod
 from lobbypay.shell.journal import DB_NAME, Journal, JournalError
+from lobbypay_hw import api
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_engine as te  # noqa: E402  (the engine test fakes: clock, athena, card)
+import tests.fakes.engine as te
 
 
 @contextmanager
@@ -75,9 +76,9 @@ async def test_outcome_kept_and_terminal_free_while_the_journal_is_locked(rig: t
         await te.until(lambda: rig.engine.active_job is None)
         # athena's answer is not lost: the job is succeeded in memory, the terminal free
         assert journaled_states(rig, "j-1")[-1] == "submitting"
-        got = rig.engine.charge_get(te.ChargeGet(request_id="g", job_id="j-1"))
+        got = rig.engine.charge_get(ChargeGet(request_id="g", job_id="j-1"))
         assert got["job"]["state"] == "succeeded" and got["job"]["epayment_id"] == "900555"
-        listed = rig.engine.charge_list(te.ChargeList(request_id="l", limit=5))["jobs"]
+        listed = rig.engine.charge_list(ChargeList(request_id="l", limit=5))["jobs"]
         assert listed[0]["state"] == "succeeded"
         assert rig.engine.state()["job_state"] == "idle"
         assert rig.engine.screen[0].strip().lower().startswith("approved")
@@ -114,9 +115,9 @@ async def test_an_unwritten_approval_is_taken_for_other_jobs_reconciling(rig: te
         rig.athena.release.set()
         await te.until(lambda: rig.engine.active_job is None)
         rig.athena.receipts_script = [[te.receipt("777")]] * 3
-        await rig.clock.advance(te.engine_mod.RECONCILE_FIRST_READ_S)
+        await rig.clock.advance(engine_mod.RECONCILE_FIRST_READ_S)
         await rig.clock.advance(1)
-    assert rig.engine.charge_get(te.ChargeGet(request_id="g", job_id="j-a"))["job"][
+    assert rig.engine.charge_get(ChargeGet(request_id="g", job_id="j-a"))["job"][
         "state"] == "unknown"
     await rig.clock.advance(6)
     await te.until(lambda: journaled_states(rig, "j-b")[-1] == "succeeded")
@@ -145,7 +146,7 @@ class LockingDisplay(te.FakeDisplay):
         self.state_dir = state_dir
         self.lock: sqlite3.Connection | None = None
 
-    def show(self, view: te.api.ScreenView) -> tuple[str, ...]:
+    def show(self, view: api.ScreenView) -> tuple[str, ...]:
         if self.lock is None and any("ocessing" in line for line in view.lines):
             self.lock = sqlite3.connect(self.state_dir / DB_NAME, isolation_level=None,
                                         timeout=0)
@@ -170,7 +171,7 @@ async def test_submitting_not_written_means_never_posted(tmp_path: Path) -> None
         await te.until(lambda: r.engine.active_job is None)
         assert r.athena.posts == []  # the point of no return was never recorded
         assert card.wiped
-        got = r.engine.charge_get(te.ChargeGet(request_id="g", job_id="j-1"))["job"]
+        got = r.engine.charge_get(ChargeGet(request_id="g", job_id="j-1"))["job"]
         assert got["state"] == "failed" and got["error"]["code"] == "internal_error"
         assert r.engine.state()["job_state"] == "idle"  # not stuck in card_read
         assert journaled_states(r, "j-1") == ["pending", "card_read"]
@@ -187,9 +188,9 @@ async def test_a_reconcile_round_that_raises_is_retried(rig: te.Rig) -> None:
     rig.athena.receipts_script = [RuntimeError("a bug in a receipts parser"),
                                   [te.receipt("900321")]]
     await te.go_unknown(rig)
-    await rig.clock.advance(te.engine_mod.RECONCILE_FIRST_READ_S)
+    await rig.clock.advance(engine_mod.RECONCILE_FIRST_READ_S)
     assert rig.states("j-1")[-1] == "unknown"
-    await rig.clock.advance(te.engine_mod.RECONCILE_RETRY_MIN_S + 1)
+    await rig.clock.advance(engine_mod.RECONCILE_RETRY_MIN_S + 1)
     await te.until(lambda: rig.states("j-1")[-1] == "succeeded")
     assert rig.events("j-1")[-1]["epayment_id"] == "900321"
 
@@ -243,7 +244,7 @@ async def test_a_corrupt_row_is_quarantined_and_the_agent_starts(tmp_path: Path)
             await r2.engine.charge_start(te.start_cmd("j-bad"))
         assert ei.value.code == "internal_error"
         with pytest.raises(DomainError) as ei:
-            r2.engine.charge_get(te.ChargeGet(request_id="g", job_id="j-bad"))
+            r2.engine.charge_get(ChargeGet(request_id="g", job_id="j-bad"))
         assert ei.value.code == "internal_error"
     finally:
         await r2.close()
@@ -275,7 +276,7 @@ async def test_the_reply_agrees_with_the_job_when_keeping_the_reply_fails(
     from lobbypay.app import Dispatcher
 
     class LockOnAmount(LockingDisplay):
-        def show(self, view: te.api.ScreenView) -> tuple[str, ...]:
+        def show(self, view: api.ScreenView) -> tuple[str, ...]:
             if self.lock is None and any("Total" in line for line in view.lines):
                 self.lock = sqlite3.connect(self.state_dir / DB_NAME, isolation_level=None,
                                             timeout=0)

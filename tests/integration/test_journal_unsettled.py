@@ -13,25 +13,11 @@ import pytest
 from lobbypay.core import job as jm
 from lobbypay.shell.journal import Journal, JournalError
 
-from tests.integration.test_journal import T0, TOPIC, cmd, run_to_success
+from tests.support.journal import T0, TOPIC, run_to_success, to_submitting, to_unknown
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def to_submitting(journal: Journal, job_id: str) -> jm.Job:
-    st = jm.start_job(cmd(job_id), department_id="1", now=T0)
-    journal.commit_step(st, topic=TOPIC)
-    for i, inp in enumerate([jm.CardAccepted("visa", "1111"), jm.SubmitStarted()]):
-        st = jm.step(st.job, inp, T0 + timedelta(seconds=i + 1))
-        journal.commit_step(st, topic=TOPIC)
-    return st.job
-
-
-def to_unknown(journal: Journal, job_id: str) -> jm.Job:
-    job = to_submitting(journal, job_id)
-    st = jm.step(job, jm.OutcomeUncertain("read timeout"), T0 + timedelta(seconds=5))
-    journal.commit_step(st, topic=TOPIC)
-    return st.job
 
 
 def unsettled_cli(state_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from lobbypay.shell.journal import Journal
 
-from tests.integration.test_install import REPO, install, repo, run, uninstall  # noqa: F401
-from tests.integration.test_journal import run_to_success
-from tests.integration.test_journal_unsettled import to_unknown
+from tests.support.install import REPO, install, run, uninstall
+from tests.support.journal import run_to_success, to_unknown
 
 
 def with_program(root: Path) -> None:

@@ -7,14 +7,12 @@ while monotonic time runs on."""
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-import test_engine as te  # noqa: E402  (the engine test fakes: clock, athena, card)
+import tests.fakes.engine as te
 
 DAY = 86400.0
 
