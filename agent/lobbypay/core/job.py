@@ -31,9 +31,12 @@ from typing import Any
 from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.errors import Code
 from lobbypay.core.money import Cents, format_cents
+from lobbypay.core.text import printable
 
 EVENT_TYPE = "charge.event"
 PROTOCOL_VERSION = 1
+#: Longest error message a job keeps (and its events carry).
+_MESSAGE_MAX = 200
 
 
 class JobState(StrEnum):
@@ -388,13 +391,14 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
             changes.update(epayment_id=str(eid), error_code=None, error_message=None)
         case Declined(errortext=text):
             changes.update(error_code=Code.DECLINED.value,
-                           error_message=_clip(text) or "card declined")
+                           error_message=printable(text, _MESSAGE_MAX) or "card declined")
         case NotSent(code=code, message=msg) | Rejected(code=code, message=msg):
-            changes.update(error_code=Code(code).value, error_message=_clip(msg))
+            changes.update(error_code=Code(code).value,
+                           error_message=printable(msg, _MESSAGE_MAX))
         case OutcomeUnknown(message=msg, athena_to=athena_to):
             changes.update(
                 error_code=Code.OUTCOME_UNKNOWN.value,
-                error_message=_clip(f"outcome not known, reconciling: {msg}"),
+                error_message=printable(f"outcome not known, reconciling: {msg}", _MESSAGE_MAX),
                 attempt_to=_aware_or_none(athena_to),
             )
         case AttemptClosed(athena_to=athena_to):
@@ -432,11 +436,6 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
         return Step(replace(job, **changes), ())
     new_job = replace(job, seq=job.seq + 1, **changes)
     return Step(new_job, (to_event(new_job),))
-
-
-def _clip(text: object, limit: int = 200) -> str:
-    s = "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _aware_or_none(t: datetime | None) -> datetime | None:

@@ -61,6 +61,7 @@ from lobbypay.core.commands import (
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
 from lobbypay.core.screen_text import LANGUAGES
+from lobbypay.core.text import replace_unprintable
 
 PROTOCOL_VERSION = 1
 #: Commands are a few hundred bytes; 64 KiB leaves room for many claims and bounds the
@@ -360,8 +361,9 @@ def decode_command(payload: bytes, *, staff: bool = False) -> Command:
 
 
 def _snippet(text: str) -> str:
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
-    return repr(clean + ("..." if len(text) > 40 else ""))
+    """The start of a peer's text for a message: its first 40 characters, each unprintable
+    one as ``?``, ``...`` when there was more, quoted."""
+    return repr(replace_unprintable(text[:40]) + ("..." if len(text) > 40 else ""))
 
 
 def _balance_get(f: _Fields) -> BalanceGet:

@@ -66,6 +66,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import error_reply, peek_envelope
+from lobbypay.core.text import replace_unprintable
 from lobbypay.failpoints import failpoint
 
 log = logging.getLogger("lobbypay.mqtt")
@@ -703,5 +704,4 @@ def _has_reason(exc: BaseException, codes: set[int]) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:200])
+    return replace_unprintable(f"{type(exc).__name__}: {exc}"[:200])
