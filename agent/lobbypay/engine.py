@@ -69,6 +69,7 @@ from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import plan_charge, validate_charge
+from lobbypay.core.protocol import format_seconds
 from lobbypay.core.screen import Screen, ScreenKind, render
 from lobbypay.core.screen_text import DEFAULT_LANGUAGE
 from lobbypay.failpoints import failpoint
@@ -1118,7 +1119,7 @@ class Engine:
 
 
 def _iso(t: datetime) -> str:
-    return jm.iso_seconds(t)
+    return format_seconds(t)
 
 
 def _wipe(card: api.Card) -> None:

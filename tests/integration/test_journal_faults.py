@@ -20,9 +20,10 @@ import pytest
 from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved
 from lobbypay.core.errors import DomainError
-from lobbypay.core.job import JobState, job_to_record
+from lobbypay.core.job import JobState
 from lobbypay.shell import journal as journal_mod
 from lobbypay.shell.journal import DB_NAME, Journal, JournalError
+from lobbypay.shell.journal_codec import job_to_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_engine as te  # noqa: E402  (the engine test fakes: clock, athena, card)

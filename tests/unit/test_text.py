@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from lobbypay.core import athena, balance, money, protocol
+from lobbypay.core import athena, balance, money
+from lobbypay.core.protocol import decode
 from lobbypay.core.text import ELLIPSIS, clip, printable, replace_unprintable
 from lobbypay.shell import mqtt
 
@@ -90,7 +91,7 @@ CALLERS: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
     ("job._clip", lambda s: old_clip(s, 200), lambda s: printable(s, 200)),
     ("engine._safe", lambda s: old_clip(s, 160), lambda s: printable(s, 160)),
     ("athena.clean_peer_text", old_peer_tail, lambda s: printable(s, 300)),
-    ("protocol._snippet", old_protocol_snippet, protocol._snippet),
+    ("protocol._snippet", old_protocol_snippet, decode._snippet),
     ("money._snippet", old_repr_hint, money._snippet),
     ("balance._snippet", old_repr_hint, balance._snippet),
     ("mqtt._short", old_short, lambda s: replace_unprintable(s[:200])),

@@ -65,7 +65,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
-from lobbypay.core.protocol import error_reply, peek_envelope
+from lobbypay.core.protocol import Topics, error_reply, peek_envelope
 from lobbypay.core.text import replace_unprintable
 from lobbypay.failpoints import failpoint
 
@@ -235,16 +235,16 @@ class MqttLink:
         self._backoff_cap_s = backoff_cap_s
         self._command_timeout_s = command_timeout_s
         self._op_timeout_s = op_timeout_s
-        prefix = f"lobbypay/v1/{terminal_id}"
-        self.prefix = prefix
-        self.cmd_topic = f"{prefix}/cmd"
-        self.reply_topic = f"{prefix}/reply"
-        self.status_topic = f"{prefix}/status"
-        self.state_topic = f"{prefix}/state"
+        self.topics = topics = Topics.of(terminal_id)
+        self.prefix = topics.prefix
+        self.cmd_topic = topics.cmd
+        self.reply_topic = topics.reply
+        self.status_topic = topics.status
+        self.state_topic = topics.state
         #: the staff topic pair (protocol 10), subscribed only when ``[staff] enabled``
         self.staff = staff
-        self.staff_cmd_topic = f"{prefix}/staff/cmd"
-        self.staff_reply_topic = f"{prefix}/staff/reply"
+        self.staff_cmd_topic = topics.staff_cmd
+        self.staff_reply_topic = topics.staff_reply
         self.client_id = cfg.client_id or f"lobbypay-{terminal_id}"
         self.counters = LinkCounters()
         self.state = LinkState.IDLE
