@@ -250,16 +250,16 @@ class EventStream:
         event = await self._queue.get()
         if event is None:
             self._done = True
-            self._client._streams.discard(self)  # noqa: SLF001
+            self._client._streams.discard(self)
             raise StopAsyncIteration
         if self.job_id is not None and event.get("final") is True:
             self._done = True
-            self._client._streams.discard(self)  # noqa: SLF001
+            self._client._streams.discard(self)
         return event
 
     async def aclose(self) -> None:
         self._done = True
-        self._client._streams.discard(self)  # noqa: SLF001
+        self._client._streams.discard(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -374,7 +374,7 @@ class TerminalClient:
             if not fut.done():
                 fut.set_exception(NotConnected("client closed"))
         for stream in builtins.list(self._streams):
-            stream._end()  # noqa: SLF001
+            stream._end()
         self._connected.clear()
         mqtt, self._mqtt = self._mqtt, None
         if mqtt is not None:
@@ -519,7 +519,7 @@ class TerminalClient:
         job.events.append(event)
         del job.events[:-_MAX_EVENTS_PER_JOB]
         for stream in builtins.list(self._streams):
-            stream._offer(event)  # noqa: SLF001
+            stream._offer(event)
         if event.get("final") is True:
             for fut in self._final_waiters.get(job_id, []):
                 if not fut.done():
@@ -676,7 +676,7 @@ class TerminalClient:
         stream = EventStream(self, job_id)
         if job_id is not None and job_id in self._jobs:
             for event in self._jobs[job_id].events:
-                stream._offer(event)  # noqa: SLF001
+                stream._offer(event)
             latest = self._jobs[job_id].latest
             if latest is not None and latest.get("final") is True:
                 return stream  # replay ends the stream; no need to register

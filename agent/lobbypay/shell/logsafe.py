@@ -93,14 +93,17 @@ class TextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _AgentHandler(logging.StreamHandler[TextIO]):
+    """The handler ``setup_logging`` installs (so a second call replaces it)."""
+
+
 def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure the root logger for the agent process (idempotent)."""
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_lobbypay", False):
+        if isinstance(h, _AgentHandler):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler._lobbypay = True  # type: ignore[attr-defined]
+    handler = _AgentHandler(stream or sys.stdout)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else TextFormatter("%(levelname)s %(name)s: %(message)s")

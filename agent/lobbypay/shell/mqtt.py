@@ -488,8 +488,9 @@ class MqttLink:
             raise
         await self._cancel(loops | {stop_wait})
         for task in done:
-            if task is not stop_wait and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task is stop_wait else task.exception()
+            if failure is not None:
+                raise failure
         # stop(): replies already computed go out first, then offline, then DISCONNECT.
         self.state = LinkState.STOPPING
         with contextlib.suppress(aiomqtt.MqttError):
