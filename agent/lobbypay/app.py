@@ -49,7 +49,7 @@ from lobbypay.core.commands import (
 )
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
-from lobbypay.core.job import iso_seconds
+from lobbypay.core.protocol import format_seconds as iso_seconds
 from lobbypay.core.terminal_state import TerminalState
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
@@ -310,7 +310,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
                                      cols=d.cols, **d.options)
     except ValueError as exc:  # found only when building: a font file, a missing extra
         raise ConfigError("display", str(exc)) from None
-    prefix = f"lobbypay/v1/{t.id}"
+    prefix = protocol.Topics.of(t.id).prefix
 
     link: MqttLink | None = None
 

@@ -43,7 +43,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -53,7 +53,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from lobbypay.core.money import WIRE_AMOUNT_RE, InvalidAmount
-from lobbypay.core.protocol import email_problem
+from lobbypay.core.protocol import (
+    EVENT_TYPE,
+    FINAL_JOB_STATES,
+    PROTOCOL_VERSION,
+    Topics,
+    email_problem,
+    format_seconds,
+)
 from lobbypay.core.screen_text import LANGUAGES
 
 __all__ = [
@@ -68,8 +75,6 @@ __all__ = [
 
 log = logging.getLogger("lobbypay.client")
 
-PROTOCOL_VERSION = 1
-TOPIC_PREFIX = "lobbypay/v1"
 #: terminal.id as the agent accepts it (core/config.py); also keeps MQTT wildcards out.
 _TERMINAL_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 #: protocol section 4: job_id is 1-64 of [A-Za-z0-9._:-].
@@ -88,9 +93,6 @@ MQTT_OP_TIMEOUT_S = 10.0
 RETAINED_WAIT_S = 1.0
 #: Pause before publishing a command again after a failed publish.
 RETRY_PUBLISH_S = 0.2
-#: Job states after which no event follows (protocol section 5; ``unknown`` is not one).
-_FINAL_STATES = frozenset({"succeeded", "declined", "failed", "canceled", "expired",
-                          "voided"})
 #: Memory bounds: jobs whose events we remember (for dedupe and replay), events per job.
 _MAX_JOBS = 512
 _MAX_EVENTS_PER_JOB = 64
@@ -165,7 +167,7 @@ def _wire_time(value: datetime | str) -> str:
         raise TypeError("expires_at must be an aware datetime or an ISO 8601 string")
     if value.tzinfo is None:
         raise ValueError("expires_at must be timezone-aware")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_seconds(value)
 
 
 def _claims_to_wire(claims: Iterable[object]) -> builtins.list[dict[str, str]]:
@@ -248,16 +250,16 @@ class EventStream:
         event = await self._queue.get()
         if event is None:
             self._done = True
-            self._client._streams.discard(self)  # noqa: SLF001
+            self._client._streams.discard(self)
             raise StopAsyncIteration
         if self.job_id is not None and event.get("final") is True:
             self._done = True
-            self._client._streams.discard(self)  # noqa: SLF001
+            self._client._streams.discard(self)
         return event
 
     async def aclose(self) -> None:
         self._done = True
-        self._client._streams.discard(self)  # noqa: SLF001
+        self._client._streams.discard(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -323,11 +325,8 @@ class TerminalClient:
         self.client_id = client_id or f"lobbypay-app-{uuid.uuid4().hex[:16]}"
         self._keepalive = keepalive
         self._reconnect_max_s = reconnect_max_s
-        base = f"{TOPIC_PREFIX}/{self.terminal_id}"
-        if self.site is not None:
-            base = f"{self.site}/{base}"
-        self.topics = {k: f"{base}/{k}" for k in ("cmd", "reply", "events", "status", "state",
-                                                  "staff/cmd", "staff/reply")}
+        #: every topic of the terminal by its protocol name (``"events"``, ``"staff/cmd"``)
+        self.topics = Topics.of(self.terminal_id, site=self.site).by_name()
         self._cmd_topic = self.topics["staff/cmd" if self.staff else "cmd"]
         self._reply_topic = self.topics["staff/reply" if self.staff else "reply"]
 
@@ -375,7 +374,7 @@ class TerminalClient:
             if not fut.done():
                 fut.set_exception(NotConnected("client closed"))
         for stream in builtins.list(self._streams):
-            stream._end()  # noqa: SLF001
+            stream._end()
         self._connected.clear()
         mqtt, self._mqtt = self._mqtt, None
         if mqtt is not None:
@@ -495,7 +494,7 @@ class TerminalClient:
             if fut is not None and not fut.done():
                 fut.set_result(obj)
         elif topic == self.topics["events"]:
-            if obj is not None and obj.get("type") == "charge.event":
+            if obj is not None and obj.get("type") == EVENT_TYPE:
                 self._ingest_event(obj)
         elif topic in (self.topics["status"], self.topics["state"]):
             name = topic.rsplit("/", 1)[1]
@@ -520,7 +519,7 @@ class TerminalClient:
         job.events.append(event)
         del job.events[:-_MAX_EVENTS_PER_JOB]
         for stream in builtins.list(self._streams):
-            stream._offer(event)  # noqa: SLF001
+            stream._offer(event)
         if event.get("final") is True:
             for fut in self._final_waiters.get(job_id, []):
                 if not fut.done():
@@ -628,7 +627,7 @@ class TerminalClient:
                 raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
             fields["language"] = language
         reply = await self.command("charge.start", timeout, **fields)
-        if reply.get("state") in _FINAL_STATES:
+        if reply.get("state") in FINAL_JOB_STATES:
             # The same job_id and body again, for a job that already ended (before this
             # client subscribed): its events will never come again. Deliver its final
             # event now, so events(job_id) ends and wait_final returns instead of waiting
@@ -677,7 +676,7 @@ class TerminalClient:
         stream = EventStream(self, job_id)
         if job_id is not None and job_id in self._jobs:
             for event in self._jobs[job_id].events:
-                stream._offer(event)  # noqa: SLF001
+                stream._offer(event)
             latest = self._jobs[job_id].latest
             if latest is not None and latest.get("final") is True:
                 return stream  # replay ends the stream; no need to register
@@ -764,9 +763,9 @@ async def fleet(
         site = _check_id(site, "site", _TERMINAL_ID_RE)
     patterns = []
     if site in (None, "+"):
-        patterns.append(TOPIC_PREFIX)
+        patterns.append(Topics.of("+"))
     if site is not None:
-        patterns.append(f"{site}/{TOPIC_PREFIX}")
+        patterns.append(Topics.of("+", site=site))
     found: dict[str, dict[str, dict[str, Any] | None]] = {}
     mqtt = aiomqtt.Client(
         host, port, username=username, password=password, protocol=_protocol(protocol),
@@ -775,9 +774,9 @@ async def fleet(
     )
     try:
         async with mqtt:
-            for prefix in patterns:
-                for name in ("status", "state"):
-                    await mqtt.subscribe(f"{prefix}/+/{name}", qos=1)
+            for every in patterns:
+                for topic in (every.status, every.state):
+                    await mqtt.subscribe(topic, qos=1)
             try:
                 async with asyncio.timeout(timeout):
                     messages = aiter(mqtt.messages)
@@ -786,6 +785,7 @@ async def fleet(
                             message = await asyncio.wait_for(anext(messages), settle)
                         except (TimeoutError, StopAsyncIteration):
                             break  # settled: nothing more came for `settle` seconds
+                        # lobbypay/v1/<tid>/<name>, or <site>/lobbypay/v1/<tid>/<name>
                         parts = str(message.topic).split("/")
                         if len(parts) == 4:
                             key = parts[2]

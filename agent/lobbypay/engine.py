@@ -68,6 +68,7 @@ from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import ChargePlan, plan_charge, validate_charge
+from lobbypay.core.protocol import format_seconds
 from lobbypay.core.screen import (
     Screen,
     ScreenKind,
@@ -1109,7 +1110,7 @@ class Engine:
 
 
 def _iso(t: datetime) -> str:
-    return jm.iso_seconds(t)
+    return format_seconds(t)
 
 
 def _wipe(card: api.Card) -> None:

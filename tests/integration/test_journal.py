@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from lobbypay.core import job as jm
+from lobbypay.core.protocol import to_event
 from lobbypay.shell.journal import Journal, JournalError, OutboxRow
 
 from tests.support.journal import CANARY_PAN, T0, TOPIC, cmd, run_to_success
@@ -65,7 +66,7 @@ def test_commit_step_writes_job_events_and_outbox_in_order(journal: Journal) -> 
     events = journal.events("j-1")
     assert [e["seq"] for e in events] == [1, 2, 3, 4]
     assert [e["state"] for e in events] == ["pending", "card_read", "submitting", "succeeded"]
-    assert journal.latest_event("j-1") == jm.to_event(final)
+    assert journal.latest_event("j-1") == to_event(final)
     assert journal.get_job("j-1") == final
     rows = journal.outbox_pending(100)
     assert all(isinstance(r, OutboxRow) and r.topic == TOPIC and not r.retain for r in rows)
@@ -293,7 +294,7 @@ def test_kill_9_while_committing_keeps_every_reported_commit(tmp_path: Path) -> 
         for x in jobs:
             seqs = [e["seq"] for e in j.events(x.job_id)]
             assert seqs == list(range(1, x.seq + 1))
-            assert j.latest_event(x.job_id) == jm.to_event(x)
+            assert j.latest_event(x.job_id) == to_event(x)
             total_events += len(seqs)
         assert j.outbox_count() == total_events
     finally:

@@ -21,9 +21,10 @@ from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved
 from lobbypay.core.commands import ChargeGet, ChargeList
 from lobbypay.core.errors import DomainError
-from lobbypay.core.job import JobState, job_to_record
+from lobbypay.core.job import JobState
 from lobbypay.shell import journal as journal_mod
 from lobbypay.shell.journal import DB_NAME, Journal, JournalError
+from lobbypay.shell.journal_codec import job_to_record
 from lobbypay_hw import api
 
 import tests.fakes.engine as te

@@ -15,6 +15,8 @@ from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.errors import Code
 from lobbypay.core.job import JobState
 from lobbypay.core.money import Cents
+from lobbypay.core.protocol import check_event, to_event
+from lobbypay.shell.journal_codec import job_from_record, job_to_record
 
 T0 = datetime(2026, 11, 27, 14, 0, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +127,7 @@ def test_every_state_input_pair(state: JobState, input_type: type) -> None:
     else:
         assert len(st.events) == 1
         assert st.job.seq == j.seq + 1
-        assert st.events[0] == jm.to_event(st.job)
+        assert st.events[0] == to_event(st.job)
         assert st.events[0]["seq"] == st.job.seq
     assert j.state is state  # the input job object itself is never mutated
 
@@ -198,21 +200,21 @@ def test_succeeded_event_golden() -> None:
     (JobState.UNKNOWN, "outcome_unknown"),
 ])
 def test_error_states_carry_error(state: JobState, code: str) -> None:
-    ev = jm.to_event(job_in(state))
+    ev = to_event(job_in(state))
     assert ev["error"]["code"] == code and ev["error"]["message"]
     assert ev["final"] is (state is not JobState.UNKNOWN)
     assert "epayment_id" not in ev
 
 
 def test_declined_message_is_athena_errortext() -> None:
-    ev = jm.to_event(job_in(JobState.DECLINED))
+    ev = to_event(job_in(JobState.DECLINED))
     assert ev["error"] == {"code": "declined", "message": "no"}
 
 
 def test_card_appears_only_once_read() -> None:
-    assert "card" not in jm.to_event(job_in(JobState.PENDING))
-    assert "card" not in jm.to_event(job_in(JobState.CANCELED))
-    assert jm.to_event(job_in(JobState.CARD_READ))["card"] == {"brand": "visa", "last4": "1111"}
+    assert "card" not in to_event(job_in(JobState.PENDING))
+    assert "card" not in to_event(job_in(JobState.CANCELED))
+    assert to_event(job_in(JobState.CARD_READ))["card"] == {"brand": "visa", "last4": "1111"}
 
 
 def test_restart_paths() -> None:
@@ -256,14 +258,14 @@ def test_card_accepted_takes_only_last4(last4: str) -> None:
 def test_record_round_trip_for_every_state() -> None:
     for state in JobState:
         j = job_in(state)
-        rec = jm.job_to_record(j)
+        rec = job_to_record(j)
         json.dumps(rec)  # plain JSON
-        assert jm.job_from_record(json.loads(json.dumps(rec))) == j
+        assert job_from_record(json.loads(json.dumps(rec))) == j
 
 
 def test_check_event_refuses_foreign_things() -> None:
-    good = jm.to_event(job_in(JobState.CARD_READ))
-    jm.check_event(good)
+    good = to_event(job_in(JobState.CARD_READ))
+    check_event(good)
 
     class FakeCard:
         def __repr__(self) -> str:
@@ -281,7 +283,7 @@ def test_check_event_refuses_foreign_things() -> None:
     ]
     for bad in bad_variants:
         with pytest.raises(ValueError):
-            jm.check_event(bad)
+            check_event(bad)
 
 
 def test_body_key_ignores_request_id_and_sees_everything_else() -> None:
@@ -337,7 +339,7 @@ def test_voided_event_keeps_card_amounts_and_payment() -> None:
     assert ev["seq"] == ok.seq + 1
     assert ev["card"] == {"brand": "visa", "last4": "1111"}
     assert ev["epayment_id"] == ok.epayment_id == "1"
-    assert ev["amounts"] == jm.to_event(ok)["amounts"]
+    assert ev["amounts"] == to_event(ok)["amounts"]
     assert ev["error"] is None
 
 
@@ -351,7 +353,7 @@ def test_only_a_succeeded_job_can_be_voided(state: JobState) -> None:
 def test_language_is_kept_and_not_part_of_the_body_key() -> None:
     j = job_in(JobState.SUCCEEDED)
     es = dataclasses.replace(j, language="es")
-    assert jm.job_from_record(json.loads(json.dumps(jm.job_to_record(es)))).language == "es"
-    rec = jm.job_to_record(j)
+    assert job_from_record(json.loads(json.dumps(job_to_record(es)))).language == "es"
+    rec = job_to_record(j)
     del rec["language"]  # a job journaled before the field existed
-    assert jm.job_from_record(rec).language == "en"
+    assert job_from_record(rec).language == "en"

@@ -15,6 +15,8 @@ from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.errors import Code
 from lobbypay.core.job import JobState
 from lobbypay.core.money import Cents
+from lobbypay.core.protocol import check_event, format_seconds, to_event
+from lobbypay.shell.journal_codec import job_from_record, job_to_record
 
 T0 = datetime(2026, 11, 27, 14, 0, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
@@ -59,7 +61,7 @@ def test_start_job_copies_the_command() -> None:
     assert (j.card_brand, j.card_last4, j.epayment_id, j.error_code, j.submitted_at) == (
         None, None, None, None, None)
     assert (j.reconcile_reads, j.reconcile_attempts) == (0, 0)
-    assert s.events == (jm.to_event(j),)
+    assert s.events == (to_event(j),)
 
 
 def test_start_job_takes_the_plans_amounts_when_given() -> None:
@@ -109,7 +111,7 @@ def test_success_after_unknown_drops_the_error(through: object) -> None:
     done = run(missed, jm.ReconcileFound("777"))
     assert done.state is JobState.SUCCEEDED
     assert (done.epayment_id, done.error_code, done.error_message) == ("777", None, None)
-    ev = jm.to_event(done)
+    ev = to_event(done)
     assert ev["error"] is None and ev["epayment_id"] == "777"
 
 
@@ -126,7 +128,7 @@ def test_success_after_unknown_drops_the_error(through: object) -> None:
 def test_each_failure_records_its_code(inputs: tuple[object, ...], code: Code) -> None:
     j = run(card_read(), *inputs)
     assert j.error_code == code
-    assert jm.to_event(j)["error"]["code"] == code
+    assert to_event(j)["error"]["code"] == code
     assert j.error_message
 
 
@@ -178,7 +180,7 @@ def test_card_last4_is_exactly_four_digits(last4: object) -> None:
 
 
 def good_event() -> dict[str, Any]:
-    return jm.to_event(card_read())
+    return to_event(card_read())
 
 
 @pytest.mark.parametrize(
@@ -193,7 +195,7 @@ def good_event() -> dict[str, Any]:
     ],
 )
 def test_check_event_accepts_the_edges(change: dict[str, object]) -> None:
-    jm.check_event({**good_event(), **change})
+    check_event({**good_event(), **change})
 
 
 @pytest.mark.parametrize(
@@ -226,7 +228,7 @@ def test_check_event_accepts_the_edges(change: dict[str, object]) -> None:
 )
 def test_check_event_refuses_each_bad_field(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        jm.check_event({**good_event(), **change})
+        check_event({**good_event(), **change})
 
 
 @pytest.mark.parametrize("key", ["v", "type", "job_id", "seq", "state", "final", "at",
@@ -235,7 +237,7 @@ def test_check_event_refuses_a_missing_field(key: str) -> None:
     ev = good_event()
     del ev[key]
     with pytest.raises(ValueError):
-        jm.check_event(ev)
+        check_event(ev)
 
 
 # ---------------------------------------------------------------- journal records
@@ -243,9 +245,9 @@ def test_check_event_refuses_a_missing_field(key: str) -> None:
 
 def test_old_records_without_reconcile_counters_load_as_zero() -> None:
     j = run(card_read(), jm.SubmitStarted(), jm.OutcomeUncertain("t/o"))
-    rec = jm.job_to_record(j)
+    rec = job_to_record(j)
     del rec["reconcile_reads"], rec["reconcile_attempts"]
-    back = jm.job_from_record(rec)
+    back = job_from_record(rec)
     assert (back.reconcile_reads, back.reconcile_attempts) == (0, 0)
     assert back == j
 
@@ -255,7 +257,7 @@ def test_records_keep_the_reconcile_counters() -> None:
             jm.ReconcileMissed(settled=False), jm.ReconcileMissed(settled=True),
             jm.ReconcileMissed(settled=True))
     assert (j.reconcile_reads, j.reconcile_attempts) == (2, 3)
-    assert jm.job_from_record(jm.job_to_record(j)) == j
+    assert job_from_record(job_to_record(j)) == j
 
 
 @pytest.mark.parametrize(
@@ -263,21 +265,21 @@ def test_records_keep_the_reconcile_counters() -> None:
               "2026-11-27T16:00:00+02:00", "2026-11-27T14:00:00.000000Z"],
 )
 def test_record_timestamps_are_read_as_utc(stamp: str) -> None:
-    rec = jm.job_to_record(card_read())
+    rec = job_to_record(card_read())
     rec.update(created_at=stamp, updated_at=stamp, expires_at=stamp, submitted_at=stamp)
-    back = jm.job_from_record(rec)
+    back = job_from_record(rec)
     for t in (back.created_at, back.updated_at, back.expires_at, back.submitted_at):
         assert t == T0
         assert t is not None and t.tzinfo is UTC
 
 
 def test_records_without_optional_fields_load() -> None:
-    rec = jm.job_to_record(jm.start_job(cmd(appointment_id=None, expires_at=None),
+    rec = job_to_record(jm.start_job(cmd(appointment_id=None, expires_at=None),
                                         department_id="1", now=T0).job)
     for key in ("appointment_id", "expires_at", "card_brand", "card_last4", "epayment_id",
                 "error_code", "error_message", "submitted_at"):
         rec.pop(key)
-    back = jm.job_from_record(rec)
+    back = job_from_record(rec)
     assert (back.appointment_id, back.expires_at, back.submitted_at, back.card_last4) == (
         None, None, None, None)
 
@@ -285,7 +287,7 @@ def test_records_without_optional_fields_load() -> None:
 def test_a_record_with_a_bad_last4_is_refused() -> None:
     j = replace(card_read(), card_last4="41111111")
     with pytest.raises(ValueError):
-        jm.job_to_record(j)
+        job_to_record(j)
 
 
 # ---------------------------------------------------------------- what errors carry
@@ -307,7 +309,7 @@ def test_an_illegal_input_names_the_job_state_and_input() -> None:
 )
 def test_the_reason_given_reaches_the_event(inp: object) -> None:
     j = run(card_read(), jm.SubmitStarted(), inp)
-    assert "connect refused" in jm.to_event(j)["error"]["message"]
+    assert "connect refused" in to_event(j)["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -319,7 +321,7 @@ def test_the_reason_given_reaches_the_event(inp: object) -> None:
 def test_every_error_event_says_something_of_its_own(inputs: tuple[object, ...]) -> None:
     before = run(card_read(), *inputs[:-1])
     after = run(before, inputs[-1])
-    message = jm.to_event(after)["error"]["message"]
+    message = to_event(after)["error"]["message"]
     assert message.strip()
     # a new state's error is not the one left over from the state before
     assert before.error_message is None or message != before.error_message
@@ -328,7 +330,7 @@ def test_every_error_event_says_something_of_its_own(inputs: tuple[object, ...])
 def test_an_error_state_without_a_code_reports_internal_error() -> None:
     j = replace(run(card_read(), jm.SubmitStarted(), jm.Rejected(Code.ATHENA_REJECTED, "x")),
                 error_code=None, error_message=None)
-    assert jm.to_event(j)["error"] == {"code": Code.INTERNAL_ERROR.value, "message": ""}
+    assert to_event(j)["error"] == {"code": Code.INTERNAL_ERROR.value, "message": ""}
 
 
 # ---------------------------------------------------------------- UTC whatever the zone
@@ -352,24 +354,24 @@ def test_events_and_records_are_utc_in_any_local_zone(local_zone_not_utc: Any) -
     j = jm.start_job(cmd(expires_at=EXPIRES.astimezone(east)), department_id="1",
                      now=T0.astimezone(east)).job
     j = run(j, jm.CardAccepted("visa", "1111"), jm.SubmitStarted())
-    assert jm.to_event(j)["at"] == "2026-11-27T14:00:02Z"
-    assert jm.iso_seconds(T0.astimezone(east)) == "2026-11-27T14:00:00Z"
-    rec = jm.job_to_record(j)
+    assert to_event(j)["at"] == "2026-11-27T14:00:02Z"
+    assert format_seconds(T0.astimezone(east)) == "2026-11-27T14:00:00Z"
+    rec = job_to_record(j)
     for key in ("created_at", "updated_at", "expires_at", "submitted_at"):
         assert rec[key].endswith("Z"), key
     assert rec["created_at"].startswith("2026-11-27T14:00:00")
-    assert jm.job_from_record(rec) == j
+    assert job_from_record(rec) == j
 
 
 def test_a_record_with_a_foreign_value_is_refused() -> None:
     j = replace(card_read(), card_brand=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        jm.job_to_record(j)
+        job_to_record(j)
 
 
 @pytest.mark.parametrize("key", ["created_at", "updated_at"])
 def test_a_record_without_its_timestamps_is_refused(key: str) -> None:
-    rec = jm.job_to_record(card_read())
+    rec = job_to_record(card_read())
     rec[key] = None
     with pytest.raises(AssertionError):
-        jm.job_from_record(rec)
+        job_from_record(rec)

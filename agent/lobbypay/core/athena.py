@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from lobbypay.core.clock import Span
 from lobbypay.core.errors import Code
 from lobbypay.core.money import Cents, InvalidAmount, parse_athena_amount
+from lobbypay.core.text import REDACTED, TRACK1_RE, TRACK2_RE, TRACK_NAME_RE, printable
 
 # ---------------------------------------------------------------- results
 
@@ -140,11 +141,9 @@ class AthenaParseError(AthenaBadResponse):
 
 #: Longest piece of athena-supplied text we keep (errortext, error messages).
 PEER_TEXT_MAX_CHARS = 300
-_TRACK1_RE = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
-_TRACK2_RE = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
-_TRACK_NAME_RE = re.compile(r"\^[^^\n]{1,30}\^")
+#: Any run of 12 or more digits (spaces or dashes between them allowed): athena has no
+#: reason to send one, so unlike the log redaction this masks it without a Luhn test.
 _DIGIT_RUN_RE = re.compile(r"\d(?:[ -]?\d){11,}")
-_REDACTED = "[redacted]"
 
 
 def clean_peer_text(value: object, secrets: tuple[str, ...] = ()) -> str:
@@ -158,15 +157,12 @@ def clean_peer_text(value: object, secrets: tuple[str, ...] = ()) -> str:
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, _REDACTED)
-    text = _TRACK1_RE.sub(_REDACTED, text)
-    text = _TRACK2_RE.sub(_REDACTED, text)
-    text = _TRACK_NAME_RE.sub(_REDACTED, text)
-    text = _DIGIT_RUN_RE.sub(_REDACTED, text)
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    if len(text) > PEER_TEXT_MAX_CHARS:
-        text = text[: PEER_TEXT_MAX_CHARS - 3] + "..."
-    return text
+            text = text.replace(secret, REDACTED)
+    text = TRACK1_RE.sub(REDACTED, text)
+    text = TRACK2_RE.sub(REDACTED, text)
+    text = TRACK_NAME_RE.sub(REDACTED, text)
+    text = _DIGIT_RUN_RE.sub(REDACTED, text)
+    return printable(text, PEER_TEXT_MAX_CHARS)
 
 
 def _kind(value: object) -> str:

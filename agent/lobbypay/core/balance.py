@@ -32,6 +32,7 @@ from lobbypay.core.money import (
     format_cents,
     parse_athena_amount,
 )
+from lobbypay.core.text import clip, replace_unprintable
 
 #: reason codes of ``not_collectible`` entries (protocol.md section 4)
 NOT_CLEAN: Final = "not_clean"
@@ -168,8 +169,7 @@ def _snippet(value: object) -> str:
     """A short, printable hint of a value for error messages (never the whole payload)."""
     if isinstance(value, str):
         # at most 8 characters of the value: a card number never comes back whole
-        text = "".join(ch if ch.isprintable() else "?" for ch in repr(value[:12]))
-        return text if len(text) <= 12 else text[:9] + "..."
+        return clip(replace_unprintable(repr(value[:12])), 12)
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):

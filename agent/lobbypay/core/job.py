@@ -12,8 +12,13 @@ Rules, h11-style:
    ``pending`` with ``seq`` 1 (``start_job``). An input that keeps the state
    (``ReconcileMissed``) updates bookkeeping and emits no event.
 4. Card data never enters a ``Job``: only brand and last 4 (``CardAccepted``). A job's
-   fields are plain str/int/bool/None/datetime values, and ``job_to_record`` /
-   ``to_event`` refuse anything else.
+   fields are plain str/int/bool/None/datetime values, and the event
+   (``lobbypay.core.protocol.to_event``) and the journal's record
+   (``lobbypay.shell.journal_codec``) refuse anything else.
+
+What a job looks like on the wire is not here: ``lobbypay.core.protocol`` builds its
+events (``step`` returns them) and names the states as events spell them; ``JobState``
+must have one member per name (checked below).
 
 Protocol references: protocol.md section 5 (states, events), 4 (cancel), 6 (unknown and
 reconciliation). docs/jobs.md shows the table as a diagram (``render_mermaid``).
@@ -30,10 +35,12 @@ from typing import Any
 
 from lobbypay.core.commands import ChargeStart, ClaimAmount
 from lobbypay.core.errors import Code
-from lobbypay.core.money import Cents, format_cents
+from lobbypay.core.money import Cents
+from lobbypay.core.protocol import FINAL_JOB_STATES, JOB_STATES, format_seconds, to_event
+from lobbypay.core.text import printable
 
-EVENT_TYPE = "charge.event"
-PROTOCOL_VERSION = 1
+#: Longest error message a job keeps (and its events carry).
+_MESSAGE_MAX = 200
 
 
 class JobState(StrEnum):
@@ -53,17 +60,13 @@ FINAL_STATES: frozenset[JobState] = frozenset(
     {JobState.SUCCEEDED, JobState.DECLINED, JobState.FAILED, JobState.CANCELED, JobState.EXPIRED,
      JobState.VOIDED}
 )
-#: States whose event carries ``epayment_id``: the payment athena made (and, once voided,
-#: the payment that was voided).
-_PAYMENT_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.VOIDED})
 #: States that hold the terminal (protocol 4: "another job active"). ``unknown`` frees it.
 ACTIVE_STATES: frozenset[JobState] = frozenset(
     {JobState.PENDING, JobState.CARD_READ, JobState.SUBMITTING}
 )
-#: States whose event carries ``error`` (protocol 5).
-_ERROR_STATES: frozenset[JobState] = frozenset(
-    {JobState.DECLINED, JobState.FAILED, JobState.EXPIRED, JobState.CANCELED, JobState.UNKNOWN}
-)
+# the states as the protocol names them: one member each, final exactly where it says
+assert tuple(JobState) == JOB_STATES
+assert FINAL_STATES == FINAL_JOB_STATES
 
 
 # ---------------------------------------------------------------- inputs
@@ -342,7 +345,7 @@ def body_key_of(cmd: ChargeStart) -> str:
         "claims": [[c.claim_id, int(c.amount)] for c in cmd.claims],
         "allow_duplicate": cmd.allow_duplicate,
         "deadline_s": cmd.deadline_s,
-        "expires_at": iso_seconds(cmd.expires_at) if cmd.expires_at else None,
+        "expires_at": format_seconds(cmd.expires_at) if cmd.expires_at else None,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -395,13 +398,14 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
             changes.update(epayment_id=str(eid), error_code=None, error_message=None)
         case PaymentDeclined(errortext=text):
             changes.update(error_code=Code.DECLINED.value,
-                           error_message=_clip(text) or "card declined")
+                           error_message=printable(text, _MESSAGE_MAX) or "card declined")
         case NotSent(code=code, message=msg) | Rejected(code=code, message=msg):
-            changes.update(error_code=Code(code).value, error_message=_clip(msg))
+            changes.update(error_code=Code(code).value,
+                           error_message=printable(msg, _MESSAGE_MAX))
         case OutcomeUncertain(message=msg, athena_to=athena_to):
             changes.update(
                 error_code=Code.OUTCOME_UNKNOWN.value,
-                error_message=_clip(f"outcome not known, reconciling: {msg}"),
+                error_message=printable(f"outcome not known, reconciling: {msg}", _MESSAGE_MAX),
                 attempt_to=_aware_or_none(athena_to),
             )
         case AttemptClosed(athena_to=athena_to):
@@ -441,11 +445,6 @@ def step(job: Job, inp: Input, now: datetime) -> Step:
     return Step(new_job, (to_event(new_job),))
 
 
-def _clip(text: object, limit: int = 200) -> str:
-    s = "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def _aware_or_none(t: datetime | None) -> datetime | None:
     if t is None:
         return None
@@ -457,189 +456,6 @@ def _aware_or_none(t: datetime | None) -> datetime | None:
 def _check_now(now: datetime) -> None:
     if not isinstance(now, datetime) or now.tzinfo is None:
         raise TypeError("now must be an aware datetime")
-
-
-def iso_seconds(t: datetime) -> str:
-    """The protocol's timestamp form: UTC, whole seconds, "Z" ("2026-11-27T14:03:07Z")."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso_precise(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_iso(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
-
-
-# ---------------------------------------------------------------- wire event
-
-
-def amounts_of(job: Job) -> dict[str, Any]:
-    return {
-        "copay": format_cents(job.copay),
-        "other": format_cents(job.other),
-        "total": format_cents(job.total),
-        "claims": [{"claim_id": c.claim_id, "amount": format_cents(c.amount)} for c in job.claims],
-    }
-
-
-def to_event(job: Job) -> dict[str, Any]:
-    """The protocol 5 ``charge.event`` object for the job's current state."""
-    ev: dict[str, Any] = {
-        "v": PROTOCOL_VERSION,
-        "type": EVENT_TYPE,
-        "job_id": job.job_id,
-        "seq": job.seq,
-        "state": job.state.value,
-        "final": job.final,
-        "at": iso_seconds(job.updated_at),
-    }
-    if job.card_last4 is not None:
-        ev["card"] = {"brand": job.card_brand or "unknown", "last4": job.card_last4}
-    ev["amounts"] = amounts_of(job)
-    if job.state in _PAYMENT_STATES:
-        ev["epayment_id"] = job.epayment_id
-    if job.state in _ERROR_STATES:
-        ev["error"] = {"code": job.error_code or "internal_error",
-                       "message": job.error_message or ""}
-    else:
-        ev["error"] = None
-    check_event(ev)
-    return ev
-
-
-_EVENT_KEYS = {"v", "type", "job_id", "seq", "state", "final", "at", "amounts", "error"}
-_EVENT_OPTIONAL = {"card", "epayment_id"}
-
-
-def check_event(ev: object) -> None:
-    """Raise ``ValueError`` unless ``ev`` is exactly a charge.event as ``to_event`` builds it.
-
-    The journal calls this before writing, so nothing but these plain fields (no card
-    object, no track text: ``card`` holds only brand and a 4-digit last4) reaches disk.
-    """
-    if not isinstance(ev, dict):
-        raise ValueError("event must be a dict")
-    keys = set(ev)
-    if not (_EVENT_KEYS <= keys <= _EVENT_KEYS | _EVENT_OPTIONAL):
-        raise ValueError(f"event has unexpected keys: {sorted(keys ^ _EVENT_KEYS)}")
-    if ev["v"] != PROTOCOL_VERSION or ev["type"] != EVENT_TYPE:
-        raise ValueError("not a charge.event")
-    for k in ("job_id", "state", "at"):
-        if not isinstance(ev[k], str):
-            raise ValueError(f"event.{k} must be a string")
-    JobState(ev["state"])
-    if type(ev["seq"]) is not int or ev["seq"] < 1 or type(ev["final"]) is not bool:
-        raise ValueError("event.seq/final have the wrong type")
-    card = ev.get("card")
-    if "card" in ev:
-        if (not isinstance(card, dict) or set(card) != {"brand", "last4"}
-                or not isinstance(card["brand"], str) or len(card["brand"]) > 20
-                or not isinstance(card["last4"], str) or len(card["last4"]) != 4
-                or not card["last4"].isdigit()):
-            raise ValueError("event.card must be {brand, last4} only")
-    if "epayment_id" in ev and not isinstance(ev["epayment_id"], str):
-        raise ValueError("event.epayment_id must be a string")
-    err = ev["error"]
-    if err is not None and (
-        not isinstance(err, dict) or set(err) != {"code", "message"}
-        or not all(isinstance(v, str) for v in err.values())
-    ):
-        raise ValueError("event.error must be null or {code, message}")
-    _check_plain(ev["amounts"])
-
-
-def _check_plain(value: object) -> None:
-    """Only JSON-plain values (no objects that could hide card data)."""
-    if value is None or type(value) in (str, int, bool):
-        return
-    if type(value) is list:
-        for v in value:
-            _check_plain(v)
-        return
-    if type(value) is dict:
-        for k, v in value.items():
-            if type(k) is not str:
-                raise ValueError("keys must be strings")
-            _check_plain(v)
-        return
-    raise ValueError(f"{type(value).__name__} is not a plain JSON value")
-
-
-# ---------------------------------------------------------------- journal records
-
-
-def job_to_record(job: Job) -> dict[str, Any]:
-    """A plain-JSON dict of the whole job (for the journal's ``jobs`` table)."""
-    rec: dict[str, Any] = {
-        "job_id": job.job_id,
-        "seq": job.seq,
-        "state": job.state.value,
-        "patient_id": job.patient_id,
-        "department_id": job.department_id,
-        "appointment_id": job.appointment_id,
-        "copay": int(job.copay),
-        "claims": [[c.claim_id, int(c.amount)] for c in job.claims],
-        "allow_duplicate": job.allow_duplicate,
-        "deadline_s": job.deadline_s,
-        "expires_at": _iso_precise(job.expires_at) if job.expires_at else None,
-        "body_key": job.body_key,
-        "created_at": _iso_precise(job.created_at),
-        "updated_at": _iso_precise(job.updated_at),
-        "card_brand": job.card_brand,
-        "card_last4": job.card_last4,
-        "epayment_id": job.epayment_id,
-        "error_code": job.error_code,
-        "error_message": job.error_message,
-        "submitted_at": _iso_precise(job.submitted_at) if job.submitted_at else None,
-        "attempt_from": _iso_precise(job.attempt_from) if job.attempt_from else None,
-        "attempt_to": _iso_precise(job.attempt_to) if job.attempt_to else None,
-        "reconcile_reads": job.reconcile_reads,
-        "reconcile_attempts": job.reconcile_attempts,
-        "language": job.language,
-    }
-    _check_plain(rec)
-    if job.card_last4 is not None and not (len(job.card_last4) == 4 and job.card_last4.isdigit()):
-        raise ValueError("card_last4 must be 4 digits")
-    return rec
-
-
-def job_from_record(rec: Mapping[str, Any]) -> Job:
-    def t(key: str) -> datetime | None:
-        v = rec.get(key)
-        return _parse_iso(v) if v else None
-
-    created = t("created_at")
-    updated = t("updated_at")
-    assert created is not None and updated is not None
-    return Job(
-        job_id=rec["job_id"],
-        seq=int(rec["seq"]),
-        state=JobState(rec["state"]),
-        patient_id=rec["patient_id"],
-        department_id=rec["department_id"],
-        appointment_id=rec.get("appointment_id"),
-        copay=Cents(int(rec["copay"])),
-        claims=tuple(ClaimAmount(str(cid), Cents(int(a))) for cid, a in rec["claims"]),
-        allow_duplicate=bool(rec["allow_duplicate"]),
-        deadline_s=int(rec["deadline_s"]),
-        expires_at=t("expires_at"),
-        body_key=rec["body_key"],
-        created_at=created,
-        updated_at=updated,
-        card_brand=rec.get("card_brand"),
-        card_last4=rec.get("card_last4"),
-        epayment_id=rec.get("epayment_id"),
-        error_code=rec.get("error_code"),
-        error_message=rec.get("error_message"),
-        submitted_at=t("submitted_at"),
-        attempt_from=t("attempt_from"),
-        attempt_to=t("attempt_to"),
-        reconcile_reads=int(rec.get("reconcile_reads", 0)),
-        reconcile_attempts=int(rec.get("reconcile_attempts", 0)),
-        language=str(rec.get("language") or "en"),
-    )
 
 
 # ---------------------------------------------------------------- docs

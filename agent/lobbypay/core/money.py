@@ -24,6 +24,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import NewType
 
+from lobbypay.core.text import clip, replace_unprintable
+
 Cents = NewType("Cents", int)
 
 #: Protocol section 3: amounts from apps.
@@ -50,9 +52,7 @@ def _snippet(value: object) -> str:
         return f"a {type(value).__name__}"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**12:
         return "a very large number"  # repr() of a huge int is slow, past 4300 digits raises
-    text = repr(value[:12] if isinstance(value, str) else value)
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= 12 else text[:9] + "..."
+    return clip(replace_unprintable(repr(value[:12] if isinstance(value, str) else value)), 12)
 
 
 def parse_wire_amount(value: object) -> Cents:

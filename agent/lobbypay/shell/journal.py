@@ -10,9 +10,10 @@ row per event. The engine calls it *before* it acts on the step (shows, POSTs,
 publishes): in particular the ``submitting`` step is on disk before the POST leaves.
 
 Card data: the journal only accepts ``lobbypay.core.job.Step`` values; it serializes the
-job with ``job_to_record`` and re-checks every event with ``check_event`` (exact key set,
-plain JSON values only, ``card`` = brand + 4 digits), and its JSON encoder refuses any
-non-JSON object. A card object therefore cannot reach the file.
+job with ``job_to_record`` (``journal_codec.py``: the record's format) and re-checks every
+event with ``lobbypay.core.protocol.check_event`` (exact key set, plain JSON values only,
+``card`` = brand + 4 digits), and its JSON encoder refuses any non-JSON object. A card
+object therefore cannot reach the file.
 
 Files: the state directory is created 0700, the database (and SQLite's -wal/-shm files,
 which SQLite creates with the database's mode) 0600.
@@ -31,14 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from lobbypay.core.job import (
-    Job,
-    JobState,
-    Step,
-    check_event,
-    job_from_record,
-    job_to_record,
-)
+from lobbypay.core.job import Job, JobState, Step
+from lobbypay.core.protocol import check_event, format_time
+from lobbypay.shell.journal_codec import job_from_record, job_to_record
 
 DB_NAME = "journal.sqlite3"
 #: Jobs in these states may have money at athena that no final event reports yet: a POST
@@ -151,7 +147,7 @@ def _dumps(value: object) -> str:
 
 def _now_text() -> str:
     # bookkeeping timestamps only (outbox created_at/acked_at); job times come from steps
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return format_time(datetime.now(UTC))
 
 
 class Journal:

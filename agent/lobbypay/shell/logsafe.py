@@ -24,12 +24,10 @@ import re
 import sys
 from typing import Any, TextIO
 
-_TRACK1 = re.compile(r"%[A-Za-z][^?\n]{0,120}\?")
-_TRACK2 = re.compile(r";?\d{8,19}=[0-9=]{0,40}\??")
-_TRACK_NAME = re.compile(r"\^[^^\n]{1,30}\^")
+from lobbypay.core.text import REDACTED, TRACK1_RE, TRACK2_RE, TRACK_NAME_RE
+
 _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
 _LONG_DIGIT_RUN = re.compile(r"\d{20,}")
-REDACTED = "[redacted]"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -53,9 +51,9 @@ def redact(text: str) -> str:
     """Remove anything that looks like card data from ``text``."""
     if not text:
         return text
-    text = _TRACK1.sub(REDACTED, text)
-    text = _TRACK2.sub(REDACTED, text)
-    text = _TRACK_NAME.sub(REDACTED, text)
+    text = TRACK1_RE.sub(REDACTED, text)
+    text = TRACK2_RE.sub(REDACTED, text)
+    text = TRACK_NAME_RE.sub(REDACTED, text)
     text = _LONG_DIGIT_RUN.sub(REDACTED, text)
     return _DIGIT_RUN.sub(_scrub_run, text)
 
@@ -95,14 +93,17 @@ class TextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _AgentHandler(logging.StreamHandler[TextIO]):
+    """The handler ``setup_logging`` installs (so a second call replaces it)."""
+
+
 def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure the root logger for the agent process (idempotent)."""
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_lobbypay", False):
+        if isinstance(h, _AgentHandler):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler._lobbypay = True  # type: ignore[attr-defined]
+    handler = _AgentHandler(stream or sys.stdout)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else TextFormatter("%(levelname)s %(name)s: %(message)s")

@@ -65,7 +65,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
-from lobbypay.core.protocol import error_reply, peek_envelope
+from lobbypay.core.protocol import Topics, error_reply, peek_envelope
+from lobbypay.core.text import replace_unprintable
 from lobbypay.failpoints import failpoint
 from lobbypay.ports import Outbox
 
@@ -227,16 +228,16 @@ class MqttLink:
         self._backoff_cap_s = backoff_cap_s
         self._command_timeout_s = command_timeout_s
         self._op_timeout_s = op_timeout_s
-        prefix = f"lobbypay/v1/{terminal_id}"
-        self.prefix = prefix
-        self.cmd_topic = f"{prefix}/cmd"
-        self.reply_topic = f"{prefix}/reply"
-        self.status_topic = f"{prefix}/status"
-        self.state_topic = f"{prefix}/state"
+        self.topics = topics = Topics.of(terminal_id)
+        self.prefix = topics.prefix
+        self.cmd_topic = topics.cmd
+        self.reply_topic = topics.reply
+        self.status_topic = topics.status
+        self.state_topic = topics.state
         #: the staff topic pair (protocol 10), subscribed only when ``[staff] enabled``
         self.staff = staff
-        self.staff_cmd_topic = f"{prefix}/staff/cmd"
-        self.staff_reply_topic = f"{prefix}/staff/reply"
+        self.staff_cmd_topic = topics.staff_cmd
+        self.staff_reply_topic = topics.staff_reply
         self.client_id = cfg.client_id or f"lobbypay-{terminal_id}"
         self.counters = LinkCounters()
         self.state = LinkState.IDLE
@@ -480,8 +481,9 @@ class MqttLink:
             raise
         await self._cancel(loops | {stop_wait})
         for task in done:
-            if task is not stop_wait and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task is stop_wait else task.exception()
+            if failure is not None:
+                raise failure
         # stop(): replies already computed go out first, then offline, then DISCONNECT.
         self.state = LinkState.STOPPING
         with contextlib.suppress(aiomqtt.MqttError):
@@ -696,5 +698,4 @@ def _has_reason(exc: BaseException, codes: set[int]) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:200])
+    return replace_unprintable(f"{type(exc).__name__}: {exc}"[:200])

@@ -1,4 +1,4 @@
-"""Protocol v1 codec: MQTT command payloads -> ``Command`` objects, replies -> bytes (pure).
+"""Protocol v1 commands: MQTT command payloads -> ``Command`` objects (pure).
 
 ``decode_command(payload)`` applies everything protocol.md sections 2-4 say about the
 shape of a command and returns a frozen dataclass from ``lobbypay.core.commands``, or
@@ -30,9 +30,7 @@ Decisions the protocol leaves open (documented in docs/protocol.md):
 Not checked here (they need config or athena): ``copay_needs_appointment``,
 ``nothing_to_charge``, ``max_charge``, collectibility. The charge plan does those.
 
-Replies: ``encode_reply`` / ``error_reply`` build the section-2 envelope;
-``encode_json`` is the one JSON encoder for everything lobbypay puts on MQTT (compact,
-UTF-8, never NaN, key order as built so output is deterministic).
+Replies: ``ProtocolError.to_reply``, built with ``envelope.error_reply``.
 """
 
 from __future__ import annotations
@@ -60,9 +58,11 @@ from lobbypay.core.commands import (
 )
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.money import Cents, InvalidAmount, parse_wire_amount
+from lobbypay.core.protocol.envelope import PROTOCOL_VERSION, error_reply
+from lobbypay.core.protocol.topics import TOPIC_ROOT
 from lobbypay.core.screen_text import LANGUAGES
+from lobbypay.core.text import replace_unprintable
 
-PROTOCOL_VERSION = 1
 #: Commands are a few hundred bytes; 64 KiB leaves room for many claims and bounds the
 #: work a hostile payload can cause (checked before any parsing).
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -352,7 +352,7 @@ def decode_command(payload: bytes, *, staff: bool = False) -> Command:
     if command in STAFF_ONLY_TYPES and not staff:
         raise ProtocolError(
             Code.FORBIDDEN,
-            f"{command} is taken only on the staff topic (lobbypay/v1/<tid>/staff/cmd)",
+            f"{command} is taken only on the staff topic ({TOPIC_ROOT}/<tid>/staff/cmd)",
             request_id, command,
         )
     f = _Fields(obj, request_id, command)
@@ -360,8 +360,9 @@ def decode_command(payload: bytes, *, staff: bool = False) -> Command:
 
 
 def _snippet(text: str) -> str:
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
-    return repr(clean + ("..." if len(text) > 40 else ""))
+    """The start of a peer's text for a message: its first 40 characters, each unprintable
+    one as ``?``, ``...`` when there was more, quoted."""
+    return repr(replace_unprintable(text[:40]) + ("..." if len(text) > 40 else ""))
 
 
 def _balance_get(f: _Fields) -> BalanceGet:
@@ -443,65 +444,3 @@ _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "receipt.email": _receipt_email,
 }
 assert set(_DECODERS) == set(COMMAND_TYPES)
-
-
-# ------------------------------------------------------------------------------ encoding
-
-
-def format_time(at: datetime) -> str:
-    """Aware datetime -> "2026-11-27T14:03:07Z" (UTC, whole seconds unless given)."""
-    if at.tzinfo is None:
-        raise ValueError("format_time needs an aware datetime")
-    text = at.astimezone(UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
-
-
-def _default(value: object) -> object:
-    if isinstance(value, datetime):
-        return format_time(value)
-    if isinstance(value, tuple | frozenset | set):
-        return list(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as protocol JSON")
-
-
-def encode_json(obj: object) -> bytes:
-    """Compact UTF-8 JSON; aware datetimes become RFC 3339 "Z" strings; NaN is refused."""
-    return json.dumps(
-        obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-    ).encode("utf-8")
-
-
-def reply_object(
-    request_id: str | None, command: str | None, ok: bool = True, **fields: object
-) -> dict[str, object]:
-    """The reply envelope as a dict (section 2); ``fields`` follow ``ok``."""
-    reserved = {"v", "type", "request_id", "command", "ok"} & fields.keys()
-    if reserved:
-        raise ValueError(f"reply fields may not override {sorted(reserved)}")
-    return {
-        "v": PROTOCOL_VERSION,
-        "type": "reply",
-        "request_id": request_id,
-        "command": command,
-        "ok": ok,
-        **fields,
-    }
-
-
-def encode_reply(
-    request_id: str | None, command: str | None, ok: bool = True, **fields: object
-) -> bytes:
-    """Encode a reply. For errors prefer ``error_reply``."""
-    return encode_json(reply_object(request_id, command, ok, **fields))
-
-
-def error_reply(
-    request_id: str | None, command: str | None, code: Code | str, message: str, **extra: object
-) -> bytes:
-    """``ok: false`` reply with ``error: {code, message}``; ``extra`` sits beside ``error``
-    (for example ``active_job_id`` on ``terminal_busy``)."""
-    if "error" in extra:
-        raise ValueError("error_reply builds 'error' itself")
-    return encode_reply(
-        request_id, command, False, error={"code": str(code), "message": message}, **extra
-    )
