@@ -49,8 +49,6 @@ from lobbypay.core.commands import (
 )
 from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
-from lobbypay.core.protocol import format_seconds as iso_seconds
-from lobbypay.core.terminal_state import TerminalState
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
 from lobbypay.shell.journal import Journal, JournalError
@@ -142,7 +140,7 @@ async def department_probe_loop(athena: ports.Athena, engine: Engine,
         return
 
 
-def status_line(state: TerminalState, broker_connected: bool) -> str:
+def status_line(state: protocol.TerminalState, broker_connected: bool) -> str:
     """One line for `systemctl status` (sd_notify STATUS=): job, reader, broker."""
     job = "idle" if state.get("job_id") is None else f"job {state['job_id']} {state['job_state']}"
     reader = ("reader ok" if state.get("reader", {}).get("connected")
@@ -288,7 +286,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError("terminal.state_dir", f"cannot use {t.state_dir}: {reason}") from None
     session = journal.next_session()
-    started_at = iso_seconds(clock.now())
+    started_at = clock.now()
     a = cfg.athena
     if a.client_secret is None:  # load_config reads it; a caller that skipped it is wrong
         raise ConfigError("athena.client_secret_file", "the secret was not loaded")
@@ -310,7 +308,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
                                      cols=d.cols, **d.options)
     except ValueError as exc:  # found only when building: a font file, a missing extra
         raise ConfigError("display", str(exc)) from None
-    prefix = protocol.Topics.of(t.id).prefix
+    topics = protocol.Topics.of(t.id)
 
     link: MqttLink | None = None
 
@@ -340,16 +338,14 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         reconcile_settle_s=a.reconcile_settle_s, athena_timeout_s=a.timeout_s,
         athena=athena, journal=journal, display=display, reader=reader, clock=clock,
         outbox_wakeup=wake_outbox, on_state_change=state_changed,
-        events_topic=f"{prefix}/events", language=t.language,
+        events_topic=topics.events, language=t.language,
         server_clock=athena.server_clock, clock_synced=clock_synchronized,
     )
     dispatcher = Dispatcher(engine, journal)
 
     def status_payload(online: bool) -> bytes:
-        return protocol.encode_json({
-            "v": 1, "online": online, "session": session, "since": started_at,
-            "version": __version__,
-        })
+        return protocol.encode_json(protocol.status_object(
+            online, session=session, since=started_at, version=__version__))
 
     def state_payload() -> bytes:
         return protocol.encode_json(engine.state())

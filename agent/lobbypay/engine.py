@@ -68,7 +68,14 @@ from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.money import Cents, format_cents
 from lobbypay.core.plan import ChargePlan, plan_charge, validate_charge
-from lobbypay.core.protocol import format_seconds
+from lobbypay.core.protocol import (
+    AthenaFault,
+    ClockHealth,
+    TerminalState,
+    clock_health,
+    format_seconds,
+    state_object,
+)
 from lobbypay.core.screen import (
     Screen,
     ScreenKind,
@@ -77,15 +84,7 @@ from lobbypay.core.screen import (
     swipe_failed_screen,
 )
 from lobbypay.core.screen_text import DEFAULT_LANGUAGE
-from lobbypay.core.terminal_state import (
-    IDLE,
-    STATE_VERSION,
-    AthenaFault,
-    ClockHealth,
-    ReaderState,
-    TerminalState,
-    clock_health,
-)
+from lobbypay.core.text import QUOTE_MAX, printable
 from lobbypay.failpoints import failpoint
 from lobbypay.ports import JsonObject
 from lobbypay.shell.athena import payment_bound_s
@@ -127,11 +126,6 @@ reconcile_timing = rc.reconcile_timing
 
 Sleep = Callable[[float], Awaitable[None]]
 
-
-def _safe(text: object, limit: int = 160) -> str:
-    """Peer text for logs and messages: printable, capped."""
-    s = "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 class _Active:
@@ -319,7 +313,7 @@ class Engine:
                 raise DomainError(Code.APPOINTMENT_NOT_FOUND,
                                   "athena has no such appointment") from None
             except BalancePayloadError as exc:
-                raise DomainError(Code.ATHENA_BAD_RESPONSE, _safe(exc)) from None
+                raise DomainError(Code.ATHENA_BAD_RESPONSE, printable(exc, QUOTE_MAX)) from None
             reply["copay"] = {"expected": format_cents(expected) if expected is not None
                               else None}
         else:
@@ -400,9 +394,9 @@ class Engine:
             raise DomainError(Code.APPOINTMENT_NOT_FOUND,
                               "athena has no such appointment") from None
         except BalancePayloadError as exc:
+            why = printable(exc, QUOTE_MAX)
             raise DomainError(Code.ATHENA_BAD_RESPONSE,
-                              f"athena's appointment answer was unreadable: {_safe(exc)}"
-                              ) from None
+                              f"athena's appointment answer was unreadable: {why}") from None
         if collected and not allow_duplicate:
             raise DomainError(Code.COPAY_ALREADY_COLLECTED,
                               f"athena says the copay of appointment {appointment_id} is "
@@ -489,10 +483,10 @@ class Engine:
             self._note(failure.athena)
             if isinstance(failure.athena, oc.Failed):
                 log.warning("job %s: void not confirmed (%s); the job stays succeeded",
-                            job.job_id, _safe(failure.athena.message))
+                            job.job_id, printable(failure.athena.message, QUOTE_MAX))
             else:
                 log.info("job %s: athena refused the void: %s", job.job_id,
-                         _safe(failure.error.message))
+                         printable(failure.error.message, QUOTE_MAX))
             raise failure.error from None
         self._athena_ok()
         st = jm.step(job, jm.Voided(), self._clock.now())
@@ -527,7 +521,7 @@ class Engine:
             self._note(failure.athena)
             if isinstance(failure.athena, oc.Failed):
                 log.warning("job %s: receipt email to %s not confirmed (%s)", job.job_id,
-                            masked, _safe(failure.athena.message))
+                            masked, printable(failure.athena.message, QUOTE_MAX))
             else:
                 log.info("job %s: athena refused to email the receipt to %s", job.job_id,
                          masked)
@@ -548,22 +542,16 @@ class Engine:
             outbox = self._journal.outbox_count()
         except Exception:  # noqa: BLE001 - state must always answer
             outbox = -1
-        reader: ReaderState = {"driver": reader_driver, "connected": reader_connected}
-        if self._reader_error:
-            reader["last_error"] = self._reader_error
-        return {
-            "v": STATE_VERSION,
-            "job_id": active.job.job_id if active else None,
-            "job_state": active.job.state.value if active else IDLE,
-            "screen": list(self._screen),
-            "reader": reader,
-            "display": {"driver": self._display.driver,
-                        "connected": bool(self._display.connected)},
-            "athena": {"last_ok_at": self._athena_last_ok_at,
-                       "last_error": self._athena_last_error},
-            "outbox": outbox,
-            "clock": self.clock_health(),
-        }
+        return state_object(
+            job_id=active.job.job_id if active else None,
+            job_state=active.job.state if active else None,
+            screen=self._screen, reader_driver=reader_driver,
+            reader_connected=reader_connected, reader_error=self._reader_error,
+            display_driver=self._display.driver,
+            display_connected=bool(self._display.connected),
+            athena_last_ok_at=self._athena_last_ok_at,
+            athena_last_error=self._athena_last_error,
+            outbox=outbox, clock=self.clock_health())
 
     def clock_health(self) -> ClockHealth:
         """Additive ``state.clock``: is the system clock synchronised, and how far is it
@@ -814,7 +802,7 @@ class Engine:
                     failed = oc.receipts_error(exc)
                     self._note(failed)
                     log.warning("job %s: receipts read failed (%s); retrying in %.0f s",
-                                job.job_id, _safe(failed.message), backoff)
+                                job.job_id, printable(failed.message, QUOTE_MAX), backoff)
                     await self._sleep_for(backoff)
                     backoff = min(backoff * 2, rt.retry_max_s)
                     continue
@@ -845,7 +833,7 @@ class Engine:
                     doubts += 1
                     if decision.reason != last_doubt:
                         log.warning("job %s: still unknown, not deciding: %s", job.job_id,
-                                    _safe(decision.reason))
+                                    printable(decision.reason, QUOTE_MAX))
                         last_doubt = decision.reason
                     await self._sleep_for(rc.next_wait(decision, rt, until_settle_s=0.0,
                                                        doubts=doubts))
@@ -988,7 +976,7 @@ class Engine:
                 return True
             except JournalError as exc:
                 log.error("job %s: journal write failed (%s); keeping the %s step and "
-                          "retrying", job_id, _safe(exc), st.job.state)
+                          "retrying", job_id, printable(exc, QUOTE_MAX), st.job.state)
             queue = self._unwritten.setdefault(job_id, [])
         queue.append(st)
         if self._healer is None or self._healer.done():
@@ -1068,8 +1056,9 @@ class Engine:
         except PatientNotFoundInPayload:
             raise DomainError(Code.PATIENT_NOT_FOUND, "athena has no such patient") from None
         except BalancePayloadError as exc:
+            why = printable(exc, QUOTE_MAX)
             raise DomainError(Code.ATHENA_BAD_RESPONSE,
-                              f"athena's balance answer was unreadable: {_safe(exc)}") from None
+                              f"athena's balance answer was unreadable: {why}") from None
         info = self.department
         if (info is not None and info.found and dept == info.department_id
                 and view.group_found and view.provider_group_id != info.provider_group_id):
@@ -1080,7 +1069,7 @@ class Engine:
         return view
 
     def _athena_ok(self) -> None:
-        self._athena_last_ok_at = _iso(self._clock.now())
+        self._athena_last_ok_at = format_seconds(self._clock.now())
         # state.athena.last_error is the error that stands: a later success clears it
         self._athena_last_error = None
         self._refresh_clock_health()
@@ -1104,13 +1093,10 @@ class Engine:
                 self._athena_failed(code, message)
 
     def _athena_failed(self, code: Code, message: str) -> None:
-        self._athena_last_error = {"code": code.value, "message": _safe(message),
-                                   "at": _iso(self._clock.now())}
+        self._athena_last_error = {"code": code.value, "message": printable(message, QUOTE_MAX),
+                                   "at": format_seconds(self._clock.now())}
         self._changed()
 
-
-def _iso(t: datetime) -> str:
-    return format_seconds(t)
 
 
 def _wipe(card: api.Card) -> None:

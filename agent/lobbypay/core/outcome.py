@@ -31,15 +31,11 @@ from typing import Literal
 from lobbypay.core import job as jm
 from lobbypay.core.athena import Approved, AthenaError, Declined, NotFound, PaymentResult
 from lobbypay.core.errors import Code, DomainError
+from lobbypay.core.text import QUOTE_MAX, printable
 
 #: Longest errortext a declined job keeps (the job clips its messages to this too).
 DECLINE_TEXT_MAX_CHARS = 200
 
-
-def _safe(text: object, limit: int = 160) -> str:
-    """Peer text for messages: printable, capped."""
-    s = "".join(ch if ch.isprintable() else " " for ch in str(text)).strip()
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- what athena's health is
@@ -99,18 +95,19 @@ def payment_input(outcome: PaymentResult | Exception, *, posted: bool,
         case Approved(epayment_id=eid):
             return PaymentVerdict(jm.PaymentApproved(str(eid)), ANSWERED)
         case Declined(errortext=text):
-            return PaymentVerdict(jm.PaymentDeclined(_safe(text, DECLINE_TEXT_MAX_CHARS)),
+            return PaymentVerdict(jm.PaymentDeclined(printable(text, DECLINE_TEXT_MAX_CHARS)),
                                   ANSWERED)
         case AthenaError(message=msg, code=Code.ATHENA_UNAVAILABLE):
             return PaymentVerdict(
-                jm.NotSent(Code.ATHENA_UNAVAILABLE, f"athena unreachable: {_safe(msg)}"),
+                jm.NotSent(Code.ATHENA_UNAVAILABLE,
+                           f"athena unreachable: {printable(msg, QUOTE_MAX)}"),
                 Failed(Code.ATHENA_UNAVAILABLE, msg))
         case AthenaError(message=msg, code=Code.ATHENA_REJECTED):
             return PaymentVerdict(
-                jm.Rejected(Code.ATHENA_REJECTED, f"athena refused: {_safe(msg)}"),
+                jm.Rejected(Code.ATHENA_REJECTED, f"athena refused: {printable(msg, QUOTE_MAX)}"),
                 Failed(Code.ATHENA_REJECTED, msg))
         case AthenaError(message=msg):  # outcome_unknown, bad_response: may have landed
-            return PaymentVerdict(jm.OutcomeUncertain(_safe(msg), attempt_end),
+            return PaymentVerdict(jm.OutcomeUncertain(printable(msg, QUOTE_MAX), attempt_end),
                                   Failed(Code.OUTCOME_UNKNOWN, msg))
         case TimeoutError():
             return PaymentVerdict(
@@ -164,11 +161,11 @@ def read_error(exc: AthenaError | TimeoutError, what: ReadTarget,
     code = read_code(exc)
     match exc.code:
         case Code.ATHENA_UNAVAILABLE:
-            message = f"athena unavailable: {_safe(exc.message)}"
+            message = f"athena unavailable: {printable(exc.message, QUOTE_MAX)}"
         case Code.ATHENA_BAD_RESPONSE:
             message = f"athena's {what} answer was unreadable"
         case _:
-            message = f"athena refused the {what} read: {_safe(exc.message)}"
+            message = f"athena refused the {what} read: {printable(exc.message, QUOTE_MAX)}"
     return CallFailure(DomainError(code, message), Failed(code, exc.message))
 
 
@@ -187,7 +184,7 @@ def _staff_call_error(exc: AthenaError | TimeoutError, *, rejected: Code,
     """A void or receipt email athena refused (``rejected``, with its reason), or did not
     confirm (``athena_unavailable``: asking again is safe, athena does it at most once)."""
     if isinstance(exc, AthenaError) and exc.code is Code.ATHENA_REJECTED:
-        return CallFailure(DomainError(rejected, _safe(exc.message, 200)), ANSWERED)
+        return CallFailure(DomainError(rejected, printable(exc.message, 200)), ANSWERED)
     msg = exc.message if isinstance(exc, AthenaError) else "no answer in time"
     return CallFailure(DomainError(Code.ATHENA_UNAVAILABLE, unconfirmed),
                        Failed(Code.ATHENA_UNAVAILABLE, msg))

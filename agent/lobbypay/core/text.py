@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 
+#: How much of a peer's or an exception's text a log line or an error message quotes.
+QUOTE_MAX = 160
 #: What a cut text ends with.
 ELLIPSIS = "..."
 #: What masked card data is replaced with.

@@ -44,11 +44,13 @@ class Monitor:
     async def _run(self) -> None:
         import aiomqtt
 
-        prefix = f"lobbypay/v1/{TERMINAL_ID}"
+        from lobbypay.core.protocol import Topics
+
+        topics = Topics.of(TERMINAL_ID)
         async with aiomqtt.Client("127.0.0.1", self.port,
                                   identifier=f"lobbypay-demo-monitor-{uuid.uuid4().hex[:8]}") as c:
-            await c.subscribe(f"{prefix}/state", qos=1)
-            await c.subscribe(f"{prefix}/events", qos=1)
+            await c.subscribe(topics.state, qos=1)
+            await c.subscribe(topics.events, qos=1)
             self._ready.set()
             async for msg in c.messages:
                 payload = msg.payload
@@ -61,7 +63,7 @@ class Monitor:
                 if not isinstance(obj, dict):
                     continue
                 async with self._changed:
-                    if str(msg.topic).endswith("/state"):
+                    if str(msg.topic) == topics.state:
                         self._on_state(obj)
                     else:
                         self._on_event(obj)

@@ -54,7 +54,19 @@ from lobbypay.core.protocol.events import (
     check_plain,
     to_event,
 )
-from lobbypay.core.protocol.retained import IDLE, state_object, status_object
+from lobbypay.core.protocol.retained import (
+    IDLE,
+    AthenaFault,
+    AthenaState,
+    ClockHealth,
+    DisplayState,
+    ReaderState,
+    StatusObject,
+    TerminalState,
+    clock_health,
+    state_object,
+    status_object,
+)
 from lobbypay.core.protocol.times import format_seconds, format_time, parse_time
 from lobbypay.core.protocol.topics import TOPIC_ROOT, Topics
 
@@ -98,6 +110,14 @@ __all__ = [
     "peek_envelope",
     "reply_object",
     "state_object",
+    "AthenaFault",
+    "AthenaState",
+    "ClockHealth",
+    "DisplayState",
+    "ReaderState",
+    "StatusObject",
+    "TerminalState",
+    "clock_health",
     "status_object",
     "to_event",
 ]

@@ -1,9 +1,9 @@
-"""state.clock (lobbypay.core.terminal_state.clock_health): whole seconds, rounded up."""
+"""state.clock (lobbypay.core.protocol.retained.clock_health): whole seconds, rounded up."""
 
 from __future__ import annotations
 
 from lobbypay.core.clock import Offset
-from lobbypay.core.terminal_state import clock_health
+from lobbypay.core.protocol import clock_health
 
 
 def test_no_offset_until_athena_has_answered() -> None:
