@@ -1,6 +1,7 @@
-"""Contract audit: requirements of protocol.md that an outside test could check and that
-no other test pinned down, each found failing (or at risk) and fixed. Real agent process,
-real mosquitto, the athena simulator over HTTP, a pty reader.
+"""protocol.md's requirements on the broker, start-up and the retained state that no
+other test pins down: an MQTT 3.1.1-only broker, an unusable state_dir, a state
+published for every job state. Real agent process, real mosquitto, the athena
+simulator over HTTP, a pty reader.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Regression: MqttLink's clean stop must not hang on a task that swallows its
+"""MqttLink's clean stop must not hang on a task that swallows its
 cancellation. Python 3.11's ``asyncio.wait_for`` (used by aiomqtt's publish) returns the
 result and drops the cancel when the PUBACK lands at the same moment; the state loop then
 waited forever, ``stop()`` timed out in the app and ``online: false`` was never published

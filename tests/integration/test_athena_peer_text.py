@@ -1,4 +1,4 @@
-"""Leak audit, athena's side: text athena sends back about a payment (a decline's
+"""Card data in athena's own text: text athena sends back about a payment (a decline's
 ``errortext``, an error body) is kept in job events, the journal and logs, so it must
 not carry the card even when it quotes the cardholder name or number on their own,
 outside the track syntax that ``clean_peer_text`` recognises. Real simulator on

@@ -1,4 +1,4 @@
-"""Charge-once audit: reconciliation must not take another job's payment for its own.
+"""Charging once: reconciliation must not take another job's payment for its own.
 
 j-1's POST ends ``unknown`` (nothing landed); the app starts j-2 for the same patient
 and total, the patient swipes the same card, and j-2's payment lands at athena while
