@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "agent" / "lobbypay" / "core"
 MUTMUT = ROOT / ".venv" / "bin" / "mutmut"
 #: the modules that decide money (issue 18's target); reconcile is taken once it exists
-MONEY_CORE = ("money", "plan", "balance", "job", "reconcile")
+MONEY_CORE = ("money", "plan", "balance", "job", "reconcile", "protocol/events")
 #: what the unit tests read besides the package (docs, the unit file, the bench helper)
 COPIED = ("agent", "drivers", "docs", "systemd", "scripts", "config", "examples", "tests",
           "debian")
@@ -50,7 +50,9 @@ DEFAULT_TIMEOUT_S = 1800
 
 
 def core_modules() -> list[str]:
-    return sorted(p.stem for p in CORE.glob("*.py") if p.stem != "__init__")
+    """``money``, ``job``, ... and the package's modules as ``protocol/events``."""
+    return sorted(p.relative_to(CORE).with_suffix("").as_posix() for p in CORE.rglob("*.py")
+                  if p.stem != "__init__")
 
 
 def pick_modules(names: list[str], every: bool) -> list[str]:
@@ -61,7 +63,7 @@ def pick_modules(names: list[str], every: bool) -> list[str]:
         return [m for m in MONEY_CORE if m in have]
     picked = []
     for name in names:
-        stem = Path(name).stem
+        stem = name.removeprefix("agent/lobbypay/").removeprefix("core/").removesuffix(".py")
         if stem not in have:
             sys.exit(f"mutate: no core module {name!r} (have: {', '.join(have)})")
         picked.append(stem)
@@ -147,7 +149,7 @@ def diff_of(work: Path, name: str) -> str:
 
 
 def run_module(module: str, args: argparse.Namespace) -> dict[str, int] | None:
-    work = Path(tempfile.mkdtemp(prefix=f"lobbypay-mutate-{module}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"lobbypay-mutate-{module.replace('/', '.')}-"))
     try:
         lay_out(work, module)
         log = work / "mutmut.log"
@@ -210,13 +212,13 @@ def main() -> int:
             rows.append((module, row))
     if rows:
         print()
-        print(f"{'module':<12}{'mutants':>8}{'killed':>8}{'survived':>10}{'other':>7}"
+        print(f"{'module':<18}{'mutants':>8}{'killed':>8}{'survived':>10}{'other':>7}"
               f"{'killed %':>10}")
         for module, r in rows:
             total, killed, survived = r["total"], r.get("killed", 0), r.get("survived", 0)
             other = total - killed - survived
             share = 100 * killed / total if total else 100.0
-            print(f"{module:<12}{total:>8}{killed:>8}{survived:>10}{other:>7}{share:>9.0f}%")
+            print(f"{module:<18}{total:>8}{killed:>8}{survived:>10}{other:>7}{share:>9.0f}%")
     return 1 if failed else 0
 
 

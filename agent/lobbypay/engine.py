@@ -41,6 +41,7 @@ from lobbypay import ports
 from lobbypay.core import job as jm
 from lobbypay.core import outcome as oc
 from lobbypay.core import reconcile as rc
+from lobbypay.core.admit import admit, ensure_free
 from lobbypay.core.athena import AthenaError, PaymentResult
 from lobbypay.core.balance import (
     AppointmentNotFoundInPayload,
@@ -325,22 +326,12 @@ class Engine:
             return await self._charge_start(cmd)
 
     async def _charge_start(self, cmd: ChargeStart) -> JsonObject:
-        # 1. idempotency
-        body_key = jm.body_key_of(cmd)
-        existing = self._get_job(cmd.job_id)
-        if existing is not None:
-            if existing.body_key != body_key:
-                raise DomainError(Code.IDEMPOTENCY_CONFLICT,
-                                  f"job {cmd.job_id} exists with a different body")
-            return {"job_id": existing.job_id, "state": existing.state.value}
-        # 2. expires_at
+        # 1-3. idempotency, expires_at, one job at a time (core/admit.py)
         now = self._clock.now()
-        if cmd.expires_at is not None and cmd.expires_at <= now:
-            raise DomainError(Code.EXPIRED, "expires_at is already past")
-        # 3. one job at a time
-        if self._active is not None:
-            raise DomainError(Code.TERMINAL_BUSY, "another job is active",
-                              active_job_id=self._active.job.job_id)
+        repeat = admit(cmd, existing=self._get_job(cmd.job_id),
+                       active_job_id=self._active_job_id(), now=now)
+        if repeat is not None:
+            return {"job_id": repeat.job_id, "state": repeat.state.value}
         # 4. amounts
         validate_charge(cmd, self._max_charge)
         # 5. balances, fresh from athena
@@ -353,9 +344,7 @@ class Engine:
             await self._check_copay(cmd.appointment_id, cmd.allow_duplicate)
         # the terminal may have been taken while athena answered (the lock keeps other
         # starts out; this is the belt to its braces)
-        if self._active is not None:
-            raise DomainError(Code.TERMINAL_BUSY, "another job is active",
-                              active_job_id=self._active.job.job_id)
+        ensure_free(self._active_job_id())
         claims = tuple(ClaimAmount(str(c.claim_id), Cents(int(c.amount))) for c in plan.claims)
         st = jm.start_job(cmd, department_id=dept, copay=Cents(int(plan.copay)), claims=claims,
                           now=self._clock.now(), language=self._language)
@@ -374,6 +363,9 @@ class Engine:
         self._warm_payment(float(cmd.deadline_s))
         self._wake()
         return {"job_id": cmd.job_id, "state": JobState.PENDING.value}
+
+    def _active_job_id(self) -> str | None:
+        return self._active.job.job_id if self._active is not None else None
 
     def _warm_payment(self, hold_s: float) -> None:
         """A job went pending: let the athena client open the payment POST's connection
