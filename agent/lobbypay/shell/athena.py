@@ -68,6 +68,7 @@ from lobbypay.core.athena import (
 )
 from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
+from lobbypay.shell.clock import SystemClock
 from lobbypay.shell.payline import PaymentLine
 
 _log = logging.getLogger("lobbypay.athena")
@@ -127,16 +128,6 @@ _TRACK_NAME_FIELD_RE = re.compile(r"\^([^^?]{2,26})\^")
 _TRACK_PAN_BRE = re.compile(rb"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
 _TRACK_NAME_FIELD_BRE = re.compile(rb"\^([^^?]{2,26})\^")
 _NOT_JSON: Final = object()
-
-
-class SystemClock:
-    """The real clock (``ports.Clock``)."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 @dataclass(slots=True)
@@ -1089,4 +1080,4 @@ def _consume_result(task: asyncio.Task[str]) -> None:
         task.exception()
 
 
-__all__ = ["AthenaClient", "SystemClock", "clean_peer_text"]
+__all__ = ["AthenaClient", "clean_peer_text"]
