@@ -59,7 +59,7 @@ async def _measure(info: dict[str, str], runs: int, warmup: int) -> dict[str, An
     params = {"showbalancedetails": "true", "departmentid": DEPARTMENT_ID}
     try:
         await client.get_patient(PATIENT_ID, DEPARTMENT_ID)  # fetches and caches the token
-        token = client._token.value if client._token else ""  # noqa: SLF001 - the same token
+        token = client._tokens.cached or ""  # noqa: SLF001 - the same token
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as bare:
 
             async def run_client() -> float:

@@ -24,10 +24,8 @@ import logging
 import os
 import resource
 import signal
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import assert_never
 
 from lobbypay_hw import DISPLAYS, READERS
@@ -51,6 +49,7 @@ from lobbypay.core.config import Config, ConfigError
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.engine import Engine
 from lobbypay.shell.athena import AthenaClient
+from lobbypay.shell.clock import SystemClock
 from lobbypay.shell.journal import Journal, JournalError
 from lobbypay.shell.logsafe import install_crash_hooks, setup_logging
 from lobbypay.shell.mqtt import CommandMeta, MqttLink
@@ -72,14 +71,6 @@ POST_GRACE_S = 2.0
 STOP_GRACE_MAX_S = 22.0
 #: On stop, how long the outbox may take to send what is left (the rest waits on disk).
 OUTBOX_FLUSH_ON_STOP_S = 2.0
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def sim_reader_socket(cfg: Config) -> str:

@@ -672,21 +672,21 @@ async def test_a_bytearray_track_is_posted_as_the_form_would_be(
 def test_form_body_is_standard_form_encoding() -> None:
     from urllib.parse import parse_qsl, urlencode
 
-    from lobbypay.shell.athena import _form_body
+    from lobbypay.shell.athena_form import form_body
 
     form = {"departmentid": "1", "claimpayment": json.dumps([{"5569": "40.00"}]),
             "note": "a b&c=d/é~", "trackdata": track(CANARY_PAN)}
-    body = _form_body(form)
+    body = form_body(form)
     assert parse_qsl(body.decode("ascii"), strict_parsing=True) == list(form.items())
     assert bytes(body) == urlencode(form).encode("ascii")
-    as_buffer = _form_body({**form, "trackdata": bytearray(form["trackdata"].encode())})
+    as_buffer = form_body({**form, "trackdata": bytearray(form["trackdata"].encode())})
     assert as_buffer == body
 
 
 def test_overwrite_bytes_zeroes_the_object_in_place() -> None:
-    from lobbypay.shell.athena import _overwrite_bytes
+    from lobbypay.shell.athena_form import overwrite_bytes
 
     data = bytes(f"trackdata={CANARY_PAN}", "ascii") + bytes(range(3))  # a fresh object
     n = len(data)
-    _overwrite_bytes(data)
+    overwrite_bytes(data)
     assert data == bytes(n)

@@ -18,7 +18,10 @@ from lobbypay.core.athena import (
     parse_action_result,
 )
 from lobbypay.shell.athena import AthenaClient
-from lobbypay.sim.athena import EASTERN, SETTLED_TEXT, VOID_REFUSED_TEXT, AthenaSim
+from lobbypay.sim.athena import AthenaSim
+from lobbypay.sim.faults import VOID_REFUSED_TEXT
+from lobbypay.sim.rules import SETTLED_TEXT
+from lobbypay.sim.world import EASTERN
 
 PRACTICE = "195900"
 PAN = "4111111111111111"

@@ -200,7 +200,7 @@ async def test_the_engine_warms_the_line_when_a_job_goes_pending(
     from lobbypay.core.commands import ChargeStart, ClaimAmount
     from lobbypay.core.money import Cents
     from lobbypay.engine import Engine
-    from lobbypay.shell.athena import SystemClock
+    from lobbypay.shell.clock import SystemClock
     from lobbypay.shell.journal import Journal
     from lobbypay_hw import DISPLAYS, api
     from lobbypay_hw.tracks import parse_swipe

@@ -1,9 +1,15 @@
-"""athena over httpx: one cached token, a client-side rate limit, and one POST that is
-never retried.
+"""athena over httpx: the client of one practice's REST API.
 
 ``AthenaClient`` implements ``lobbypay.ports.Athena``. Only ``AthenaError`` subclasses
 leave it: httpx and json failures are classified here, at the edge, by *whether the
-request may have reached athena* (see docs/athena.md for the full table).
+request may have reached athena* (see docs/athena.md for the full table). Beside it:
+
+* ``shell/athena_auth.py``: the OAuth2 token, cached and refreshed once for all callers;
+* ``shell/ratelimit.py``: the client-side rate limit and ``Retry-After``;
+* ``shell/athena_form.py``: the payment form's body and its overwriting;
+* ``core/athena_reply.py``: what an answer to the payment POST (or a void, or a receipt
+  email) means, decided without I/O;
+* ``shell/payline.py``: the payment POST's own connection.
 
 Reads (GET) retry within one overall deadline (``timeout_s``): once with a new token after
 a 401, after throttling (429, or 403 "Over Qps"/"Over Rate") honouring ``Retry-After``,
@@ -21,18 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import ctypes
 import email.utils
-import json
 import logging
-import math
 import random
 import re
 import ssl
-import sys
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,46 +48,34 @@ from lobbypay.core.athena import (
     AthenaAuthError,
     AthenaBadResponse,
     AthenaError,
-    AthenaParseError,
     AthenaRejected,
     AthenaThrottled,
     AthenaUnavailable,
-    Declined,
     NotFound,
     OutcomeUnknown,
-    OutcomeUnknownText,
     PaymentResult,
     Receipt,
-    clean_peer_text,
-    is_throttle_text,
-    parse_action_result,
     parse_error_body,
     parse_list_page,
-    parse_payment_result,
     parse_receipts,
-    parse_token,
+)
+from lobbypay.core.athena_reply import (
+    NOT_JSON,
+    classify_action_response,
+    classify_payment_response,
+    decode_json,
+    is_throttled,
 )
 from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
+from lobbypay.shell.athena_auth import DEFAULT_SCOPE, TOKEN_REQUESTS_PER_MINUTE, TokenCache
+from lobbypay.shell.athena_form import card_secrets, form_body, overwrite, overwrite_bytes
+from lobbypay.shell.clock import SystemClock
 from lobbypay.shell.payline import PaymentLine
+from lobbypay.shell.ratelimit import RateLimiter, throttle_delay_s
 
 _log = logging.getLogger("lobbypay.athena")
 
-DEFAULT_SCOPE: Final = "athena/service/Athenanet.MDP.*"
-TOKEN_PATH: Final = "/oauth2/v1/token"  # noqa: S105 - a path, not a secret
-#: Fetch a new token this long before ``expires_in`` runs out (athena: "should be cached";
-#: go-athenahealth refreshes a minute early and found it cured intermittent 401s).
-TOKEN_REFRESH_MARGIN_S: Final = 60.0
-#: We stop *using* a token this long before it expires (a request in flight must still
-#: carry a valid one when it arrives).
-TOKEN_EXPIRY_GUARD_S: Final = 5.0
-#: Token requests we allow ourselves per rolling minute. athena allows 5/min in preview and
-#: 50/min in production and locks the client out for the rest of the minute past that; a
-#: terminal needs about one an hour, so 5 keeps us clear of the lockout in both.
-TOKEN_REQUESTS_PER_MINUTE: Final = 5
-#: athena's token lockout ends "at the top of the minute" by *its* clock; wait this much
-#: longer so a small clock difference does not earn a second 429.
-TOKEN_LOCKOUT_SLACK_S: Final = 1.0
 #: TCP + TLS to athena over a lobby's uplink; longer than this means unreachable.
 CONNECT_TIMEOUT_S: Final = 5.0
 #: The departments list changes when an administrator edits the practice; an hour is fresh.
@@ -96,54 +85,12 @@ DEPARTMENTS_CACHE_S: Final = 3600.0
 #: blip, not enough to pile onto an outage.
 GET_SERVER_RETRIES: Final = 2
 SERVER_BACKOFF_BASE_S: Final = 0.25
-#: Throttle backoff without Retry-After: 0.5, 1, 2, 4, 8 s (each jittered down to half).
-THROTTLE_BACKOFF_BASE_S: Final = 0.5
-THROTTLE_BACKOFF_CAP_S: Final = 8.0
 #: A list endpoint with more pages than this is answering nonsense.
 MAX_PAGES: Final = 50
 #: Extra time the POST may take beyond ``timeout_s`` in total (connect + write + read each
 #: have their own httpx timeout; this bounds a server that trickles bytes forever).
 POST_TOTAL_SLACK_S: Final = 10.0
-#: The longest wait a ``Retry-After`` may impose (token lockouts, throttled reads).
-RETRY_AFTER_CAP_S: Final = 120.0
-#: Form fields that carry card data: masked wherever athena's text might echo them.
-CARD_FIELDS: Final = frozenset(
-    {
-        "trackdata",
-        "accountnumber",
-        "cardsecuritycode",
-        "nameoncard",
-        "expirationmonthmm",
-        "expirationyearyyyy",
-        "billingaddress",
-        "billingzip",
-    }
-)
 _ID_RE = re.compile(r"\A[0-9A-Za-z_-]{1,32}\Z")
-#: The PAN and the cardholder name inside ``trackdata`` (track 1 ``%B PAN ^ NAME ^``,
-#: track 2 ``; PAN =``), so athena's text is masked for them on their own too.
-_TRACK_PAN_RE = re.compile(r"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
-_TRACK_NAME_FIELD_RE = re.compile(r"\^([^^?]{2,26})\^")
-_TRACK_PAN_BRE = re.compile(rb"(?:%[A-Za-z]|;)(\d{12,19})[\^=]")
-_TRACK_NAME_FIELD_BRE = re.compile(rb"\^([^^?]{2,26})\^")
-_NOT_JSON: Final = object()
-
-
-class SystemClock:
-    """The real clock (``ports.Clock``)."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
-@dataclass(slots=True)
-class _Token:
-    value: str
-    refresh_at: float  # monotonic: fetch a new one from here on
-    usable_until: float  # monotonic: after this, never send it
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,70 +100,6 @@ class _SendFailure:
     sent: bool
     timed_out: bool
     what: str  # the httpx class name (no URL, no request)
-
-
-class _RateLimiter:
-    """Token bucket: ``rps`` requests per second, bursts of up to ``max(1, rps)``."""
-
-    def __init__(self, rps: float, clock: Clock) -> None:
-        self._rps = rps
-        self._capacity = max(1.0, rps)
-        self._tokens = self._capacity
-        self._clock = clock
-        self._stamp = clock.monotonic()
-        self._lock = asyncio.Lock()
-        self._priority = 0  # priority callers waiting
-
-    async def acquire(self, deadline: float, *, priority: bool = False) -> None:
-        """``priority`` (the payment POST) skips the queue: reads waiting for a slot let it
-        have the next one, so a storm of reads cannot time a swiped card's POST out."""
-        if priority:
-            self._priority += 1
-            try:
-                await self._take(deadline, priority=True)
-            finally:
-                self._priority -= 1
-            return
-        async with self._lock:  # FIFO: waiters queue here in arrival order
-            await self._take(deadline, priority=False)
-
-    async def _take(self, deadline: float, *, priority: bool) -> None:
-        while True:
-            now = self._clock.monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rps)
-            self._stamp = now
-            if self._tokens >= 1.0 and (priority or not self._priority):
-                self._tokens -= 1.0
-                return
-            wait = max((1.0 - self._tokens) / self._rps, 0.0) or 1.0 / self._rps
-            if now + wait > deadline:
-                raise AthenaThrottled(
-                    f"client rate limit ({self._rps:g}/s) leaves no time before the deadline"
-                )
-            await asyncio.sleep(wait)
-
-
-def _retry_after_s(resp: httpx.Response, now: datetime) -> float | None:
-    """``Retry-After`` in seconds (delta or HTTP date), within 0..``RETRY_AFTER_CAP_S``;
-    None when absent or unreadable. A huge, infinite or NaN value is capped, never obeyed:
-    it would lock athena out until a restart."""
-    raw = resp.headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        delta = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        delta = (when - now).total_seconds()
-    if math.isnan(delta):
-        return None
-    return min(RETRY_AFTER_CAP_S, max(0.0, delta))
 
 
 def _response_date(resp: httpx.Response) -> datetime | None:
@@ -237,17 +120,16 @@ def payment_bound_s(timeout_s: float) -> float:
     return 2 * float(timeout_s) + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S
 
 
-def _decode_json(resp: httpx.Response) -> object:
-    """The body as JSON, or ``_NOT_JSON`` (HTML error pages, garbage, empty)."""
-    try:
-        return json.loads(resp.content)
-    except (ValueError, RecursionError):
-        return _NOT_JSON
-
-
 def _body_kind(resp: httpx.Response) -> str:
     ctype = resp.headers.get("content-type", "").split(";")[0].strip() or "no content-type"
     return f"{ctype}, {len(resp.content)} bytes"
+
+
+def _throttled(resp: httpx.Response) -> bool:
+    """The gateway throttled the call (``core.athena_reply.is_throttled``)."""
+    return is_throttled(
+        resp.status_code, resp.headers.get("x-mashery-error-code", ""), resp.content
+    )
 
 
 class AthenaClient:
@@ -279,13 +161,10 @@ class AthenaClient:
         self._base_host = urlsplit(self._base).netloc
         self._api = f"{self._base}/v1/{practice_id}"
         self._practice_id = practice_id
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._scope = scope
         self._timeout_s = float(timeout_s)
         self._clock: Clock = clock or SystemClock()
         self._limiter = (
-            _RateLimiter(rate_limit_rps, self._clock)
+            RateLimiter(rate_limit_rps, self._clock)
             if rate_limit_rps and rate_limit_rps > 0
             else None
         )
@@ -315,15 +194,14 @@ class AthenaClient:
             )
         else:
             self._post_http = self._http
-        self._token: _Token | None = None
-        self._token_task: asyncio.Task[str] | None = None
-        self._token_locked_until = 0.0
-        self._token_budget = max(1, token_requests_per_minute)
-        self._token_requests: deque[float] = deque()
-        self._departments: tuple[float, list[dict[str, Any]]] | None = None
-        self._closed = False
         #: athena's clock, learnt from the Date header of every response.
         self.server_clock = ServerClock()
+        self._tokens = TokenCache(
+            self._http, self._base, client_id, client_secret, scope=scope, clock=self._clock,
+            requests_per_minute=token_requests_per_minute, on_response=self._observe_date,
+        )
+        self._departments: tuple[float, list[dict[str, Any]]] | None = None
+        self._closed = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -340,9 +218,7 @@ class AthenaClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        task, self._token_task = self._token_task, None
-        if task is not None and not task.done():
-            task.cancel()
+        self._tokens.close()
         await self._http.aclose()
         if self._post_http is not self._http:
             await self._post_http.aclose()
@@ -441,16 +317,16 @@ class AthenaClient:
             isinstance(k, str) and isinstance(v, str | bytearray) for k, v in form.items()
         ):
             raise AthenaRejected(f"{what}: not sent: form must map str to str or bytearray")
-        secrets = _card_secrets(form)
-        body = _form_body(form)
+        secrets = card_secrets(form)
+        body = form_body(form)
         try:
             payload = bytes(body)
         finally:
-            _overwrite(body)
+            overwrite(body)
         try:
             return await self._post_payment(path, what, template, payload, secrets)
         finally:
-            _overwrite_bytes(payload)
+            overwrite_bytes(payload)
 
     async def _post_payment(
         self, path: str, what: str, template: str, payload: bytes, secrets: tuple[str, ...]
@@ -481,68 +357,17 @@ class AthenaClient:
         self, resp: httpx.Response, what: str, rid: str, token: str, secrets: tuple[str, ...]
     ) -> PaymentResult:
         status = resp.status_code
-        body = _decode_json(resp)
-        if 200 <= status < 300:
-            try:
-                result = parse_payment_result(body)
-            except OutcomeUnknownText as exc:
-                text = clean_peer_text(exc.message, secrets)
-                _log.warning("athena %s: %s, X-Request-Id %s", what, text, rid)
-                raise OutcomeUnknown(f"{what}: {text}", status=status, request_id=rid) from None
-            except AthenaParseError as exc:
-                message = exc.message
-            else:
-                if isinstance(result, Declined):
-                    # a decline text may quote the card (a name, a number) like an error does
-                    result = Declined(clean_peer_text(result.errortext, secrets))
-                return result
-            _log.warning("athena %s: unreadable 2xx (%s), X-Request-Id %s", what, message, rid)
-            raise OutcomeUnknown(
-                f"{what}: HTTP {status} unreadable ({message}); outcome unknown",
-                status=status,
-                request_id=rid,
-            )
-        if status == 401:
-            # The gateway refused the bearer token before routing the call: not processed.
-            self._invalidate(token)
-            raise AthenaUnavailable(
-                f"{what}: not processed: token refused (HTTP 401)", status=401, request_id=rid
-            )
-        if self._is_throttled(resp):
-            # Throttling is the gateway's answer, given instead of forwarding the call.
-            raise AthenaThrottled(
-                f"{what}: not processed: throttled (HTTP {status})", status=status, request_id=rid
-            )
-        err = parse_error_body(body, secrets) if body is not _NOT_JSON else None
-        if status == 404:
-            text = err.error if err else "not found"
-            raise NotFound(
-                f"{what}: {text}",
-                status=404,
-                request_id=rid,
-                detailed=err.detailed if err else None,
-            )
-        if 400 <= status < 500 and err is not None:
-            raise AthenaRejected(
-                f"{what}: {err.error}",
-                status=status,
-                request_id=rid,
-                detailed=err.detailed,
-                missing_fields=err.missing_fields,
-            )
-        if status == 403:
-            raise AthenaRejected(f"{what}: forbidden (HTTP 403)", status=403, request_id=rid)
-        # 5xx, 3xx, 4xx without athena's error body: no proof either way.
-        _log.warning(
-            "athena %s: HTTP %s (%s): outcome unknown, X-Request-Id %s",
-            what,
-            status,
-            _body_kind(resp),
-            rid,
+        if status == 401:  # the gateway refused the token: the next call fetches a new one
+            self._tokens.invalidate(token)
+        outcome = classify_payment_response(
+            status, decode_json(resp.content), throttled=_throttled(resp), secrets=secrets,
+            request_id=rid, what=what,
         )
-        raise OutcomeUnknown(
-            f"{what}: HTTP {status}; outcome unknown", status=status, request_id=rid
-        )
+        if isinstance(outcome, OutcomeUnknown):
+            _log.warning("athena %s (%s), X-Request-Id %s", outcome.message, _body_kind(resp), rid)
+        if isinstance(outcome, AthenaError):
+            raise outcome
+        return outcome
 
     # ------------------------------------------------------------ void and emailed receipt
 
@@ -573,7 +398,7 @@ class AthenaClient:
         deadline = self._clock.monotonic() + self._timeout_s
         not_sent: AthenaError | None = None
         try:
-            token = await self._get_token(deadline)
+            token = await self._tokens.get(deadline)
             if self._limiter is not None:
                 await self._limiter.acquire(deadline, priority=True)
         except AthenaThrottled as exc:
@@ -613,27 +438,18 @@ class AthenaClient:
                 raise AthenaUnavailable(f"{what}: not sent ({result.what})", request_id=rid)
             raise OutcomeUnknown(f"{what}: answer lost ({result.what})", request_id=rid)
         status = result.status_code
-        body = _decode_json(result)
-        if 200 <= status < 300:
-            outcome = parse_action_result(None if body is _NOT_JSON else body, noun, secrets)
-            if outcome.ok:
-                return
-            raise AthenaRejected(outcome.reason, status=status, request_id=rid)
         if status == 401:
-            self._invalidate(token)
-            raise AthenaUnavailable(f"{what}: not processed: token refused (HTTP 401)",
-                                    status=401, request_id=rid)
-        if self._is_throttled(result):
-            raise AthenaThrottled(f"{what}: not processed: throttled (HTTP {status})",
-                                  status=status, request_id=rid)
-        err = parse_error_body(body, secrets) if body is not _NOT_JSON else None
-        if 400 <= status < 500:
-            text = err.error if err else f"HTTP {status}"
-            raise AthenaRejected(text, status=status, request_id=rid)
-        _log.warning("athena %s: HTTP %s (%s): answer lost, X-Request-Id %s", what, status,
-                     _body_kind(result), rid)
-        raise OutcomeUnknown(f"{what}: HTTP {status}; outcome unknown", status=status,
-                             request_id=rid)
+            self._tokens.invalidate(token)
+        refused = classify_action_response(
+            status, decode_json(result.content), what=what, noun=noun,
+            throttled=_throttled(result), secrets=secrets, request_id=rid,
+        )
+        if refused is None:
+            return
+        if isinstance(refused, OutcomeUnknown):
+            _log.warning("athena %s: HTTP %s (%s): answer lost, X-Request-Id %s", what, status,
+                         _body_kind(result), rid)
+        raise refused
 
     # ------------------------------------------------------------ reads, generic
 
@@ -682,7 +498,7 @@ class AthenaClient:
         throttled = 0
         failures = 0
         while True:
-            token = await self._get_token(deadline)
+            token = await self._tokens.get(deadline)
             if self._limiter is not None:
                 await self._limiter.acquire(deadline)
             rid = str(uuid.uuid4())
@@ -701,8 +517,8 @@ class AthenaClient:
             resp = result
             status = resp.status_code
             if 200 <= status < 300:
-                body = _decode_json(resp)
-                if body is _NOT_JSON:
+                body = decode_json(resp.content)
+                if body is NOT_JSON:
                     raise AthenaBadResponse(
                         f"{what}: HTTP {status} is not JSON ({_body_kind(resp)})",
                         status=status,
@@ -710,18 +526,15 @@ class AthenaClient:
                     )
                 return body
             if status == 401:
-                self._invalidate(token)
+                self._tokens.invalidate(token)
                 if not retried_401:
                     retried_401 = True
                     continue
                 raise AthenaAuthError(
                     f"{what}: token refused twice (HTTP 401)", status=401, request_id=rid
                 )
-            if self._is_throttled(resp):
-                delay = _retry_after_s(resp, self._clock.now())
-                if delay is None:
-                    cap = min(THROTTLE_BACKOFF_CAP_S, THROTTLE_BACKOFF_BASE_S * 2**throttled)
-                    delay = random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
+            if _throttled(resp):
+                delay = throttle_delay_s(resp.headers, self._clock.now(), throttled)
                 throttled += 1
                 if self._clock.monotonic() + delay >= deadline:
                     raise AthenaThrottled(
@@ -747,8 +560,8 @@ class AthenaClient:
                     )
                     continue
                 raise AthenaUnavailable(f"{what}: HTTP {status}", status=status, request_id=rid)
-            body = _decode_json(resp)
-            err = parse_error_body(body) if body is not _NOT_JSON else None
+            body = decode_json(resp.content)
+            err = parse_error_body(body) if body is not NOT_JSON else None
             if status == 404:
                 raise NotFound(
                     f"{what}: {err.error if err else 'not found'}",
@@ -757,7 +570,7 @@ class AthenaClient:
                     detailed=err.detailed if err else None,
                 )
             if 400 <= status < 500:
-                if body is _NOT_JSON:
+                if body is NOT_JSON:
                     raise AthenaBadResponse(
                         f"{what}: HTTP {status} without an error body ({_body_kind(resp)})",
                         status=status,
@@ -856,138 +669,6 @@ class AthenaClient:
             )
         return resp
 
-    def _is_throttled(self, resp: httpx.Response) -> bool:
-        if resp.status_code == 429:
-            return True
-        if resp.status_code != 403:
-            return False
-        if is_throttle_text(resp.headers.get("x-mashery-error-code", "").replace("_", " ")):
-            return True
-        return is_throttle_text(resp.content[:4096].decode("utf-8", "replace"))
-
-    # ------------------------------------------------------------ tokens
-
-    def _invalidate(self, token: str) -> None:
-        if self._token is not None and self._token.value == token:
-            self._token = None
-
-    async def _get_token(self, deadline: float) -> str:
-        """The cached token, or a new one fetched once for all concurrent callers."""
-        current = self._token
-        now = self._clock.monotonic()
-        if current is not None and now < current.refresh_at:
-            return current.value
-        try:
-            return await self._shared_fetch(deadline)
-        except AthenaError as exc:
-            # Early refresh failed but the old token is still good: keep using it.
-            if (
-                current is not None
-                and self._token is current
-                and self._clock.monotonic() < current.usable_until
-            ):
-                _log.warning(
-                    "athena token refresh failed (%s); using the current token", exc.message
-                )
-                return current.value
-            raise
-
-    async def _shared_fetch(self, deadline: float) -> str:
-        task = self._token_task
-        if task is None or task.done():
-            task = asyncio.create_task(self._fetch_token(), name="lobbypay.athena.token")
-            task.add_done_callback(_consume_result)
-            self._token_task = task
-        remaining = deadline - self._clock.monotonic()
-        timed_out = False
-        try:
-            async with asyncio.timeout(max(0.0, remaining)):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            timed_out = True
-        if timed_out:
-            raise AthenaUnavailable("timed out waiting for an athena token")
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _fetch_token(self) -> str:
-        what = f"POST {TOKEN_PATH}"
-        now = self._clock.monotonic()
-        if now < self._token_locked_until:
-            raise AthenaThrottled(
-                f"{what}: locked out by athena for another {self._token_locked_until - now:.0f} s",
-                status=429,
-            )
-        while self._token_requests and self._token_requests[0] <= now - 60.0:
-            self._token_requests.popleft()
-        if len(self._token_requests) >= self._token_budget:
-            next_in = self._token_requests[0] + 60.0 - now
-            raise AthenaThrottled(
-                f"{what}: {self._token_budget} token requests in the last minute; "
-                f"next allowed in {next_in:.0f} s"
-            )
-        self._token_requests.append(now)
-        rid = str(uuid.uuid4())
-        started = time.perf_counter()
-        failure: str | None = None
-        try:
-            resp = await self._http.post(
-                f"{self._base}{TOKEN_PATH}",
-                data={"grant_type": "client_credentials", "scope": self._scope},
-                auth=(self._client_id, self._client_secret),
-                headers={"X-Request-Id": rid},
-            )
-        except httpx.HTTPError as exc:
-            failure = type(exc).__name__
-        if failure is not None:
-            raise AthenaUnavailable(f"{what}: {failure}", request_id=rid)
-        status = resp.status_code
-        _log.debug(
-            "athena POST %s -> %s in %.1f ms, X-Request-Id %s",
-            TOKEN_PATH,
-            status,
-            (time.perf_counter() - started) * 1000,
-            rid,
-        )
-        self._observe_date(resp, now)
-        if status == 200:
-            body = _decode_json(resp)
-            parsed: tuple[str, float] | None = None
-            problem = ""
-            try:
-                parsed = parse_token(body)
-            except AthenaParseError as exc:
-                problem = exc.message
-            if parsed is None:
-                raise AthenaBadResponse(f"{what}: {problem}", status=200, request_id=rid)
-            value, ttl_s = parsed
-            margin = min(TOKEN_REFRESH_MARGIN_S, ttl_s / 2)
-            guard = min(TOKEN_EXPIRY_GUARD_S, ttl_s / 4)
-            self._token = _Token(value, now + ttl_s - margin, now + ttl_s - guard)
-            return value
-        if status == 429:
-            retry_after = _retry_after_s(resp, self._clock.now())
-            if retry_after is not None:
-                wait = retry_after
-            else:  # "blocked ... for the remainder of the minute"
-                wall = self._clock.now()
-                wait = 60.0 - wall.second - wall.microsecond / 1e6
-            self._token_locked_until = self._clock.monotonic() + wait + TOKEN_LOCKOUT_SLACK_S
-            _log.warning(
-                "athena token endpoint locked us out for %.0f s, X-Request-Id %s", wait, rid
-            )
-            raise AthenaThrottled(
-                f"{what}: locked out (HTTP 429) for {wait:.0f} s", status=429, request_id=rid
-            )
-        if status >= 500:
-            raise AthenaUnavailable(f"{what}: HTTP {status}", status=status, request_id=rid)
-        if 400 <= status < 500:
-            err = parse_error_body(_decode_json(resp), (self._client_secret,))
-            text = err.error if err else f"HTTP {status}"
-            raise AthenaAuthError(
-                f"{what}: credentials refused: {text}", status=status, request_id=rid
-            )
-        raise AthenaBadResponse(f"{what}: unexpected HTTP {status}", status=status, request_id=rid)
-
     # ------------------------------------------------------------ small checks
 
     def _observe_date(self, resp: httpx.Response, sent: float) -> None:
@@ -1007,86 +688,4 @@ class AthenaClient:
         return value
 
 
-def _card_secrets(form: Mapping[str, str | bytearray]) -> tuple[str, ...]:
-    """What to mask in athena's text for this POST: each card field verbatim (text
-    fields), and from ``trackdata`` the PAN and the cardholder name (whole, and each part
-    of 4 or more characters: "SANDBOXTEST/JANE" is also masked as "SANDBOXTEST" and
-    "JANE"). Longest first, so a part never splits a longer secret before it is masked.
-    (Track-shaped text as a whole is masked by ``clean_peer_text`` anyway.)"""
-    out: set[str] = set()
-    for key, value in form.items():
-        if key not in CARD_FIELDS or not value:
-            continue
-        if isinstance(value, bytearray):  # read in place: no copy of the whole track
-            pans = [m.group(1).decode("ascii") for m in _TRACK_PAN_BRE.finditer(value)]
-            names = [m.group(1).decode("ascii", "replace")
-                     for m in _TRACK_NAME_FIELD_BRE.finditer(value)]
-        else:
-            out.add(value)
-            if key != "trackdata":
-                continue
-            pans = [m.group(1) for m in _TRACK_PAN_RE.finditer(value)]
-            names = [m.group(1) for m in _TRACK_NAME_FIELD_RE.finditer(value)]
-        out.update(pans)
-        for name in (n.strip() for n in names):
-            out.add(name)
-            out.update(p for p in re.split(r"[/ .,-]+", name) if len(p) >= 4)
-    return tuple(sorted(out, key=len, reverse=True))
-
-
-#: RFC 3986 unreserved characters: left as they are in a form-encoded value.
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_HEX = b"0123456789ABCDEF"
-
-
-def _form_body(form: Mapping[str, str | bytearray]) -> bytearray:
-    """``application/x-www-form-urlencoded`` of ``form`` (as httpx would write it), built
-    byte by byte into one buffer so that a ``bytearray`` value is never copied into an
-    immutable object on the way."""
-    out = bytearray()
-    for key, value in form.items():
-        if out:
-            out += b"&"
-        _quote_into(out, key.encode("utf-8"))
-        out += b"="
-        if isinstance(value, bytearray):
-            _quote_into(out, value)
-        else:
-            _quote_into(out, value.encode("utf-8"))
-    return out
-
-
-def _quote_into(out: bytearray, raw: bytes | bytearray) -> None:
-    for b in raw:
-        if b in _UNRESERVED:
-            out.append(b)
-        elif b == 0x20:
-            out.append(0x2B)  # "+"
-        else:
-            out += b"%"
-            out.append(_HEX[b >> 4])
-            out.append(_HEX[b & 15])
-
-
-def _overwrite(buf: bytearray) -> None:
-    buf[:] = bytes(len(buf))
-
-
-def _overwrite_bytes(data: bytes) -> None:
-    """Overwrite an immutable ``bytes`` object that only this module made and holds (the
-    request body handed to httpx, a scratch copy of the track): CPython keeps a bytes
-    object's data inline after its header, so this zeroes it in place. Elsewhere (another
-    interpreter) it does nothing; the copy then lives until its memory is reused."""
-    if sys.implementation.name != "cpython" or len(data) < 2:
-        return
-    offset = sys.getsizeof(b"") - 1  # the header; the data (and its NUL) follow
-    ctypes.memset(id(data) + offset, 0, len(data))
-
-
-def _consume_result(task: asyncio.Task[str]) -> None:
-    """Mark a token task's exception as seen even if every waiter gave up on it."""
-    if not task.cancelled():
-        task.exception()
-
-
-__all__ = ["AthenaClient", "SystemClock", "clean_peer_text"]
+__all__ = ["AthenaClient", "payment_bound_s"]
