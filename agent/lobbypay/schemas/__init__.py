@@ -64,9 +64,10 @@ def _validators() -> dict[str, Any]:
 def errors(kind: str, obj: object) -> list[str]:
     """Every schema violation of ``obj`` as text (empty when valid)."""
     if kind == "command":
-        kind = obj.get("type") if isinstance(obj, dict) else None  # type: ignore[assignment]
-        if kind not in COMMAND_KINDS:
-            return [f"not a known command type: {kind!r}"]
+        named = obj.get("type") if isinstance(obj, dict) else None
+        if not isinstance(named, str) or named not in COMMAND_KINDS:
+            return [f"not a known command type: {named!r}"]
+        kind = named
     validator = _validators().get(kind)
     if validator is None:
         raise KeyError(f"no schema for kind {kind!r}; kinds: {', '.join(KINDS)}")
