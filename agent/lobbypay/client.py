@@ -56,6 +56,7 @@ from lobbypay.core.money import WIRE_AMOUNT_RE, InvalidAmount
 from lobbypay.core.protocol import (
     EVENT_TYPE,
     FINAL_JOB_STATES,
+    JOB_ID_RE,
     PROTOCOL_VERSION,
     Topics,
     email_problem,
@@ -77,8 +78,6 @@ log = logging.getLogger("lobbypay.client")
 
 #: terminal.id as the agent accepts it (core/config.py); also keeps MQTT wildcards out.
 _TERMINAL_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
-#: protocol section 4: job_id is 1-64 of [A-Za-z0-9._:-].
-_JOB_ID_RE = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
 
 #: How long the broker keeps our MQTT 5 session (subscriptions + queued QoS 1 messages)
 #: after a network drop: long enough for a Wi-Fi blip or broker failover, short enough
@@ -606,7 +605,7 @@ class TerminalClient:
         ``wait_final`` returns it.
         """
         fields: dict[str, Any] = {
-            "job_id": _check_id(job_id, "job_id", _JOB_ID_RE),
+            "job_id": _check_id(job_id, "job_id", JOB_ID_RE),
             "patient_id": _check_id(patient_id, "patient_id"),
             "copay": wire_amount(copay, "copay"),
             "claims": _claims_to_wire(claims),
