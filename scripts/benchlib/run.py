@@ -351,7 +351,9 @@ async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay
         raise RuntimeError(f"charge {job_id} ended {ev.get('state')}: {ev.get('error')}")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(shown, pending), 5)
-    return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6}
+    # absolute perf_counter() stamps (CLOCK_MONOTONIC, the agent's step trace's clock)
+    return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6, "t_swipe": t0,
+            "t_final": t1}
 
 
 async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n: int,
@@ -409,6 +411,9 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
         "agent_user_ms_per_charge": round((split1[0] - split0[0]) * 1000 / n, 2),
         "agent_system_ms_per_charge": round((split1[1] - split0[1]) * 1000 / n, 2),
         "io_per_charge": {k: round((io1[k] - io0[k]) / n, 1) for k in io0},
+        # (swipe written, final event received) per charge, for the agent's step trace
+        # (read once the agent has stopped: ``swipe_steps``)
+        "stamps": [(r["t_swipe"], r["t_final"]) for r in rows],
     }
     if pings:
         out["ping"] = summary_ms(ping)
@@ -451,28 +456,128 @@ async def count_syncs(client: BenchClient, pty: Pty, pid: int, n: int, tag: str,
             "by_file": by_file}
 
 
-def import_times(path: Path) -> dict[str, Any]:
-    """``-X importtime`` output: self time summed per top-level package, and the slowest
-    single imports (cumulative)."""
-    per_pkg: dict[str, int] = {}
-    rows: list[tuple[int, str]] = []
-    for line in path.read_text(errors="replace").splitlines():
+#: The swipe path's steps in the agent's step trace (lobbypay/shell/steptrace.py): the
+#: mark, what it stands for, and which occurrence between the swipe and the final event.
+SWIPE_STEPS = (
+    ("reader.bytes", "swipe bytes read off the pty", "first"),
+    ("reader.callback", "swipe parsed, to the engine", "first"),
+    ("journal.card_read", "card_read committed", "first"),
+    ("journal.submitting", "submitting committed (fsync)", "first"),
+    ("post.sent", "POST written to its socket", "last_before:post.answer"),
+    ("post.answer", "athena's answer read", "first"),
+    ("journal.final", "outcome committed (fsync)", "first"),
+    ("outbox.publish", "final event to the MQTT client", "last"),
+)
+FINAL_MARKS = tuple(f"journal.{s}" for s in ("succeeded", "declined", "failed", "unknown"))
+
+
+def swipe_steps(marks: list[tuple[float, str]],
+                stamps: list[tuple[float, float]]) -> dict[str, Any]:
+    """Per step of the swipe path, milliseconds from the last swipe byte written (p50,
+    p90), and the p50 of the gap from the step before; the last row is the final event
+    taken off the app's client."""
+    marks = sorted(marks)
+    times = [t for t, _ in marks]
+    per: dict[str, list[float]] = {name: [] for name, _, _ in SWIPE_STEPS}
+    per["final_received"] = []
+    gaps: dict[str, list[float]] = {k: [] for k in per}
+    import bisect
+
+    for t0, t1 in stamps:
+        lo, hi = bisect.bisect_left(times, t0 - 0.001), bisect.bisect_right(times, t1)
+        window = marks[lo:hi]
+        prev = 0.0
+        for name, _what, rule in SWIPE_STEPS:
+            names = FINAL_MARKS if name == "journal.final" else (name,)
+            hits = [t for t, n in window if n in names]
+            if rule.startswith("last_before:"):
+                until = [t for t, n in window if n == rule.split(":", 1)[1]]
+                hits = [t for t in hits if not until or t <= until[0]]
+            if not hits:
+                continue
+            at = ((hits[-1] if rule.startswith("last") else hits[0]) - t0) * 1000
+            per[name].append(at)
+            gaps[name].append(at - prev)
+            prev = at
+        per["final_received"].append((t1 - t0) * 1000)
+        gaps["final_received"].append((t1 - t0) * 1000 - prev)
+    out: dict[str, Any] = {}
+    labels = {name: what for name, what, _ in SWIPE_STEPS}
+    labels["final_received"] = "final event taken off the app's client"
+    for name, vals in per.items():
+        if not vals:
+            continue
+        q = summary_ms([v / 1000 for v in vals])
+        out[name] = {"what": labels[name], "n": len(vals), "p50_ms": q["p50"],
+                     "p90_ms": q["p90"],
+                     "gap_p50_ms": round(statistics.median(gaps[name]), 3)}
+    return out
+
+
+def steps_table(steps: dict[str, Any]) -> str:
+    lines = [f"{'swipe path step':<58}{'p50 ms':>8}{'p90 ms':>8}{'+gap p50':>10}"]
+    for name, row in steps.items():
+        lines.append(f"{name + ': ' + row['what']:<58.58}{row['p50_ms']:>8.2f}"
+                     f"{row['p90_ms']:>8.2f}{row['gap_p50_ms']:>10.2f}")
+    return "\n".join(lines)
+
+
+def _importtime_lines(text: str) -> list[tuple[int, int, int, str]]:
+    """``-X importtime`` lines as (self us, cumulative us, nesting level, module)."""
+    out: list[tuple[int, int, int, str]] = []
+    for line in text.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         try:
-            selfus, cumus, name = (x.strip() for x in line.split(":", 1)[1].split("|"))
+            selfus, cumus, field = line.split(":", 1)[1].split("|")
             self_us, cum_us = int(selfus), int(cumus)
         except ValueError:
             continue
-        top = name.strip().split(".")[0]
-        per_pkg[top] = per_pkg.get(top, 0) + self_us
-        rows.append((cum_us, name.strip()))
-    total = sum(per_pkg.values())
+        name = field.strip()
+        # one space after the bar, then two per nesting level
+        level = (len(field) - len(field.lstrip(" ")) - 1) // 2
+        out.append((self_us, cum_us, level, name))
+    return out
+
+
+def import_times(path: Path, upto: int | None = None) -> dict[str, Any]:
+    """What the agent imported until it was online (``upto``: the size of its ``-X
+    importtime`` output at that moment), timed again in one fresh process that imports the
+    same top-level modules in the same order, on one thread.
+
+    The agent's own ``-X importtime`` figures cannot be summed: CPython keeps one import
+    clock for all threads, so a module imported on the main thread while paho connects
+    on an executor thread gets the other thread's imports as children and a negative self
+    time (``serial_asyncio_fast`` -265 ms in one run), and the total came out smaller
+    than its own largest package. Here the total is the sum of the top-level imports'
+    cumulative times (nested ones are inside them), and each package's share the sum of
+    its modules' self times."""
+    raw = path.read_bytes()
+    agent_lines = _importtime_lines(raw[:upto].decode(errors="replace") if upto else
+                                    raw.decode(errors="replace"))
+    names = [n for _s, _c, level, n in agent_lines
+             if level == 1 and not n.endswith("__main__")]
+    code = ("import importlib, sys\n"
+            "for n in sys.argv[1:]:\n"
+            "    try:\n"
+            "        importlib.import_module(n)\n"
+            "    except Exception:\n"
+            "        pass\n")
+    proc = subprocess.run(  # noqa: S603 - our interpreter
+        [sys.executable, "-X", "importtime", "-c", code, *names],
+        capture_output=True, text=True, env=child_env(), check=True)
+    lines = _importtime_lines(proc.stderr)
+    per_pkg: dict[str, int] = {}
+    for self_us, _cum, _level, name in lines:
+        top = name.split(".")[0]
+        per_pkg[top] = per_pkg.get(top, 0) + max(0, self_us)
+    total = sum(cum for _s, cum, level, _n in lines if level == 1)
     top_pkgs = sorted(per_pkg.items(), key=lambda kv: -kv[1])[:15]
-    rows.sort(reverse=True)
+    slowest = sorted(((cum, n) for _s, cum, _l, n in lines), reverse=True)[:15]
     return {"total_ms": round(total / 1000, 1),
+            "modules": len(lines), "modules_in_agent_run": len(agent_lines),
             "by_package_ms": {k: round(v / 1000, 1) for k, v in top_pkgs},
-            "slowest_cumulative_ms": [(n, round(c / 1000, 1)) for c, n in rows[:15]]}
+            "slowest_cumulative_ms": [(n, round(c / 1000, 1)) for c, n in slowest]}
 
 
 async def closed_loop(fn: Callable[[], Awaitable[float]], conc: int,
@@ -653,6 +758,7 @@ async def tls_segment(plan: Plan, work: Path, broker: Broker, pty: Pty,
                             client, bare, pty, agent.pid, plan.tls_charges,
                             f"{tag}-tls-{label}", plan.human_pause_s, pings=False,
                             commands=False)
+                        out[label].pop("stamps", None)
                     finally:
                         await bare.aclose()
                 finally:
@@ -742,9 +848,15 @@ async def run(plan: Plan) -> dict[str, Any]:
             imp = work / "importtime.txt"
             agent.start(python_flags=("-X", "importtime"), stderr_path=imp)
             await wait_online(client, agent.runs, agent)
+            upto = imp.stat().st_size  # what it imported until online, not while stopping
             agent.stop()
-            details["imports"] = import_times(imp)
+            details["imports"] = import_times(imp, upto)
 
+            # the measured run carries the step trace (a few perf_counter() calls and list
+            # appends per charge, written to this file when the agent exits)
+            trace = work / "steps.json"
+            agent.env = {**agent.env, "LOBBYPAY_TEST_MODE": "1",
+                         "LOBBYPAY_STEPTRACE": str(trace)}
             agent.start(profile=plan.profile)
             await wait_online(client, agent.runs, agent)
             await asyncio.sleep(1.0)
@@ -791,6 +903,11 @@ async def run(plan: Plan) -> dict[str, Any]:
             rc = agent.stop()
             if rc != 0:
                 raise RuntimeError(f"agent exited {rc} on SIGTERM:\n" + agent.log_tail())
+            agent.env = {k: v for k, v in agent.env.items()
+                         if k not in ("LOBBYPAY_TEST_MODE", "LOBBYPAY_STEPTRACE")}
+            marks = [(float(t), str(n)) for t, n in json.loads(trace.read_text())]
+            for key in ("charges", "charges_human"):
+                details[key]["steps"] = swipe_steps(marks, details[key].pop("stamps"))
         if not plan.skip_tls:
             details["tls"] = await tls_segment(plan, work, broker, pty, tag)
         if not plan.skip_nagle and not plan.broker_nagle:
@@ -932,6 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     plan = make_plan(args)
     when = datetime.now(UTC)
+    load_start = os.getloadavg()
     try:
         details = asyncio.run(run(plan))
     except Exception as exc:  # noqa: BLE001 - report and exit 2
@@ -946,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": plan.quick,
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in plan.__dict__.items()},
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_start": load_start},
         "figures": {f.name: f.as_dict() for f in figs},
         "details": details,
     }
@@ -957,6 +1075,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lobbypay bench{' --quick' if plan.quick else ''}: {m['cpu']}, {m['cores']} cores, "
           f"Python {m['python']}, {m['mosquitto']}")
     print(table(figs))
+    for key, label in (("charges", "swipe when state shows pending"),
+                       ("charges_human", "swipe after the pause")):
+        steps = details.get(key, {}).get("steps")
+        if steps:
+            print(f"\nswipe path, {label} ({details[key]['charges']} charges):")
+            print(steps_table(steps))
+    print("\nload average (1 / 5 / 15 min) at the start "
+          + " / ".join(f"{x:.2f}" for x in load_start) + ", at the end "
+          + " / ".join(f"{x:.2f}" for x in m["loadavg"]))
     print(f"JSON: {path}")
     return 0 if all(f.ok is not False for f in figs) else 1
 

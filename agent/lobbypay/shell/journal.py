@@ -39,6 +39,7 @@ from lobbypay.core.job import (
     job_from_record,
     job_to_record,
 )
+from lobbypay.shell import steptrace
 
 DB_NAME = "journal.sqlite3"
 #: Jobs in these states may have money at athena that no final event reports yet: a POST
@@ -329,6 +330,8 @@ class Journal:
             if not fsync:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA synchronous = FULL")
+        if steptrace.ON:
+            steptrace.mark(f"journal.{job.state.value}")
 
     def get_job(self, job_id: str) -> Job | None:
         """The job, or None when it was never seen. A job whose row is in quarantine

@@ -67,6 +67,7 @@ from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
 from lobbypay.core.protocol import error_reply, peek_envelope
 from lobbypay.failpoints import failpoint
+from lobbypay.shell import steptrace
 
 log = logging.getLogger("lobbypay.mqtt")
 
@@ -663,7 +664,9 @@ class MqttLink:
                 return
             for row in rows:
                 row_id, topic, payload, retain = _row_fields(row)
+                steptrace.mark("outbox.publish")
                 await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
+                steptrace.mark("outbox.puback")
                 failpoint("after_publish_before_ack")
                 await _maybe_await(self._outbox.outbox_ack(row_id))
                 self.counters.outbox_sent += 1

@@ -39,6 +39,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from lobbypay.shell import steptrace
+
 _log = logging.getLogger("lobbypay.athena")
 
 #: A warm connection is replaced this often while a job waits for a card (servers drop
@@ -174,6 +176,7 @@ class WarmStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("connection closed")
         self.bytes_sent += len(buffer)
         self._transport.write(buffer)
+        steptrace.mark("post.sent")
         if not p._writable.is_set():
             try:
                 async with asyncio.timeout(timeout):
@@ -406,6 +409,7 @@ class OneShotTransport(httpx.AsyncBaseTransport):
         if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
                 o.scheme, o.host, o.port):
             raise httpx.UnsupportedProtocol("the payment connection serves athena's origin only")
+        steptrace.mark("post.begin")
         with _as_httpx():
             stream = await self._line.take()
         conn = httpcore.AsyncHTTP11Connection(
@@ -424,6 +428,7 @@ class OneShotTransport(httpx.AsyncBaseTransport):
         except BaseException:
             await conn.aclose()
             raise
+        steptrace.mark("post.answer")
         return httpx.Response(status_code=resp.status, headers=resp.headers,
                               stream=_Body(resp.stream, conn), extensions=resp.extensions)
 
