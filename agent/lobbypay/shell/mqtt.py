@@ -96,6 +96,15 @@ COMMAND_TIMEOUT_S = 150.0
 MAX_PENDING_REPLIES = 1000
 #: Outbox rows read per batch (one SELECT per batch).
 OUTBOX_BATCH = 50
+#: Outbox rows published at once without waiting for the PUBACK of the one before (a
+#: charge's events go out back to back instead of one round trip each; aiomqtt warns
+#: above 10 publishes in flight).
+OUTBOX_WINDOW = 8
+#: A PUBACKed row is acknowledged in the journal this much later, with the others
+#: PUBACKed meanwhile: one transaction for a charge's events, and none on the event loop
+#: between a payment's answer and its outcome's commit and publish. (A crash in between
+#: only sends those events once more.)
+OUTBOX_ACK_DELAY_S = 0.02
 #: When the outbox store itself fails (disk), retry after this long instead of
 #: dropping the broker connection.
 OUTBOX_RETRY_S = 5.0
@@ -172,6 +181,8 @@ class Outbox(Protocol):
     def outbox_pending(self, limit: int) -> Any: ...
 
     def outbox_ack(self, row_id: int) -> Any: ...
+
+    # optional: ``outbox_ack_many(row_ids)``, several rows in one go
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +268,11 @@ class MqttLink:
         self._stopped = asyncio.Event()
         self._running = False
         self._outbox_wake = asyncio.Event()
+        #: outbox rows PUBACKed, to be acknowledged in the journal (``_flush_acks``)
+        self._acked_soon: list[int] = []
+        self._ack_timer: asyncio.Task[None] | None = None
+        #: rows may have been added since the drain last read the outbox
+        self._new_rows = True
         self._outbox_wake_soon = False
         self._state_dirty = asyncio.Event()
         self._state_snapshots: collections.deque[bytes] = collections.deque(
@@ -286,6 +302,7 @@ class MqttLink:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop running (a synchronous caller): wake at once
+            self._new_rows = True
             self._outbox_wake.set()
             return
         self._outbox_wake_soon = True
@@ -293,6 +310,7 @@ class MqttLink:
 
     def _wake_outbox_now(self) -> None:
         self._outbox_wake_soon = False
+        self._new_rows = True
         self._outbox_wake.set()
 
     def publish_state(self, snapshot: bytes | None = None) -> None:
@@ -643,33 +661,99 @@ class MqttLink:
             await asyncio.sleep(STATE_COALESCE_S)
 
     async def _outbox_loop(self, client: aiomqtt.Client) -> None:
-        while True:
-            self._outbox_wake.clear()
-            try:
-                await self._drain_outbox(client)
-            except aiomqtt.MqttError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
-                self.counters.outbox_errors += 1
-                log.error("outbox read/ack failed: %s; retrying in %.0f s",
-                          type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
-                await asyncio.sleep(OUTBOX_RETRY_S)
-                self._outbox_wake.set()
-            await self._outbox_wake.wait()
+        """Drain the outbox for this session: publish the pending rows in id order, up to
+        ``OUTBOX_WINDOW`` in flight (paho writes them in that order and the broker keeps
+        it: MQTT ordered topics); a row committed while others wait for their PUBACK goes
+        out at once. A row is acknowledged only after its own PUBACK, in PUBACK order,
+        ``OUTBOX_ACK_DELAY_S`` later together with the others PUBACKed meanwhile (one
+        journal transaction, after the work that made the events). A failed publish
+        ends the session: that row and the ones after it stay pending on disk."""
+        flying: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._new_rows = True
+        try:
+            while True:
+                self._outbox_wake.clear()
+                try:
+                    await self._drain_step(client, flying)
+                except aiomqtt.MqttError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
+                    self.counters.outbox_errors += 1
+                    log.error("outbox read/ack failed: %s; retrying in %.0f s",
+                              type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
+                    await asyncio.sleep(OUTBOX_RETRY_S)
+                    self._new_rows = True
+                    self._outbox_wake.set()
+                await self._outbox_wake.wait()
+        finally:
+            for _row_id, pub in flying:
+                pub.cancel()
+            if flying:
+                await asyncio.gather(*(p for _r, p in flying), return_exceptions=True)
+            # rows the broker has PUBACKed are acknowledged now, not sent again
+            timer, self._ack_timer = self._ack_timer, None
+            if timer is not None and not timer.done():
+                timer.cancel()
+            await self._flush_acks()
 
-    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
-        while True:
-            rows = await _maybe_await(self._outbox.outbox_pending(OUTBOX_BATCH))
-            if not rows:
-                return
-            for row in rows:
-                row_id, topic, payload, retain = _row_fields(row)
-                steptrace.mark("outbox.publish")
-                await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
-                steptrace.mark("outbox.puback")
-                failpoint("after_publish_before_ack")
-                await _maybe_await(self._outbox.outbox_ack(row_id))
-                self.counters.outbox_sent += 1
+    async def _drain_step(self, client: aiomqtt.Client,
+                          flying: collections.deque[tuple[int, asyncio.Future[None]]]) -> None:
+        while flying and flying[0][1].done():
+            row_id, pub = flying.popleft()
+            pub.result()  # the PUBACK came back (or MqttError: the session is over)
+            steptrace.mark("outbox.puback")
+            failpoint("after_publish_before_ack")
+            self.counters.outbox_sent += 1
+            self._ack_soon(row_id)
+        if not self._new_rows or len(flying) >= OUTBOX_WINDOW:
+            return
+        self._new_rows = False
+        if len(self._acked_soon) >= OUTBOX_BATCH // 2:
+            await self._flush_acks()
+        rows = await _maybe_await(self._outbox.outbox_pending(OUTBOX_BATCH))
+        busy = {r for r, _p in flying}.union(self._acked_soon)
+        fresh = [f for f in map(_row_fields, rows) if f[0] not in busy]
+        room = OUTBOX_WINDOW - len(flying)
+        for row_id, topic, payload, retain in fresh[:room]:
+            steptrace.mark("outbox.publish")
+            pub = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+            pub.add_done_callback(self._puback_wake)
+            flying.append((row_id, pub))
+        if len(fresh) > room or len(rows) >= OUTBOX_BATCH:
+            self._new_rows = True  # more rows than the window: read again after a PUBACK
+
+    def _puback_wake(self, _pub: asyncio.Future[None]) -> None:
+        self._outbox_wake.set()
+
+    def _ack_soon(self, row_id: int) -> None:
+        self._acked_soon.append(row_id)
+        if self._ack_timer is None or self._ack_timer.done():
+            self._ack_timer = asyncio.get_running_loop().create_task(
+                self._ack_later(), name="lobbypay.mqtt.outbox_ack")
+
+    async def _ack_later(self) -> None:
+        await asyncio.sleep(OUTBOX_ACK_DELAY_S)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge the PUBACKed rows in the outbox. When the store refuses, they stay
+        pending there and are sent again (consumers dedupe on ``(job_id, seq)``)."""
+        ids, self._acked_soon = self._acked_soon, []
+        if not ids:
+            return
+        try:
+            ack_many = getattr(self._outbox, "outbox_ack_many", None)
+            if ack_many is not None:
+                await _maybe_await(ack_many(ids))
+            else:
+                for row_id in ids:
+                    await _maybe_await(self._outbox.outbox_ack(row_id))
+        except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
+            self.counters.outbox_errors += 1
+            log.error("outbox ack failed: %s; the rows will be sent again",
+                      type(exc).__name__, exc_info=exc)
+            self._new_rows = True
+            self._outbox_wake.set()
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
