@@ -68,6 +68,7 @@ from lobbypay.core.athena import (
 )
 from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
+from lobbypay.shell.http11 import PooledTransport
 from lobbypay.shell.payline import PaymentLine
 
 _log = logging.getLogger("lobbypay.athena")
@@ -294,8 +295,10 @@ class AthenaClient:
         # one trust store for reads and the payment line (SSL_CERT_FILE is honoured)
         tls = verify if verify is not None else httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
-            transport=transport, headers=headers, timeout=timeout, follow_redirects=False,
-            verify=tls,
+            transport=transport if transport is not None else PooledTransport(
+                self._base, ssl_context=tls,
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+            headers=headers, timeout=timeout, follow_redirects=False, verify=tls,
         )
         #: The payment POST's own connection (shell/payline.py): never pooled, never
         #: shared with another request (a pooled connection that the server closed at the
