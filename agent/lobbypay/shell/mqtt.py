@@ -52,6 +52,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -457,7 +458,7 @@ class MqttLink:
             kwargs["will"] = aiomqtt.Will(
                 self.status_topic, self._status_payload(False), qos=1, retain=True
             )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             username=cfg.username,
@@ -470,6 +471,8 @@ class MqttLink:
             socket_options=_SOCKET_OPTIONS,
             **kwargs,
         )
+        _write_soon(client)
+        return client
 
     # ------------------------------------------------------------------ one session
 
@@ -754,6 +757,60 @@ class MqttLink:
                       type(exc).__name__, exc_info=exc)
             self._new_rows = True
             self._outbox_wake.set()
+
+
+def _write_soon(client: aiomqtt.Client) -> None:
+    """Send what paho queues (a PUBLISH, a PUBACK) at the end of the current loop turn.
+
+    aiomqtt hands every "paho has bytes to send" to the loop with
+    ``call_soon_threadsafe(add_writer)`` (paho may call it from the connect thread):
+    a write to the loop's self-pipe, its read, an epoll registration and removal, and
+    two loop turns, before the packet leaves. On the loop's own thread the socket is
+    simply written a turn later, everything queued in that turn together (each packet
+    but the last with ``MSG_MORE`` on a plain TCP socket, so the broker is woken once).
+    Only when the socket is full does aiomqtt's writer take over, as before. paho's
+    internals are used only if they are there (paho-mqtt 2.x); otherwise nothing
+    changes."""
+    paho = getattr(client, "_client", None)
+    needed = ("loop_write", "want_write", "_sock_send", "_out_packet", "_sock")
+    if paho is None or not all(hasattr(paho, name) for name in needed):
+        return
+    original = paho.on_socket_register_write
+    if original is None:
+        return
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    plain_send = paho._sock_send
+
+    def send(buf: bytes | bytearray) -> int:
+        sock = paho._sock
+        if paho._out_packet and type(sock) is socket.socket:
+            try:
+                return int(sock.send(buf, socket.MSG_MORE))
+            except BlockingIOError:
+                paho._call_socket_register_write()
+                raise
+        return int(plain_send(buf))
+
+    def flush(userdata: Any, sock: Any) -> None:
+        if paho._sock is not sock:  # the connection is gone meanwhile
+            return
+        try:
+            paho.loop_write()
+        except Exception:  # noqa: BLE001 - aiomqtt's writer reports a broken socket
+            original(paho, userdata, sock)
+            return
+        if paho.want_write():  # the socket is full: wait for it to drain
+            original(paho, userdata, sock)
+
+    def register_write(_paho: Any, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() != loop_thread:
+            original(_paho, userdata, sock)
+            return
+        loop.call_soon(flush, userdata, sock)
+
+    paho._sock_send = send
+    paho.on_socket_register_write = register_write
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
