@@ -48,6 +48,7 @@ import asyncio
 import collections
 import contextlib
 import inspect
+import json
 import logging
 import random
 import socket
@@ -103,9 +104,10 @@ OUTBOX_BATCH = 50
 OUTBOX_WINDOW = 8
 #: A PUBACKed row is acknowledged in the journal this much later, with the others
 #: PUBACKed meanwhile: one transaction for a charge's events, and none on the event loop
-#: between a payment's answer and its outcome's commit and publish. (A crash in between
-#: only sends those events once more.)
-OUTBOX_ACK_DELAY_S = 0.02
+#: between a payment's answer and its outcome's commit and publish; shorter than
+#: ``STATE_COALESCE_S``, so the ``state`` published after a step already counts the acks.
+#: (A crash in between only sends those events once more.)
+OUTBOX_ACK_DELAY_S = 0.01
 #: When the outbox store itself fails (disk), retry after this long instead of
 #: dropping the broker connection.
 OUTBOX_RETRY_S = 5.0
@@ -212,6 +214,15 @@ def _row_fields(row: Any) -> tuple[int, str, bytes, bool]:
         return int(row.id), str(row.topic), bytes(row.payload), bool(row.retain)
     row_id, topic, payload, retain = row
     return int(row_id), str(topic), bytes(payload), bool(retain)
+
+
+def _job_of(state: bytes) -> tuple[object, object] | None:
+    """A ``state`` payload's job and job state (None when it cannot be read)."""
+    try:
+        obj = json.loads(state)
+        return (obj.get("job_id"), obj.get("job_state"))
+    except (ValueError, AttributeError):
+        return None
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
@@ -642,19 +653,23 @@ class MqttLink:
         last: bytes | None = None
         while True:
             self._state_dirty.clear()
-            while self._state_snapshots:
-                snapshot = self._state_snapshots[0]
-                if snapshot != last:
-                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
-                    self.counters.state_published += 1
-                    last = snapshot
-                self._state_snapshots.popleft()
             try:
-                payload = self._state_payload()
+                payload: bytes | None = self._state_payload()
             except Exception as exc:  # noqa: BLE001 - the app's callback
                 log.error("state payload failed: %s", type(exc).__name__, exc_info=exc)
                 payload = None
+            while self._state_snapshots:
+                snapshot = self._state_snapshots.popleft()
+                if (not self._state_snapshots and payload is not None
+                        and _job_of(snapshot) == _job_of(payload)):
+                    break  # the current state is this job state, newer: it goes out instead
+                if snapshot != last:
+                    steptrace.mark("state.publish")
+                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
+                    self.counters.state_published += 1
+                    last = snapshot
             if payload is not None and payload != last:
+                steptrace.mark("state.publish")
                 await client.publish(self.state_topic, payload, qos=1, retain=True)
                 self.counters.state_published += 1
                 last = payload
