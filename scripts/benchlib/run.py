@@ -331,6 +331,7 @@ async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay
     pending = client.expect_event(job_id, "pending")
     final = client.expect_event(job_id, FINAL)
     c0 = procfs.cpu_ns(pid)
+    t_cmd = time.perf_counter()
     lat, rep = await client.command(
         "charge.start", job_id=job_id, patient_id=PATIENT, appointment_id=APPOINTMENT,
         copay=copay, allow_duplicate=True, deadline_s=60)
@@ -353,7 +354,7 @@ async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay
         await asyncio.wait_for(asyncio.gather(shown, pending), 5)
     # absolute perf_counter() stamps (CLOCK_MONOTONIC, the agent's step trace's clock)
     return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6, "t_swipe": t0,
-            "t_final": t1}
+            "t_final": t1, "t_cmd": t_cmd, "t_reply": t_cmd + lat}
 
 
 async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n: int,
@@ -414,6 +415,7 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
         # (swipe written, final event received) per charge, for the agent's step trace
         # (read once the agent has stopped: ``swipe_steps``)
         "stamps": [(r["t_swipe"], r["t_final"]) for r in rows],
+        "cmd_stamps": [(r["t_cmd"], r["t_reply"]) for r in rows],
     }
     if pings:
         out["ping"] = summary_ms(ping)
@@ -471,15 +473,30 @@ SWIPE_STEPS = (
 FINAL_MARKS = tuple(f"journal.{s}" for s in ("succeeded", "declined", "failed", "unknown"))
 
 
-def swipe_steps(marks: list[tuple[float, str]],
-                stamps: list[tuple[float, float]]) -> dict[str, Any]:
-    """Per step of the swipe path, milliseconds from the last swipe byte written (p50,
-    p90), and the p50 of the gap from the step before; the last row is the final event
-    taken off the app's client."""
+#: The same for ``charge.start`` (with a copay: the patient, then the appointment).
+COMMAND_STEPS = (
+    ("command.received", "command off the broker, to the app", "first"),
+    ("http.sent", "GET patient written", "first"),
+    ("http.answer", "patient read", "first"),
+    ("http.sent", "GET appointment written", "second"),
+    ("http.answer", "appointment read", "second"),
+    ("journal.pending", "pending committed (fsync)", "first"),
+    ("command.replied", "reply to the MQTT client", "first"),
+)
+
+
+def swipe_steps(marks: list[tuple[float, str]], stamps: list[tuple[float, float]],
+                table: tuple[tuple[str, str, str], ...] = SWIPE_STEPS,
+                end: str = "final event taken off the app's client") -> dict[str, Any]:
+    """Per step of a path (``table``; the swipe path by default), milliseconds from its
+    start (the last swipe byte written; the command published) as p50 and p90, and the
+    p50 of the gap from the step before; the last row is the end taken off the app's
+    client (the final event; the reply)."""
     marks = sorted(marks)
     times = [t for t, _ in marks]
-    per: dict[str, list[float]] = {name: [] for name, _, _ in SWIPE_STEPS}
-    per["final_received"] = []
+    keys = [name if rule != "second" else f"{name}#2" for name, _, rule in table]
+    per: dict[str, list[float]] = {k: [] for k in keys}
+    per["end_received"] = []
     gaps: dict[str, list[float]] = {k: [] for k in per}
     import bisect
 
@@ -487,23 +504,25 @@ def swipe_steps(marks: list[tuple[float, str]],
         lo, hi = bisect.bisect_left(times, t0 - 0.001), bisect.bisect_right(times, t1)
         window = marks[lo:hi]
         prev = 0.0
-        for name, _what, rule in SWIPE_STEPS:
+        for key, (name, _what, rule) in zip(keys, table, strict=True):
             names = FINAL_MARKS if name == "journal.final" else (name,)
             hits = [t for t, n in window if n in names]
             if rule.startswith("last_before:"):
                 until = [t for t, n in window if n == rule.split(":", 1)[1]]
                 hits = [t for t in hits if not until or t <= until[0]]
+            if rule == "second":
+                hits = hits[1:2]
             if not hits:
                 continue
             at = ((hits[-1] if rule.startswith("last") else hits[0]) - t0) * 1000
-            per[name].append(at)
-            gaps[name].append(at - prev)
+            per[key].append(at)
+            gaps[key].append(at - prev)
             prev = at
-        per["final_received"].append((t1 - t0) * 1000)
-        gaps["final_received"].append((t1 - t0) * 1000 - prev)
+        per["end_received"].append((t1 - t0) * 1000)
+        gaps["end_received"].append((t1 - t0) * 1000 - prev)
     out: dict[str, Any] = {}
-    labels = {name: what for name, what, _ in SWIPE_STEPS}
-    labels["final_received"] = "final event taken off the app's client"
+    labels = {k: what for k, (_n, what, _r) in zip(keys, table, strict=True)}
+    labels["end_received"] = end
     for name, vals in per.items():
         if not vals:
             continue
@@ -514,8 +533,8 @@ def swipe_steps(marks: list[tuple[float, str]],
     return out
 
 
-def steps_table(steps: dict[str, Any]) -> str:
-    lines = [f"{'swipe path step':<58}{'p50 ms':>8}{'p90 ms':>8}{'+gap p50':>10}"]
+def steps_table(steps: dict[str, Any], title: str = "swipe path step") -> str:
+    lines = [f"{title:<58}{'p50 ms':>8}{'p90 ms':>8}{'+gap p50':>10}"]
     for name, row in steps.items():
         lines.append(f"{name + ': ' + row['what']:<58.58}{row['p50_ms']:>8.2f}"
                      f"{row['p90_ms']:>8.2f}{row['gap_p50_ms']:>10.2f}")
@@ -759,6 +778,7 @@ async def tls_segment(plan: Plan, work: Path, broker: Broker, pty: Pty,
                             f"{tag}-tls-{label}", plan.human_pause_s, pings=False,
                             commands=False)
                         out[label].pop("stamps", None)
+                        out[label].pop("cmd_stamps", None)
                     finally:
                         await bare.aclose()
                 finally:
@@ -908,6 +928,9 @@ async def run(plan: Plan) -> dict[str, Any]:
             marks = [(float(t), str(n)) for t, n in json.loads(trace.read_text())]
             for key in ("charges", "charges_human"):
                 details[key]["steps"] = swipe_steps(marks, details[key].pop("stamps"))
+                details[key]["command_steps"] = swipe_steps(
+                    marks, details[key].pop("cmd_stamps"), COMMAND_STEPS,
+                    "reply taken off the app's client")
         if not plan.skip_tls:
             details["tls"] = await tls_segment(plan, work, broker, pty, tag)
         if not plan.skip_nagle and not plan.broker_nagle:
@@ -1075,12 +1098,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lobbypay bench{' --quick' if plan.quick else ''}: {m['cpu']}, {m['cores']} cores, "
           f"Python {m['python']}, {m['mosquitto']}")
     print(table(figs))
-    for key, label in (("charges", "swipe when state shows pending"),
-                       ("charges_human", "swipe after the pause")):
-        steps = details.get(key, {}).get("steps")
+    for key, field, label in (
+            ("charges", "steps", "swipe path, swipe when state shows pending"),
+            ("charges_human", "steps", "swipe path, swipe after the pause"),
+            ("charges", "command_steps", "charge.start (copay) to its reply")):
+        steps = details.get(key, {}).get(field)
         if steps:
-            print(f"\nswipe path, {label} ({details[key]['charges']} charges):")
-            print(steps_table(steps))
+            print(f"\n{label} ({details[key]['charges']} charges):")
+            print(steps_table(steps, "step" if field == "command_steps" else "swipe path step"))
     print("\nload average (1 / 5 / 15 min) at the start "
           + " / ".join(f"{x:.2f}" for x in load_start) + ", at the end "
           + " / ".join(f"{x:.2f}" for x in m["loadavg"]))

@@ -70,10 +70,12 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert d["imports"]["total_ms"] >= max(d["imports"]["by_package_ms"].values())
     # the swipe path's steps from the agent's step trace, in order, for every charge
     steps = charges["steps"]
-    assert list(steps)[0] == "reader.bytes" and list(steps)[-1] == "final_received"
+    assert list(steps)[0] == "reader.bytes" and list(steps)[-1] == "end_received"
     for name in ("journal.card_read", "journal.submitting", "post.answer", "journal.final"):
         assert steps[name]["n"] == 8, (name, steps[name])
-    assert steps["journal.submitting"]["p50_ms"] <= steps["final_received"]["p50_ms"]
+    assert steps["journal.submitting"]["p50_ms"] <= steps["end_received"]["p50_ms"]
+    cmd_steps = charges["command_steps"]
+    assert list(cmd_steps)[-1] == "end_received" and cmd_steps["journal.pending"]["n"] == 8
     assert charges["bare_swipe_path"]["total"]["p50"] > 0
     # every command of the memory run was answered; RSS read three times
     assert d["memory"]["commands"] == 1000

@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from lobbypay.shell import steptrace
+
 #: An answer's head larger than this is not athena's.
 MAX_HEAD_BYTES: Final = 64 * 1024
 #: Read size from the connection's buffer.
@@ -424,6 +426,10 @@ async def _chunked(reader: _Reader) -> bytes:
             raise httpx.RemoteProtocolError("chunk not ended by CRLF")
 
 
+def _read_sent() -> None:
+    steptrace.mark("http.sent")
+
+
 class PooledTransport(httpx.AsyncBaseTransport):
     """Keep-alive connections to athena's one origin (see the module docstring)."""
 
@@ -467,10 +473,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     else min(head_timeout, self._connect_timeout_s), self._monotonic)
             self.opened += 1
         try:
-            answer = await exchange(stream, request)
+            answer = await exchange(stream, request, on_sent=_read_sent)
         except BaseException:
             stream.abort()
             raise
+        steptrace.mark("http.answer")
         if answer.keep_alive and not self._closed:
             self._idle.append((self._monotonic(), stream))
             while len(self._idle) > MAX_IDLE:

@@ -579,6 +579,7 @@ class MqttLink:
         )
 
     async def _handle(self, payload: bytes, meta: CommandMeta) -> None:
+        steptrace.mark("command.received")
         try:
             try:
                 async with asyncio.timeout(self._command_timeout_s):
@@ -598,6 +599,7 @@ class MqttLink:
                 reply = error_reply(rid, command, Code.INTERNAL_ERROR,
                                     "the agent failed to handle this command")
             topic = self.staff_reply_topic if meta.staff else self.reply_topic
+            steptrace.mark("command.replied")
             self._queue_reply(_Reply(bytes(reply), meta.response_topic, meta.correlation_data,
                                      topic))
         finally:
