@@ -179,6 +179,8 @@ class Bare:
         fsync_dir.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(fsync_dir / "bench-fsync.bin", os.O_RDWR | os.O_CREAT, 0o600)
         self.n = 0
+        self._verify = verify
+        self._raw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def login(self) -> None:
         r = await self.get_http.post(
@@ -195,7 +197,50 @@ class Bare:
     async def aclose(self) -> None:
         await self.get_http.aclose()
         await self.post_http.aclose()
+        if self._raw is not None:
+            self._raw[1].close()
         os.close(self.fd)
+
+    async def raw(self, method: str, target: str, body: bytes = b"") -> float:
+        """The same request with no HTTP library at all: its bytes written in one go on a
+        keep-alive connection that is already open, the answer's head and
+        ``Content-Length`` body read, the JSON decoded (the floor under any client)."""
+        base = self.info["base_url"]
+        host, _, port = base.split("//", 1)[1].partition(":")
+        if self._raw is None:
+            tls = None
+            if base.startswith("https"):
+                tls = (self._verify if isinstance(self._verify, ssl.SSLContext)
+                       else ssl.create_default_context())
+            self._raw = await asyncio.open_connection(host, int(port), ssl=tls)
+        reader, writer = self._raw
+        head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {self.token}\r\nAccept: application/json\r\n"
+                f"X-Request-Id: {uuid.uuid4()}\r\n")
+        if body:
+            head += ("Content-Type: application/x-www-form-urlencoded\r\n"
+                     f"Content-Length: {len(body)}\r\n")
+        t0 = time.perf_counter()
+        writer.write(head.encode() + b"\r\n" + body)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in answer.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        data = json.loads(await reader.readexactly(length))
+        dt = time.perf_counter() - t0
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"bare raw {method} failed: {answer[:60]!r}")
+        del data
+        return dt
+
+    async def post_raw(self, copay: str) -> float:
+        form = httpx.QueryParams({
+            "departmentid": DEPARTMENT, "copayamount": copay, "appointmentid": APPOINTMENT,
+            "trackdata": TRACKS.decode(), "allowduplicatepayments": "true"})
+        return await self.raw("POST", f"/v1/{self.info['practice_id']}/patients/{PATIENT}/"
+                              "collectpayment", str(form).encode())
 
     def fsync_write(self) -> float:
         t0 = time.perf_counter()
@@ -240,12 +285,16 @@ class Bare:
         await self.post("0.01")
 
     async def swipe_path(self, copay: str) -> dict[str, float]:
-        """fsync + POST + MQTT publish->receive, in that order (the agent's order)."""
+        """fsync + POST + MQTT publish->receive, in that order (the agent's order); then
+        the same POST with no HTTP library (``total_raw``: the floor, for reference)."""
         t0 = time.perf_counter()
         f = self.fsync_write()
         p = await self.post(copay)
         m = await self.mqtt.oneway()
-        return {"total": time.perf_counter() - t0, "fsync": f, "post": p, "mqtt_oneway": m}
+        total = time.perf_counter() - t0
+        pr = await self.post_raw(copay)
+        return {"total": total, "fsync": f, "post": p, "mqtt_oneway": m, "post_raw": pr,
+                "total_raw": f + pr + m}
 
     async def command_path(self) -> dict[str, float]:
         """MQTT round trip through the echo + GET of the patient + GET of the appointment
@@ -254,8 +303,13 @@ class Bare:
         m = await self.mqtt.echo_round_trip()
         g = await self.get()
         a = await self.get_appointment()
-        return {"total": time.perf_counter() - t0, "mqtt_round_trip": m, "get": g,
-                "get_appointment": a}
+        total = time.perf_counter() - t0
+        api = f"/v1/{self.info['practice_id']}"
+        gr = await self.raw("GET", f"{api}/patients/{PATIENT}?showbalancedetails=true"
+                            f"&departmentid={DEPARTMENT}")
+        ar = await self.raw("GET", f"{api}/appointments/{APPOINTMENT}")
+        return {"total": total, "mqtt_round_trip": m, "get": g, "get_appointment": a,
+                "get_raw": gr, "get_appointment_raw": ar, "total_raw": m + gr + ar}
 
 
 # ---------------------------------------------------------------------------- measures
@@ -977,6 +1031,14 @@ def figures(d: dict[str, Any]) -> list[Figure]:
                      "charge.start (copay) vs MQTT round trip + GET patient + GET appt"),
         Figure("command_to_reply_p99", "ms", cs["p99"], bc["p99"], "-", None,
                cs["p99"] / bc["p99"]),
+        Figure("swipe_to_final_p50_vs_raw", "ms", sw["p50"],
+               ch["bare_swipe_path"]["total_raw"]["p50"], "-", None,
+               sw["p50"] / ch["bare_swipe_path"]["total_raw"]["p50"],
+               "baseline with the POST written as raw bytes, no HTTP library"),
+        Figure("command_to_reply_p50_vs_raw", "ms", cs["p50"],
+               ch["bare_command_path"]["total_raw"]["p50"], "-", None,
+               cs["p50"] / ch["bare_command_path"]["total_raw"]["p50"],
+               "baseline with the GETs written as raw bytes, no HTTP library"),
         ratio_figure("ping_p50", "ms", ch["ping"]["p50"], ch["bare_echo"]["p50"], 1.5,
                      "vs the bare MQTT echo"),
         abs_figure("cpu_per_charge", "ms", cpu["mean"], 5.0,
