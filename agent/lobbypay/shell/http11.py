@@ -483,7 +483,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             while len(self._idle) > MAX_IDLE:
                 self._idle.pop(0)[1].abort()
         else:
-            await stream.aclose()
+            stream.abort()  # answer read whole; nothing more to say on it
         return answer.response()
 
     async def aclose(self) -> None:
@@ -491,3 +491,5 @@ class PooledTransport(httpx.AsyncBaseTransport):
         idle, self._idle = self._idle, []
         for _since, stream in idle:
             stream.abort()
+        if idle:
+            await asyncio.sleep(0)  # the transports close their sockets on the next turn

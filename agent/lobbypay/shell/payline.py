@@ -219,7 +219,9 @@ class OneShotTransport(httpx.AsyncBaseTransport):
         except BaseException:
             stream.abort()
             raise
-        await stream.aclose()  # one request per connection: never reused
+        # one request per connection, never reused: closed now that its answer is read
+        # whole (at once: a TLS close_notify would keep the socket open for another turn)
+        stream.abort()
         steptrace.mark("post.answer")
         return answer.response()
 
