@@ -94,6 +94,10 @@ class StateTrackingOutbox:
         self._journal.outbox_ack(row_id)
         self._on_change()
 
+    def outbox_ack_many(self, row_ids: Sequence[int]) -> None:
+        self._journal.outbox_ack_many(row_ids)
+        self._on_change()
+
 
 #: Retry spacing for the start-up read of GET /departments (informational only).
 DEPARTMENT_PROBE_RETRY_S = (5.0, 30.0, 300.0)

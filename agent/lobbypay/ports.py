@@ -117,6 +117,10 @@ class Outbox(Protocol):
         """The broker has the row (PUBACK): never send it again."""
         ...
 
+    def outbox_ack_many(self, row_ids: Sequence[int]) -> None:
+        """``outbox_ack`` of several rows in one transaction."""
+        ...
+
 
 class Journal(Protocol):
     """The journal as the engine and the dispatcher use it. Every method raises

@@ -18,6 +18,9 @@ log = logging.getLogger("lobbypay_hw")
 # second or two, capped so a missing device costs almost nothing.
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 10.0
+#: Set by the agent's step trace (lobbypay.shell.steptrace, scripts/bench only): called
+#: with a step name (no data) as a swipe is framed and handed on. None: no tracing.
+TRACE: Callable[[str], None] | None = None
 
 
 class Backoff:
@@ -153,6 +156,8 @@ def emit(sink: ReaderSink, event: ReaderEvent) -> None:
 
 def deliver(name: str, frame: Frame, sink: ReaderSink) -> None:
     """Parse one frame and report it; the frame buffer is wiped whatever happens."""
+    if TRACE is not None:
+        TRACE("reader.frame")
     if isinstance(frame, ReadFailure):
         log.info("%s reader: swipe rejected (%s)", name, frame.value)
         emit(sink, ReadFailed(frame))
@@ -169,4 +174,6 @@ def deliver(name: str, frame: Frame, sink: ReaderSink) -> None:
         log.info("%s reader: swipe rejected (%s)", name, event.reason.value)
     else:
         log.info("%s reader: card read (%s)", name, event.card.brand)
+    if TRACE is not None:
+        TRACE("reader.callback")
     emit(sink, event)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from lobbypay_hw import _common
 from lobbypay_hw._common import (
     RETRY_BASE_S,
     RETRY_CAP_S,
@@ -70,6 +71,8 @@ class SerialReader(ReopeningReader):
 
         def on_data(data: bytes) -> None:
             nonlocal idle
+            if _common.TRACE is not None:
+                _common.TRACE("reader.bytes")
             for frame in framer.feed(data):
                 deliver("serial", frame, sink)
             if idle is not None:

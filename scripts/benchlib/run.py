@@ -179,6 +179,8 @@ class Bare:
         fsync_dir.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(fsync_dir / "bench-fsync.bin", os.O_RDWR | os.O_CREAT, 0o600)
         self.n = 0
+        self._verify = verify
+        self._raw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def login(self) -> None:
         r = await self.get_http.post(
@@ -195,7 +197,50 @@ class Bare:
     async def aclose(self) -> None:
         await self.get_http.aclose()
         await self.post_http.aclose()
+        if self._raw is not None:
+            self._raw[1].close()
         os.close(self.fd)
+
+    async def raw(self, method: str, target: str, body: bytes = b"") -> float:
+        """The same request with no HTTP library at all: its bytes written in one go on a
+        keep-alive connection that is already open, the answer's head and
+        ``Content-Length`` body read, the JSON decoded (the floor under any client)."""
+        base = self.info["base_url"]
+        host, _, port = base.split("//", 1)[1].partition(":")
+        if self._raw is None:
+            tls = None
+            if base.startswith("https"):
+                tls = (self._verify if isinstance(self._verify, ssl.SSLContext)
+                       else ssl.create_default_context())
+            self._raw = await asyncio.open_connection(host, int(port), ssl=tls)
+        reader, writer = self._raw
+        head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {self.token}\r\nAccept: application/json\r\n"
+                f"X-Request-Id: {uuid.uuid4()}\r\n")
+        if body:
+            head += ("Content-Type: application/x-www-form-urlencoded\r\n"
+                     f"Content-Length: {len(body)}\r\n")
+        t0 = time.perf_counter()
+        writer.write(head.encode() + b"\r\n" + body)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in answer.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        data = json.loads(await reader.readexactly(length))
+        dt = time.perf_counter() - t0
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"bare raw {method} failed: {answer[:60]!r}")
+        del data
+        return dt
+
+    async def post_raw(self, copay: str) -> float:
+        form = httpx.QueryParams({
+            "departmentid": DEPARTMENT, "copayamount": copay, "appointmentid": APPOINTMENT,
+            "trackdata": TRACKS.decode(), "allowduplicatepayments": "true"})
+        return await self.raw("POST", f"/v1/{self.info['practice_id']}/patients/{PATIENT}/"
+                              "collectpayment", str(form).encode())
 
     def fsync_write(self) -> float:
         t0 = time.perf_counter()
@@ -240,12 +285,16 @@ class Bare:
         await self.post("0.01")
 
     async def swipe_path(self, copay: str) -> dict[str, float]:
-        """fsync + POST + MQTT publish->receive, in that order (the agent's order)."""
+        """fsync + POST + MQTT publish->receive, in that order (the agent's order); then
+        the same POST with no HTTP library (``total_raw``: the floor, for reference)."""
         t0 = time.perf_counter()
         f = self.fsync_write()
         p = await self.post(copay)
         m = await self.mqtt.oneway()
-        return {"total": time.perf_counter() - t0, "fsync": f, "post": p, "mqtt_oneway": m}
+        total = time.perf_counter() - t0
+        pr = await self.post_raw(copay)
+        return {"total": total, "fsync": f, "post": p, "mqtt_oneway": m, "post_raw": pr,
+                "total_raw": f + pr + m}
 
     async def command_path(self) -> dict[str, float]:
         """MQTT round trip through the echo + GET of the patient + GET of the appointment
@@ -254,8 +303,13 @@ class Bare:
         m = await self.mqtt.echo_round_trip()
         g = await self.get()
         a = await self.get_appointment()
-        return {"total": time.perf_counter() - t0, "mqtt_round_trip": m, "get": g,
-                "get_appointment": a}
+        total = time.perf_counter() - t0
+        api = f"/v1/{self.info['practice_id']}"
+        gr = await self.raw("GET", f"{api}/patients/{PATIENT}?showbalancedetails=true"
+                            f"&departmentid={DEPARTMENT}")
+        ar = await self.raw("GET", f"{api}/appointments/{APPOINTMENT}")
+        return {"total": total, "mqtt_round_trip": m, "get": g, "get_appointment": a,
+                "get_raw": gr, "get_appointment_raw": ar, "total_raw": m + gr + ar}
 
 
 # ---------------------------------------------------------------------------- measures
@@ -331,6 +385,7 @@ async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay
     pending = client.expect_event(job_id, "pending")
     final = client.expect_event(job_id, FINAL)
     c0 = procfs.cpu_ns(pid)
+    t_cmd = time.perf_counter()
     lat, rep = await client.command(
         "charge.start", job_id=job_id, patient_id=PATIENT, appointment_id=APPOINTMENT,
         copay=copay, allow_duplicate=True, deadline_s=60)
@@ -351,7 +406,9 @@ async def one_charge(client: BenchClient, pty: Pty, pid: int, job_id: str, copay
         raise RuntimeError(f"charge {job_id} ended {ev.get('state')}: {ev.get('error')}")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(shown, pending), 5)
-    return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6}
+    # absolute perf_counter() stamps (CLOCK_MONOTONIC, the agent's step trace's clock)
+    return {"start": lat, "swipe": t1 - t0, "cpu_ms": (c1 - c0) / 1e6, "t_swipe": t0,
+            "t_final": t1, "t_cmd": t_cmd, "t_reply": t_cmd + lat}
 
 
 async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n: int,
@@ -409,6 +466,10 @@ async def measure_charges(client: BenchClient, bare: Bare, pty: Pty, pid: int, n
         "agent_user_ms_per_charge": round((split1[0] - split0[0]) * 1000 / n, 2),
         "agent_system_ms_per_charge": round((split1[1] - split0[1]) * 1000 / n, 2),
         "io_per_charge": {k: round((io1[k] - io0[k]) / n, 1) for k in io0},
+        # (swipe written, final event received) per charge, for the agent's step trace
+        # (read once the agent has stopped: ``swipe_steps``)
+        "stamps": [(r["t_swipe"], r["t_final"]) for r in rows],
+        "cmd_stamps": [(r["t_cmd"], r["t_reply"]) for r in rows],
     }
     if pings:
         out["ping"] = summary_ms(ping)
@@ -451,28 +512,145 @@ async def count_syncs(client: BenchClient, pty: Pty, pid: int, n: int, tag: str,
             "by_file": by_file}
 
 
-def import_times(path: Path) -> dict[str, Any]:
-    """``-X importtime`` output: self time summed per top-level package, and the slowest
-    single imports (cumulative)."""
-    per_pkg: dict[str, int] = {}
-    rows: list[tuple[int, str]] = []
-    for line in path.read_text(errors="replace").splitlines():
+#: The swipe path's steps in the agent's step trace (lobbypay/shell/steptrace.py): the
+#: mark, what it stands for, and which occurrence between the swipe and the final event.
+SWIPE_STEPS = (
+    ("reader.bytes", "swipe bytes read off the pty", "first"),
+    ("reader.callback", "swipe parsed, to the engine", "first"),
+    ("journal.card_read", "card_read committed", "first"),
+    ("journal.submitting", "submitting committed (fsync)", "first"),
+    ("post.sent", "POST written to its socket", "last_before:post.answer"),
+    ("post.answer", "athena's answer read", "first"),
+    ("journal.final", "outcome committed (fsync)", "first"),
+    ("outbox.publish", "final event to the MQTT client", "last"),
+)
+FINAL_MARKS = tuple(f"journal.{s}" for s in ("succeeded", "declined", "failed", "unknown"))
+
+
+#: The same for ``charge.start`` (with a copay: the patient, then the appointment).
+COMMAND_STEPS = (
+    ("command.received", "command off the broker, to the app", "first"),
+    ("http.sent", "GET patient written", "first"),
+    ("http.answer", "patient read", "first"),
+    ("http.sent", "GET appointment written", "second"),
+    ("http.answer", "appointment read", "second"),
+    ("journal.pending", "pending committed (fsync)", "first"),
+    ("command.replied", "reply to the MQTT client", "first"),
+)
+
+
+def swipe_steps(marks: list[tuple[float, str]], stamps: list[tuple[float, float]],
+                table: tuple[tuple[str, str, str], ...] = SWIPE_STEPS,
+                end: str = "final event taken off the app's client") -> dict[str, Any]:
+    """Per step of a path (``table``; the swipe path by default), milliseconds from its
+    start (the last swipe byte written; the command published) as p50 and p90, and the
+    p50 of the gap from the step before; the last row is the end taken off the app's
+    client (the final event; the reply)."""
+    marks = sorted(marks)
+    times = [t for t, _ in marks]
+    keys = [name if rule != "second" else f"{name}#2" for name, _, rule in table]
+    per: dict[str, list[float]] = {k: [] for k in keys}
+    per["end_received"] = []
+    gaps: dict[str, list[float]] = {k: [] for k in per}
+    import bisect
+
+    for t0, t1 in stamps:
+        lo, hi = bisect.bisect_left(times, t0 - 0.001), bisect.bisect_right(times, t1)
+        window = marks[lo:hi]
+        prev = 0.0
+        for key, (name, _what, rule) in zip(keys, table, strict=True):
+            names = FINAL_MARKS if name == "journal.final" else (name,)
+            hits = [t for t, n in window if n in names]
+            if rule.startswith("last_before:"):
+                until = [t for t, n in window if n == rule.split(":", 1)[1]]
+                hits = [t for t in hits if not until or t <= until[0]]
+            if rule == "second":
+                hits = hits[1:2]
+            if not hits:
+                continue
+            at = ((hits[-1] if rule.startswith("last") else hits[0]) - t0) * 1000
+            per[key].append(at)
+            gaps[key].append(at - prev)
+            prev = at
+        per["end_received"].append((t1 - t0) * 1000)
+        gaps["end_received"].append((t1 - t0) * 1000 - prev)
+    out: dict[str, Any] = {}
+    labels = {k: what for k, (_n, what, _r) in zip(keys, table, strict=True)}
+    labels["end_received"] = end
+    for name, vals in per.items():
+        if not vals:
+            continue
+        q = summary_ms([v / 1000 for v in vals])
+        out[name] = {"what": labels[name], "n": len(vals), "p50_ms": q["p50"],
+                     "p90_ms": q["p90"],
+                     "gap_p50_ms": round(statistics.median(gaps[name]), 3)}
+    return out
+
+
+def steps_table(steps: dict[str, Any], title: str = "swipe path step") -> str:
+    lines = [f"{title:<58}{'p50 ms':>8}{'p90 ms':>8}{'+gap p50':>10}"]
+    for name, row in steps.items():
+        lines.append(f"{name + ': ' + row['what']:<58.58}{row['p50_ms']:>8.2f}"
+                     f"{row['p90_ms']:>8.2f}{row['gap_p50_ms']:>10.2f}")
+    return "\n".join(lines)
+
+
+def _importtime_lines(text: str) -> list[tuple[int, int, int, str]]:
+    """``-X importtime`` lines as (self us, cumulative us, nesting level, module)."""
+    out: list[tuple[int, int, int, str]] = []
+    for line in text.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         try:
-            selfus, cumus, name = (x.strip() for x in line.split(":", 1)[1].split("|"))
+            selfus, cumus, field = line.split(":", 1)[1].split("|")
             self_us, cum_us = int(selfus), int(cumus)
         except ValueError:
             continue
-        top = name.strip().split(".")[0]
-        per_pkg[top] = per_pkg.get(top, 0) + self_us
-        rows.append((cum_us, name.strip()))
-    total = sum(per_pkg.values())
+        name = field.strip()
+        # one space after the bar, then two per nesting level
+        level = (len(field) - len(field.lstrip(" ")) - 1) // 2
+        out.append((self_us, cum_us, level, name))
+    return out
+
+
+def import_times(path: Path, upto: int | None = None) -> dict[str, Any]:
+    """What the agent imported until it was online (``upto``: the size of its ``-X
+    importtime`` output at that moment), timed again in one fresh process that imports the
+    same top-level modules in the same order, on one thread.
+
+    The agent's own ``-X importtime`` figures cannot be summed: CPython keeps one import
+    clock for all threads, so a module imported on the main thread while paho connects
+    on an executor thread gets the other thread's imports as children and a negative self
+    time (``serial_asyncio_fast`` -265 ms in one run), and the total came out smaller
+    than its own largest package. Here the total is the sum of the top-level imports'
+    cumulative times (nested ones are inside them), and each package's share the sum of
+    its modules' self times."""
+    raw = path.read_bytes()
+    agent_lines = _importtime_lines(raw[:upto].decode(errors="replace") if upto else
+                                    raw.decode(errors="replace"))
+    names = [n for _s, _c, level, n in agent_lines
+             if level == 1 and not n.endswith("__main__")]
+    code = ("import importlib, sys\n"
+            "for n in sys.argv[1:]:\n"
+            "    try:\n"
+            "        importlib.import_module(n)\n"
+            "    except Exception:\n"
+            "        pass\n")
+    proc = subprocess.run(  # noqa: S603 - our interpreter
+        [sys.executable, "-X", "importtime", "-c", code, *names],
+        capture_output=True, text=True, env=child_env(), check=True)
+    lines = _importtime_lines(proc.stderr)
+    per_pkg: dict[str, int] = {}
+    for self_us, _cum, _level, name in lines:
+        top = name.split(".")[0]
+        per_pkg[top] = per_pkg.get(top, 0) + max(0, self_us)
+    total = sum(cum for _s, cum, level, _n in lines if level == 1)
     top_pkgs = sorted(per_pkg.items(), key=lambda kv: -kv[1])[:15]
-    rows.sort(reverse=True)
+    slowest = sorted(((cum, n) for _s, cum, _l, n in lines), reverse=True)[:15]
     return {"total_ms": round(total / 1000, 1),
+            "modules": len(lines), "modules_in_agent_run": len(agent_lines),
             "by_package_ms": {k: round(v / 1000, 1) for k, v in top_pkgs},
-            "slowest_cumulative_ms": [(n, round(c / 1000, 1)) for c, n in rows[:15]]}
+            "slowest_cumulative_ms": [(n, round(c / 1000, 1)) for c, n in slowest]}
 
 
 async def closed_loop(fn: Callable[[], Awaitable[float]], conc: int,
@@ -653,6 +831,8 @@ async def tls_segment(plan: Plan, work: Path, broker: Broker, pty: Pty,
                             client, bare, pty, agent.pid, plan.tls_charges,
                             f"{tag}-tls-{label}", plan.human_pause_s, pings=False,
                             commands=False)
+                        out[label].pop("stamps", None)
+                        out[label].pop("cmd_stamps", None)
                     finally:
                         await bare.aclose()
                 finally:
@@ -742,9 +922,15 @@ async def run(plan: Plan) -> dict[str, Any]:
             imp = work / "importtime.txt"
             agent.start(python_flags=("-X", "importtime"), stderr_path=imp)
             await wait_online(client, agent.runs, agent)
+            upto = imp.stat().st_size  # what it imported until online, not while stopping
             agent.stop()
-            details["imports"] = import_times(imp)
+            details["imports"] = import_times(imp, upto)
 
+            # the measured run carries the step trace (a few perf_counter() calls and list
+            # appends per charge, written to this file when the agent exits)
+            trace = work / "steps.json"
+            agent.env = {**agent.env, "LOBBYPAY_TEST_MODE": "1",
+                         "LOBBYPAY_STEPTRACE": str(trace)}
             agent.start(profile=plan.profile)
             await wait_online(client, agent.runs, agent)
             await asyncio.sleep(1.0)
@@ -791,6 +977,14 @@ async def run(plan: Plan) -> dict[str, Any]:
             rc = agent.stop()
             if rc != 0:
                 raise RuntimeError(f"agent exited {rc} on SIGTERM:\n" + agent.log_tail())
+            agent.env = {k: v for k, v in agent.env.items()
+                         if k not in ("LOBBYPAY_TEST_MODE", "LOBBYPAY_STEPTRACE")}
+            marks = [(float(t), str(n)) for t, n in json.loads(trace.read_text())]
+            for key in ("charges", "charges_human"):
+                details[key]["steps"] = swipe_steps(marks, details[key].pop("stamps"))
+                details[key]["command_steps"] = swipe_steps(
+                    marks, details[key].pop("cmd_stamps"), COMMAND_STEPS,
+                    "reply taken off the app's client")
         if not plan.skip_tls:
             details["tls"] = await tls_segment(plan, work, broker, pty, tag)
         if not plan.skip_nagle and not plan.broker_nagle:
@@ -837,6 +1031,14 @@ def figures(d: dict[str, Any]) -> list[Figure]:
                      "charge.start (copay) vs MQTT round trip + GET patient + GET appt"),
         Figure("command_to_reply_p99", "ms", cs["p99"], bc["p99"], "-", None,
                cs["p99"] / bc["p99"]),
+        Figure("swipe_to_final_p50_vs_raw", "ms", sw["p50"],
+               ch["bare_swipe_path"]["total_raw"]["p50"], "-", None,
+               sw["p50"] / ch["bare_swipe_path"]["total_raw"]["p50"],
+               "baseline with the POST written as raw bytes, no HTTP library"),
+        Figure("command_to_reply_p50_vs_raw", "ms", cs["p50"],
+               ch["bare_command_path"]["total_raw"]["p50"], "-", None,
+               cs["p50"] / ch["bare_command_path"]["total_raw"]["p50"],
+               "baseline with the GETs written as raw bytes, no HTTP library"),
         ratio_figure("ping_p50", "ms", ch["ping"]["p50"], ch["bare_echo"]["p50"], 1.5,
                      "vs the bare MQTT echo"),
         abs_figure("cpu_per_charge", "ms", cpu["mean"], 5.0,
@@ -932,6 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     plan = make_plan(args)
     when = datetime.now(UTC)
+    load_start = os.getloadavg()
     try:
         details = asyncio.run(run(plan))
     except Exception as exc:  # noqa: BLE001 - report and exit 2
@@ -946,7 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": plan.quick,
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in plan.__dict__.items()},
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_start": load_start},
         "figures": {f.name: f.as_dict() for f in figs},
         "details": details,
     }
@@ -957,6 +1160,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lobbypay bench{' --quick' if plan.quick else ''}: {m['cpu']}, {m['cores']} cores, "
           f"Python {m['python']}, {m['mosquitto']}")
     print(table(figs))
+    for key, field, label in (
+            ("charges", "steps", "swipe path, swipe when state shows pending"),
+            ("charges_human", "steps", "swipe path, swipe after the pause"),
+            ("charges", "command_steps", "charge.start (copay) to its reply")):
+        steps = details.get(key, {}).get(field)
+        if steps:
+            print(f"\n{label} ({details[key]['charges']} charges):")
+            print(steps_table(steps, "step" if field == "command_steps" else "swipe path step"))
+    print("\nload average (1 / 5 / 15 min) at the start "
+          + " / ".join(f"{x:.2f}" for x in load_start) + ", at the end "
+          + " / ".join(f"{x:.2f}" for x in m["loadavg"]))
     print(f"JSON: {path}")
     return 0 if all(f.ok is not False for f in figs) else 1
 

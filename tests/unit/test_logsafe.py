@@ -7,6 +7,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lobbypay.shell.logsafe import RedactingFilter, luhn_ok, redact, setup_logging
 
 CANARY = "4111111111111111"
@@ -72,3 +74,21 @@ def test_httpx_logger_pinned() -> None:
     setup_logging("debug", "text", stream=io.StringIO())
     assert logging.getLogger("httpx").level == logging.WARNING
     logging.getLogger().handlers.clear()
+
+
+def _redact_every_pattern(text: str) -> str:
+    """``redact`` without its quick pre-check: every pattern, always."""
+    import lobbypay.shell.logsafe as ls
+
+    text = ls._TRACK1.sub(ls.REDACTED, text)
+    text = ls._TRACK2.sub(ls.REDACTED, text)
+    text = ls._TRACK_NAME.sub(ls.REDACTED, text)
+    text = ls._LONG_DIGIT_RUN.sub(ls.REDACTED, text)
+    return ls._DIGIT_RUN.sub(ls._scrub_run, text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789 -%^=;?/ABab:\n"), max_size=80)
+       | st.text(max_size=60))
+def test_the_quick_check_never_lets_through_what_the_patterns_catch(text: str) -> None:
+    assert redact(text) == _redact_every_pattern(text)

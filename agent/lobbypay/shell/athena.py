@@ -71,6 +71,7 @@ from lobbypay.ports import Clock
 from lobbypay.shell.athena_auth import DEFAULT_SCOPE, TOKEN_REQUESTS_PER_MINUTE, TokenCache
 from lobbypay.shell.athena_form import card_secrets, form_body, overwrite, overwrite_bytes
 from lobbypay.shell.clock import SystemClock
+from lobbypay.shell.http11 import PooledTransport
 from lobbypay.shell.payline import PaymentLine
 from lobbypay.shell.ratelimit import RateLimiter, throttle_delay_s
 
@@ -173,8 +174,10 @@ class AthenaClient:
         # one trust store for reads and the payment line (SSL_CERT_FILE is honoured)
         tls = verify if verify is not None else httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
-            transport=transport, headers=headers, timeout=timeout, follow_redirects=False,
-            verify=tls,
+            transport=transport if transport is not None else PooledTransport(
+                self._base, ssl_context=tls,
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+            headers=headers, timeout=timeout, follow_redirects=False, verify=tls,
         )
         #: The payment POST's own connection (shell/payline.py): never pooled, never
         #: shared with another request (a pooled connection that the server closed at the

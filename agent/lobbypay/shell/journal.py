@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from urllib.parse import quote
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.protocol import check_event, format_time
 from lobbypay.shell.journal_codec import job_from_record, job_to_record
+from lobbypay.shell import steptrace
 
 DB_NAME = "journal.sqlite3"
 #: Jobs in these states may have money at athena that no final event reports yet: a POST
@@ -159,6 +161,9 @@ class Journal:
         #: (job_id, reason) of the rows moved to quarantine since the journal was opened
         self.quarantined: list[tuple[str, str]] = []
         self._read_only = False
+        #: Outbox rows not acknowledged yet, kept in memory once read (this connection is
+        #: the journal's only writer; ``state.outbox`` asks for it on every change).
+        self._unacked: int | None = None
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str]) -> Journal:
@@ -188,6 +193,7 @@ class Journal:
         self._conn, self.path = conn, path
         self.quarantined = []
         self._read_only = True
+        self._unacked = None
         return self
 
     # ------------------------------------------------------------ lifecycle
@@ -286,9 +292,15 @@ class Journal:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
             with _tx(self._conn):
                 c = self._conn
-                cur = c.execute("SELECT event FROM jobs WHERE job_id = ?", (job.job_id,))
-                row = cur.fetchone()
-                if row is None:
+                # an existing job (every step but the first): one statement
+                cur = c.execute(
+                    "UPDATE jobs SET state=?, final=?, seq=?, updated_at=?, submitted_at=?, "
+                    "epayment_id=?, record=?, event=COALESCE(?, event) WHERE job_id=?",
+                    (job.state.value, int(job.final), job.seq, job.updated_at.isoformat(),
+                     job.submitted_at.isoformat() if job.submitted_at else None,
+                     job.epayment_id, record, latest, job.job_id),
+                )
+                if cur.rowcount == 0:
                     if latest is None:
                         raise ValueError("a new job needs its first event")
                     order = c.execute(
@@ -301,14 +313,6 @@ class Journal:
                          job.body_key, job.created_at.isoformat(), job.updated_at.isoformat(),
                          job.submitted_at.isoformat() if job.submitted_at else None,
                          job.epayment_id, record, latest),
-                    )
-                else:
-                    c.execute(
-                        "UPDATE jobs SET state=?, final=?, seq=?, updated_at=?, submitted_at=?, "
-                        "epayment_id=?, record=?, event=COALESCE(?, event) WHERE job_id=?",
-                        (job.state.value, int(job.final), job.seq, job.updated_at.isoformat(),
-                         job.submitted_at.isoformat() if job.submitted_at else None,
-                         job.epayment_id, record, latest, job.job_id),
                     )
                 for ev, text in events:
                     c.execute(
@@ -325,6 +329,10 @@ class Journal:
             if not fsync:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA synchronous = FULL")
+        if self._unacked is not None:
+            self._unacked += len(events)
+        if steptrace.ON:
+            steptrace.mark(f"journal.{job.state.value}")
 
     def get_job(self, job_id: str) -> Job | None:
         """The job, or None when it was never seen. A job whose row is in quarantine
@@ -424,18 +432,29 @@ class Journal:
 
     def outbox_ack(self, row_id: int) -> None:
         """Mark a row delivered (after the broker's PUBACK); prunes old acked rows."""
+        self.outbox_ack_many((row_id,))
+
+    def outbox_ack_many(self, row_ids: Sequence[int]) -> None:
+        """Mark rows delivered, in one transaction (the PUBACKs of events published
+        together come back together); prunes old acked rows."""
         # No fsync of its own (an SD card pays for every flush: docs/PERFORMANCE.md): an
         # ack lost to a power cut only sends its event once more after the restart, and
         # consumers dedupe on (job_id, seq). A process crash loses nothing (the WAL frames
         # are in the OS's cache); the next fsynced commit makes them durable.
+        ids = [int(r) for r in row_ids]
+        if not ids:
+            return
         try:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 with _tx(self._conn):
-                    self._conn.execute(
-                        "UPDATE outbox SET acked = 1, acked_at = ? WHERE id = ? AND acked = 0",
-                        (_now_text(), int(row_id)),
-                    )
+                    now = _now_text()
+                    acked = 0
+                    for row_id in ids:
+                        acked += self._conn.execute(
+                            "UPDATE outbox SET acked = 1, acked_at = ? WHERE id = ? AND acked = 0",
+                            (now, row_id),
+                        ).rowcount
                     self._conn.execute(
                         "DELETE FROM outbox WHERE acked = 1 AND id <= "
                         "(SELECT COALESCE(MAX(id), 0) FROM outbox) - ?",
@@ -445,9 +464,18 @@ class Journal:
                 self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from None
+        if self._unacked is not None:
+            self._unacked = max(0, self._unacked - acked)
 
     def outbox_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM outbox WHERE acked = 0").fetchone()[0])
+        """Rows not acknowledged yet (read once, then kept up to date by this connection's
+        own writes; a read-only journal reads it every time: the agent writes meanwhile)."""
+        if self._unacked is not None:
+            return self._unacked
+        n = int(self._conn.execute("SELECT COUNT(*) FROM outbox WHERE acked = 0").fetchone()[0])
+        if not self._read_only:
+            self._unacked = n
+        return n
 
     # ------------------------------------------------------------ processed requests
 

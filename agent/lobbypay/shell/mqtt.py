@@ -48,10 +48,12 @@ import asyncio
 import collections
 import contextlib
 import inspect
+import json
 import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -69,6 +71,7 @@ from lobbypay.core.protocol import Topics, error_reply, peek_envelope
 from lobbypay.core.text import replace_unprintable
 from lobbypay.failpoints import failpoint
 from lobbypay.ports import Outbox
+from lobbypay.shell import steptrace
 
 log = logging.getLogger("lobbypay.mqtt")
 
@@ -97,6 +100,16 @@ COMMAND_TIMEOUT_S = 150.0
 MAX_PENDING_REPLIES = 1000
 #: Outbox rows read per batch (one SELECT per batch).
 OUTBOX_BATCH = 50
+#: Outbox rows published at once without waiting for the PUBACK of the one before (a
+#: charge's events go out back to back instead of one round trip each; aiomqtt warns
+#: above 10 publishes in flight).
+OUTBOX_WINDOW = 8
+#: A PUBACKed row is acknowledged in the journal this much later, with the others
+#: PUBACKed meanwhile: one transaction for a charge's events, and none on the event loop
+#: between a payment's answer and its outcome's commit and publish; shorter than
+#: ``STATE_COALESCE_S``, so the ``state`` published after a step already counts the acks.
+#: (A crash in between only sends those events once more.)
+OUTBOX_ACK_DELAY_S = 0.01
 #: When the outbox store itself fails (disk), retry after this long instead of
 #: dropping the broker connection.
 OUTBOX_RETRY_S = 5.0
@@ -195,6 +208,15 @@ def _row_fields(row: Any) -> tuple[int, str, bytes, bool]:
     return int(row_id), str(topic), bytes(payload), bool(retain)
 
 
+def _job_of(state: bytes) -> tuple[object, object] | None:
+    """A ``state`` payload's job and job state (None when it cannot be read)."""
+    try:
+        obj = json.loads(state)
+        return (obj.get("job_id"), obj.get("job_state"))
+    except (ValueError, AttributeError):
+        return None
+
+
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
     """Full jitter: uniform over [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0.0, min(cap_s, base_s * (2 ** min(attempt, 30))))  # noqa: S311
@@ -250,6 +272,11 @@ class MqttLink:
         self._stopped = asyncio.Event()
         self._running = False
         self._outbox_wake = asyncio.Event()
+        #: outbox rows PUBACKed, to be acknowledged in the journal (``_flush_acks``)
+        self._acked_soon: list[int] = []
+        self._ack_timer: asyncio.Task[None] | None = None
+        #: rows may have been added since the drain last read the outbox
+        self._new_rows = True
         self._outbox_wake_soon = False
         self._state_dirty = asyncio.Event()
         self._state_snapshots: collections.deque[bytes] = collections.deque(
@@ -279,6 +306,7 @@ class MqttLink:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop running (a synchronous caller): wake at once
+            self._new_rows = True
             self._outbox_wake.set()
             return
         self._outbox_wake_soon = True
@@ -286,6 +314,7 @@ class MqttLink:
 
     def _wake_outbox_now(self) -> None:
         self._outbox_wake_soon = False
+        self._new_rows = True
         self._outbox_wake.set()
 
     def publish_state(self, snapshot: bytes | None = None) -> None:
@@ -432,7 +461,7 @@ class MqttLink:
             kwargs["will"] = aiomqtt.Will(
                 self.status_topic, self._status_payload(False), qos=1, retain=True
             )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             username=cfg.username,
@@ -445,6 +474,8 @@ class MqttLink:
             socket_options=_SOCKET_OPTIONS,
             **kwargs,
         )
+        _write_soon(client)
+        return client
 
     # ------------------------------------------------------------------ one session
 
@@ -541,6 +572,7 @@ class MqttLink:
         )
 
     async def _handle(self, payload: bytes, meta: CommandMeta) -> None:
+        steptrace.mark("command.received")
         try:
             try:
                 async with asyncio.timeout(self._command_timeout_s):
@@ -560,6 +592,7 @@ class MqttLink:
                 reply = error_reply(rid, command, Code.INTERNAL_ERROR,
                                     "the agent failed to handle this command")
             topic = self.staff_reply_topic if meta.staff else self.reply_topic
+            steptrace.mark("command.replied")
             self._queue_reply(_Reply(bytes(reply), meta.response_topic, meta.correlation_data,
                                      topic))
         finally:
@@ -615,19 +648,23 @@ class MqttLink:
         last: bytes | None = None
         while True:
             self._state_dirty.clear()
-            while self._state_snapshots:
-                snapshot = self._state_snapshots[0]
-                if snapshot != last:
-                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
-                    self.counters.state_published += 1
-                    last = snapshot
-                self._state_snapshots.popleft()
             try:
-                payload = self._state_payload()
+                payload: bytes | None = self._state_payload()
             except Exception as exc:  # noqa: BLE001 - the app's callback
                 log.error("state payload failed: %s", type(exc).__name__, exc_info=exc)
                 payload = None
+            while self._state_snapshots:
+                snapshot = self._state_snapshots.popleft()
+                if (not self._state_snapshots and payload is not None
+                        and _job_of(snapshot) == _job_of(payload)):
+                    break  # the current state is this job state, newer: it goes out instead
+                if snapshot != last:
+                    steptrace.mark("state.publish")
+                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
+                    self.counters.state_published += 1
+                    last = snapshot
             if payload is not None and payload != last:
+                steptrace.mark("state.publish")
                 await client.publish(self.state_topic, payload, qos=1, retain=True)
                 self.counters.state_published += 1
                 last = payload
@@ -637,31 +674,148 @@ class MqttLink:
             await asyncio.sleep(STATE_COALESCE_S)
 
     async def _outbox_loop(self, client: aiomqtt.Client) -> None:
-        while True:
-            self._outbox_wake.clear()
-            try:
-                await self._drain_outbox(client)
-            except aiomqtt.MqttError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
-                self.counters.outbox_errors += 1
-                log.error("outbox read/ack failed: %s; retrying in %.0f s",
-                          type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
-                await asyncio.sleep(OUTBOX_RETRY_S)
-                self._outbox_wake.set()
-            await self._outbox_wake.wait()
+        """Drain the outbox for this session: publish the pending rows in id order, up to
+        ``OUTBOX_WINDOW`` in flight (paho writes them in that order and the broker keeps
+        it: MQTT ordered topics); a row committed while others wait for their PUBACK goes
+        out at once. A row is acknowledged only after its own PUBACK, in PUBACK order,
+        ``OUTBOX_ACK_DELAY_S`` later together with the others PUBACKed meanwhile (one
+        journal transaction, after the work that made the events). A failed publish
+        ends the session: that row and the ones after it stay pending on disk."""
+        flying: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._new_rows = True
+        try:
+            while True:
+                self._outbox_wake.clear()
+                try:
+                    await self._drain_step(client, flying)
+                except aiomqtt.MqttError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
+                    self.counters.outbox_errors += 1
+                    log.error("outbox read/ack failed: %s; retrying in %.0f s",
+                              type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
+                    await asyncio.sleep(OUTBOX_RETRY_S)
+                    self._new_rows = True
+                    self._outbox_wake.set()
+                await self._outbox_wake.wait()
+        finally:
+            for _row_id, pub in flying:
+                pub.cancel()
+            if flying:
+                await asyncio.gather(*(p for _r, p in flying), return_exceptions=True)
+            # rows the broker has PUBACKed are acknowledged now, not sent again
+            timer, self._ack_timer = self._ack_timer, None
+            if timer is not None and not timer.done():
+                timer.cancel()
+            await self._flush_acks()
 
-    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
-        while True:
-            rows = await _maybe_await(self._outbox.outbox_pending(OUTBOX_BATCH))
-            if not rows:
-                return
-            for row in rows:
-                row_id, topic, payload, retain = _row_fields(row)
-                await client.publish(topic, payload, qos=1, retain=retain)  # returns on PUBACK
-                failpoint("after_publish_before_ack")
-                self._outbox.outbox_ack(row_id)
-                self.counters.outbox_sent += 1
+    async def _drain_step(self, client: aiomqtt.Client,
+                          flying: collections.deque[tuple[int, asyncio.Future[None]]]) -> None:
+        while flying and flying[0][1].done():
+            row_id, pub = flying.popleft()
+            pub.result()  # the PUBACK came back (or MqttError: the session is over)
+            steptrace.mark("outbox.puback")
+            failpoint("after_publish_before_ack")
+            self.counters.outbox_sent += 1
+            self._ack_soon(row_id)
+        if not self._new_rows or len(flying) >= OUTBOX_WINDOW:
+            return
+        self._new_rows = False
+        if len(self._acked_soon) >= OUTBOX_BATCH // 2:
+            await self._flush_acks()
+        rows = await _maybe_await(self._outbox.outbox_pending(OUTBOX_BATCH))
+        busy = {r for r, _p in flying}.union(self._acked_soon)
+        fresh = [f for f in map(_row_fields, rows) if f[0] not in busy]
+        room = OUTBOX_WINDOW - len(flying)
+        for row_id, topic, payload, retain in fresh[:room]:
+            steptrace.mark("outbox.publish")
+            pub = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+            pub.add_done_callback(self._puback_wake)
+            flying.append((row_id, pub))
+        if len(fresh) > room or len(rows) >= OUTBOX_BATCH:
+            self._new_rows = True  # more rows than the window: read again after a PUBACK
+
+    def _puback_wake(self, _pub: asyncio.Future[None]) -> None:
+        self._outbox_wake.set()
+
+    def _ack_soon(self, row_id: int) -> None:
+        self._acked_soon.append(row_id)
+        if self._ack_timer is None or self._ack_timer.done():
+            self._ack_timer = asyncio.get_running_loop().create_task(
+                self._ack_later(), name="lobbypay.mqtt.outbox_ack")
+
+    async def _ack_later(self) -> None:
+        await asyncio.sleep(OUTBOX_ACK_DELAY_S)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge the PUBACKed rows in the outbox. When the store refuses, they stay
+        pending there and are sent again (consumers dedupe on ``(job_id, seq)``)."""
+        ids, self._acked_soon = self._acked_soon, []
+        if not ids:
+            return
+        try:
+            self._outbox.outbox_ack_many(ids)
+        except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
+            self.counters.outbox_errors += 1
+            log.error("outbox ack failed: %s; the rows will be sent again",
+                      type(exc).__name__, exc_info=exc)
+            self._new_rows = True
+            self._outbox_wake.set()
+
+
+def _write_soon(client: aiomqtt.Client) -> None:
+    """Send what paho queues (a PUBLISH, a PUBACK) at the end of the current loop turn.
+
+    aiomqtt hands every "paho has bytes to send" to the loop with
+    ``call_soon_threadsafe(add_writer)`` (paho may call it from the connect thread):
+    a write to the loop's self-pipe, its read, an epoll registration and removal, and
+    two loop turns, before the packet leaves. On the loop's own thread the socket is
+    simply written a turn later, everything queued in that turn together (each packet
+    but the last with ``MSG_MORE`` on a plain TCP socket, so the broker is woken once).
+    Only when the socket is full does aiomqtt's writer take over, as before. paho's
+    internals are used only if they are there (paho-mqtt 2.x); otherwise nothing
+    changes."""
+    paho = getattr(client, "_client", None)
+    needed = ("loop_write", "want_write", "_sock_send", "_out_packet", "_sock")
+    if paho is None or not all(hasattr(paho, name) for name in needed):
+        return
+    original = paho.on_socket_register_write
+    if original is None:
+        return
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    plain_send = paho._sock_send
+
+    def send(buf: bytes | bytearray) -> int:
+        sock = paho._sock
+        if paho._out_packet and type(sock) is socket.socket:
+            try:
+                return int(sock.send(buf, socket.MSG_MORE))
+            except BlockingIOError:
+                paho._call_socket_register_write()
+                raise
+        return int(plain_send(buf))
+
+    def flush(userdata: Any, sock: Any) -> None:
+        if paho._sock is not sock:  # the connection is gone meanwhile
+            return
+        try:
+            paho.loop_write()
+        except Exception:  # noqa: BLE001 - aiomqtt's writer reports a broken socket
+            original(paho, userdata, sock)
+            return
+        if paho.want_write():  # the socket is full: wait for it to drain
+            original(paho, userdata, sock)
+
+    def register_write(_paho: Any, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() != loop_thread:
+            original(_paho, userdata, sock)
+            return
+        loop.call_soon(flush, userdata, sock)
+
+    paho._sock_send = send
+    paho.on_socket_register_write = register_write
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

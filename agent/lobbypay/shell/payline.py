@@ -17,8 +17,8 @@ through. So ``PaymentLine`` opens one connection *before* the swipe, and
   connections that never sent a request: nginx's ``client_header_timeout`` is 60 s,
   Apache's ``RequestReadTimeout`` 20-40 s), so the one the POST takes is young.
 
-``OneShotTransport`` is the httpx transport over it: one ``httpcore.AsyncHTTP11Connection``
-per request on the connection ``take()`` gives, closed after the response. Connection
+``OneShotTransport`` is the httpx transport over it: one request (shell/http11.py) on the
+connection ``take()`` gives, its answer read whole, the connection closed. Connection
 failures come out as ``httpx.ConnectError``/``ConnectTimeout`` (nothing sent); failures
 after the first byte as the read/write/protocol errors the athena client classifies as
 "may have been sent".
@@ -31,13 +31,20 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Final
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from typing import Final
 
 import httpcore
 import httpx
+
+from lobbypay.shell import steptrace
+from lobbypay.shell.http11 import (  # noqa: F401 - Origin, WarmStream: this module's API too
+    Origin,
+    WarmStream,
+    _as_httpx,
+    exchange,
+    open_stream,
+)
 
 _log = logging.getLogger("lobbypay.athena")
 
@@ -49,180 +56,6 @@ WARM_REFRESH_S: Final = 15.0
 WARM_MAX_AGE_S: Final = 20.0
 #: After a failed warm-up, try again this much later (the POST opens its own meanwhile).
 WARM_RETRY_S: Final = 5.0
-
-#: httpcore's errors as httpx's, most specific first (the athena client classifies the
-#: httpx ones: connect errors mean "not sent").
-_ERRORS: Final[tuple[tuple[type[Exception], type[httpx.HTTPError]], ...]] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _as_httpx() -> Iterator[None]:
-    mapped: httpx.HTTPError | None = None
-    try:
-        yield
-    except httpcore.ConnectionNotAvailable:
-        # a one-shot connection asked for a second request: a bug, never sent
-        mapped = httpx.LocalProtocolError("payment connection already used")
-    except Exception as exc:
-        for src, dst in _ERRORS:
-            if isinstance(exc, src):
-                mapped = dst(type(exc).__name__)
-                break
-        else:
-            raise
-    if mapped is not None:
-        raise mapped
-
-
-class _Protocol(asyncio.Protocol):
-    """Buffers what the server sends; notes EOF and loss at once."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.lost = False
-        self.error: BaseException | None = None
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._readable.set()
-
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        self._readable.set()
-        return None  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.error = exc
-        self._readable.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-
-class WarmStream(httpcore.AsyncNetworkStream):
-    """One TCP (+ TLS) connection on the asyncio event loop, as an httpcore stream."""
-
-    def __init__(self, transport: asyncio.Transport, proto: _Protocol, opened_at: float) -> None:
-        self._transport = transport
-        self._proto = proto
-        self.opened_at = opened_at
-        #: bytes of requests written on this connection (0 until the POST)
-        self.bytes_sent = 0
-
-    @property
-    def local_port(self) -> int:
-        name = self._transport.get_extra_info("sockname")
-        return int(name[1]) if name else 0
-
-    def fit_for_request(self) -> bool:
-        """Nothing written yet, still open both ways, and nothing unsolicited received
-        (a server sends nothing before a request; a 408 or a close means it is done)."""
-        p = self._proto
-        return (self.bytes_sent == 0 and not p.eof and not p.lost and not p.buffer
-                and not self._transport.is_closing())
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
-        p = self._proto
-        while not p.buffer:
-            if p.eof or p.lost:
-                if p.error is not None and not p.eof:
-                    raise httpcore.ReadError(type(p.error).__name__)
-                return b""
-            p._readable.clear()
-            try:
-                async with asyncio.timeout(timeout):
-                    await p._readable.wait()
-            except TimeoutError:
-                raise httpcore.ReadTimeout("read timed out") from None
-        data = bytes(p.buffer[:max_bytes])
-        del p.buffer[:max_bytes]
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
-        if not buffer:
-            return
-        p = self._proto
-        if p.lost or self._transport.is_closing():
-            raise httpcore.WriteError("connection closed")
-        self.bytes_sent += len(buffer)
-        self._transport.write(buffer)
-        if not p._writable.is_set():
-            try:
-                async with asyncio.timeout(timeout):
-                    await p._writable.wait()
-            except TimeoutError:
-                raise httpcore.WriteTimeout("write timed out") from None
-            if p.lost:
-                raise httpcore.WriteError("connection lost while writing")
-
-    async def aclose(self) -> None:
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._transport.abort()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None,  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
-                        ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("a payment connection is opened with its TLS")
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._transport.get_extra_info("peername")
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
-        if info == "is_readable":
-            p = self._proto
-            return bool(p.buffer) or p.eof or p.lost
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, base_url: str) -> Origin:
-        parts = urlsplit(base_url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("athena base_url must be http(s)://host[:port]")
-        return cls(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
-
 
 class PaymentLine:
     """The connection the next payment POST will use (see the module docstring)."""
@@ -299,21 +132,10 @@ class PaymentLine:
                     w.abort()
 
     async def _open(self) -> WarmStream:
-        loop = asyncio.get_running_loop()
-        o = self.origin
-        started = self._monotonic()
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                transport, proto = await loop.create_connection(
-                    _Protocol, o.host, o.port, ssl=self._ssl,
-                    server_hostname=o.host if self._ssl is not None else None)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout("connect timed out") from None
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise httpcore.ConnectError(type(exc).__name__) from None
+        stream = await open_stream(self.origin, self._ssl, self._connect_timeout_s,
+                                   self._monotonic)
         self.opened += 1
-        assert isinstance(transport, asyncio.Transport)
-        return WarmStream(transport, proto, started)
+        return stream
 
     # ------------------------------------------------------------ the POST
 
@@ -376,26 +198,9 @@ class PaymentLine:
             w.abort()
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, stream: Any, conn: httpcore.AsyncHTTP11Connection) -> None:
-        self._stream = stream
-        self._conn = conn
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx():
-            async for part in self._stream:
-                yield part
-
-    async def aclose(self) -> None:
-        try:
-            with _as_httpx():
-                await self._stream.aclose()
-        finally:
-            await self._conn.aclose()  # one request per connection: never reused
-
-
 class OneShotTransport(httpx.AsyncBaseTransport):
-    """httpx transport: each request on the connection ``PaymentLine.take()`` gives."""
+    """httpx transport: each request on the connection ``PaymentLine.take()`` gives, read
+    whole (shell/http11.py), and the connection closed after it."""
 
     def __init__(self, line: PaymentLine) -> None:
         self._line = line
@@ -406,26 +211,23 @@ class OneShotTransport(httpx.AsyncBaseTransport):
         if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
                 o.scheme, o.host, o.port):
             raise httpx.UnsupportedProtocol("the payment connection serves athena's origin only")
+        steptrace.mark("post.begin")
         with _as_httpx():
             stream = await self._line.take()
-        conn = httpcore.AsyncHTTP11Connection(
-            origin=httpcore.Origin(o.scheme.encode(), o.host.encode(), o.port), stream=stream)
-        req = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
-                             target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
         try:
-            with _as_httpx():
-                resp = await conn.handle_async_request(req)
+            answer = await exchange(stream, request, on_sent=_sent)
         except BaseException:
-            await conn.aclose()
+            stream.abort()
             raise
-        return httpx.Response(status_code=resp.status, headers=resp.headers,
-                              stream=_Body(resp.stream, conn), extensions=resp.extensions)
+        # one request per connection, never reused: closed now that its answer is read
+        # whole (at once: a TLS close_notify would keep the socket open for another turn)
+        stream.abort()
+        steptrace.mark("post.answer")
+        return answer.response()
 
     async def aclose(self) -> None:
         await self._line.aclose()
+
+
+def _sent() -> None:
+    steptrace.mark("post.sent")

@@ -1,0 +1,155 @@
+"""shell/http11.py against a scripted loopback server: answer framing (Content-Length,
+chunked, to the end of the connection, interim 1xx), keep-alive reuse and its limits, and
+the httpx error classes the athena client sorts into "not sent" / "may have been sent"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from lobbypay.shell.http11 import PooledTransport
+
+Script = Callable[[bytes], bytes | None]
+
+
+@contextlib.asynccontextmanager
+async def server(answer: Script, *, close_after: bool = False) -> AsyncIterator[dict]:
+    """Each request head (and its Content-Length body) gets ``answer(request)``; None:
+    hang up without answering."""
+    seen: dict = {"requests": [], "connections": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length) if length else b""
+                seen["requests"].append(head + body)
+                out = answer(head + body)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    seen["url"] = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    try:
+        yield seen
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+def client(seen: dict) -> tuple[httpx.AsyncClient, PooledTransport]:
+    t = PooledTransport(seen["url"], ssl_context=None, connect_timeout_s=2.0)
+    return httpx.AsyncClient(transport=t, timeout=2.0), t
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def test_content_length_answers_reuse_one_connection() -> None:
+    async with server(lambda req: ok(b'{"n": 1}')) as seen:
+        c, t = client(seen)
+        async with c:
+            for _ in range(3):
+                r = await c.get(seen["url"] + "/v1/x?a=1", headers={"Authorization": "Bearer t"})
+                assert r.status_code == 200 and r.json() == {"n": 1}
+        assert seen["connections"] == 1 and t.opened == 1 and t.reused == 2
+        assert seen["requests"][0].startswith(b"GET /v1/x?a=1 HTTP/1.1\r\n")
+        assert b"Authorization: Bearer t\r\n" in seen["requests"][0]
+
+
+async def test_a_post_body_goes_as_given() -> None:
+    async with server(lambda req: ok(b"[]")) as seen:
+        c, _t = client(seen)
+        async with c:
+            r = await c.post(seen["url"] + "/p", content=b"a=1&b=2",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 200
+        assert seen["requests"][0].endswith(b"\r\n\r\na=1&b=2")
+        assert b"Content-Length: 7\r\n" in seen["requests"][0]
+
+
+async def test_chunked_and_interim_answers() -> None:
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"4;ext=1\r\n{\"a\"\r\n5\r\n: 12}\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    async with server(lambda req: answer) as seen:
+        c, t = client(seen)
+        async with c:
+            assert (await c.get(seen["url"] + "/")).json() == {"a": 12}
+            assert (await c.get(seen["url"] + "/")).json() == {"a": 12}
+        assert t.opened == 1
+
+
+async def test_an_answer_to_the_end_of_the_connection_is_not_kept() -> None:
+    async with server(lambda req: b"HTTP/1.1 200 OK\r\n\r\n{}", close_after=True) as seen:
+        c, t = client(seen)
+        async with c:
+            assert (await c.get(seen["url"] + "/")).json() == {}
+            assert (await c.get(seen["url"] + "/")).json() == {}
+        assert t.opened == 2 and t.reused == 0
+
+
+async def test_connection_close_and_a_server_that_closed_an_idle_one() -> None:
+    async with server(lambda req: ok(b"{}", b"Connection: close\r\n"), close_after=True) as seen:
+        c, t = client(seen)
+        async with c:
+            await c.get(seen["url"] + "/")
+            await asyncio.sleep(0.05)
+            await c.get(seen["url"] + "/")
+        assert t.opened == 2 and t.reused == 0
+    async with server(lambda req: ok(b"{}")) as seen:
+        c, t = client(seen)
+        async with c:
+            await c.get(seen["url"] + "/")
+            # the server drops the idle connection: the next request opens a new one
+            for stream_since in list(t._idle):  # noqa: SLF001
+                stream_since[1]._proto.eof = True  # noqa: SLF001 - as eof_received would
+            await c.get(seen["url"] + "/")
+        assert t.opened == 2
+
+
+async def test_errors_are_httpx_classes() -> None:
+    async with server(lambda req: None) as seen:  # hangs up after the request
+        c, _t = client(seen)
+        async with c:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await c.get(seen["url"] + "/")
+    async with server(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}") as seen:
+        c, _t = client(seen)
+        async with c:
+            with pytest.raises(httpx.ReadTimeout):  # the body never comes
+                await c.get(seen["url"] + "/", timeout=0.3)
+    async with server(lambda req: b"SMTP ready\r\n\r\n") as seen:
+        c, _t = client(seen)
+        async with c:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await c.get(seen["url"] + "/")
+    c, _t = client({"url": "http://127.0.0.1:9"})
+    async with c:
+        with pytest.raises(httpx.ConnectError):  # nothing listens: nothing sent
+            await c.get("http://127.0.0.1:9/")
+        with pytest.raises(httpx.UnsupportedProtocol):  # another origin: never sent
+            await c.get("http://127.0.0.2:9/")
+    async with server(lambda req: ok(b"{}")) as seen:
+        c, _t = client(seen)
+        async with c:
+            with pytest.raises(httpx.LocalProtocolError):  # refused before a byte is sent
+                await c.get(seen["url"] + "/", headers={"X-Bad": "a\r\nInjected: 1"})
+        assert seen["requests"] == []
