@@ -79,10 +79,11 @@ def test_httpx_logger_pinned() -> None:
 def _redact_every_pattern(text: str) -> str:
     """``redact`` without its quick pre-check: every pattern, always."""
     import lobbypay.shell.logsafe as ls
+    from lobbypay.core.text import TRACK1_RE, TRACK2_RE, TRACK_NAME_RE
 
-    text = ls._TRACK1.sub(ls.REDACTED, text)
-    text = ls._TRACK2.sub(ls.REDACTED, text)
-    text = ls._TRACK_NAME.sub(ls.REDACTED, text)
+    text = TRACK1_RE.sub(ls.REDACTED, text)
+    text = TRACK2_RE.sub(ls.REDACTED, text)
+    text = TRACK_NAME_RE.sub(ls.REDACTED, text)
     text = ls._LONG_DIGIT_RUN.sub(ls.REDACTED, text)
     return ls._DIGIT_RUN.sub(ls._scrub_run, text)
 

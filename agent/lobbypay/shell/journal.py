@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 from lobbypay.core.job import Job, JobState, Step
 from lobbypay.core.protocol import check_event, format_time
-from lobbypay.shell.journal_codec import job_from_record, job_to_record
 from lobbypay.shell import steptrace
+from lobbypay.shell.journal_codec import job_from_record, job_to_record
 
 DB_NAME = "journal.sqlite3"
 #: Jobs in these states may have money at athena that no final event reports yet: a POST
