@@ -153,3 +153,43 @@ async def test_errors_are_httpx_classes() -> None:
             with pytest.raises(httpx.LocalProtocolError):  # refused before a byte is sent
                 await c.get(seen["url"] + "/", headers={"X-Bad": "a\r\nInjected: 1"})
         assert seen["requests"] == []
+
+
+async def test_the_body_is_written_as_the_callers_object() -> None:
+    """The payment body is overwritten after the exchange: no copy of it may be made on
+    the way to the socket (h11's data passthrough)."""
+    from lobbypay.shell.http11 import Origin, exchange, open_stream
+
+    async with server(lambda req: ok(b"{}")) as seen:
+        body = b"cardnumber=4111111111111111&x=1"
+        request = httpx.Request("POST", seen["url"] + "/p", content=body)
+        stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
+        written: list[object] = []
+        real_write = stream.write
+
+        async def recording(buffer, timeout):  # noqa: ASYNC109
+            written.append(buffer)
+            await real_write(buffer, timeout)
+
+        stream.write = recording  # type: ignore[method-assign]
+        answer = await exchange(stream, request)
+        stream.abort()
+        assert answer.status == 200
+        assert any(part is body for part in written)
+        assert seen["requests"][0].endswith(b"\r\n\r\n" + body)
+
+
+async def test_an_oversized_head_and_bytes_past_the_answer() -> None:
+    huge = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * (200 * 1024) + b"\r\nContent-Length: 2\r\n\r\n{}"
+    async with server(lambda req: huge) as seen:
+        c, _t = client(seen)
+        async with c:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await c.get(seen["url"] + "/")
+    # an answer followed by bytes nobody asked for: out of step, never reused
+    async with server(lambda req: ok(b"{}") + b"HTTP/1.1 200 OK\r\n") as seen:
+        c, t = client(seen)
+        async with c:
+            assert (await c.get(seen["url"] + "/")).json() == {}
+            assert (await c.get(seen["url"] + "/")).json() == {}
+        assert t.opened == 2 and t.reused == 0

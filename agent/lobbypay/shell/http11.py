@@ -1,37 +1,38 @@
-"""athena's HTTP/1.1 exchanges, lean: one request on one connection, as an httpx transport.
+"""athena's HTTP/1.1 exchanges, lean: h11 on an asyncio connection, as an httpx transport.
 
-Why not httpx's own transport (httpcore with h11 on anyio): measured on the bench
-machine, a GET of a patient through it cost 1.3-1.5 ms of CPU, against 0.5 ms through
-this one under the same ``httpx.AsyncClient`` (docs/PERFORMANCE.md); a charge makes three
-requests, and the POST and its answer lie on the path a patient waits on. What athena
-needs of HTTP is small: requests with a ``Content-Length`` body or none, answers framed
-by ``Content-Length``, ``chunked`` or the connection's end, keep-alive for reads.
+Why not httpx's own transport (httpcore, which frames with h11 too, on anyio): measured on
+the bench machine, a GET of a patient through it cost 1.3-1.5 ms of CPU, most of it in
+httpcore's pool and anyio's stream layers, not in the framing (docs/PERFORMANCE.md); a
+charge makes three requests, and the POST and its answer lie on the path a patient waits
+on. So the framing stays with h11 (well kept, the parser httpcore uses: Content-Length,
+chunked and connection-end bodies, interim 1xx answers, keep-alive rules, header
+validation), and only the connection under it is ours: an ``asyncio.Protocol`` that
+notes the server's close at once, which the payment line needs (shell/payline.py).
 
-* ``exchange()`` writes one request on a ``payline.WarmStream`` and reads its answer whole
-  (interim 1xx answers skipped). Errors come out as httpx's classes, which the athena
-  client sorts into "not sent" (``LocalProtocolError``: nothing written) and "may have
-  been sent" (``ReadTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``).
+* ``exchange()`` writes one request on a ``WarmStream`` and reads its answer whole.
+  Errors come out as httpx's classes, which the athena client sorts into "not sent"
+  (``LocalProtocolError``: h11 refused the request before a byte was written) and "may
+  have been sent" (``ReadTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``).
 * ``PooledTransport`` serves athena's reads and its non-payment POSTs: connections to the
   one origin are kept open between requests (``IDLE_S`` at most, ``MAX_IDLE`` of them);
   one that the server closed or sent anything on while idle is dropped, not used. The
   payment POST never uses it (shell/payline.py).
 
-The request body is written as the caller's own object (no copy: the athena client
-overwrites a payment's body after the exchange), after the request head.
+The request body is written as the caller's own object (h11's data passthrough: no copy,
+as the athena client overwrites a payment's body after the exchange), after the head.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpcore
+import h11
 import httpx
 
 from lobbypay.shell import steptrace
@@ -44,46 +45,6 @@ READ_BYTES: Final = 64 * 1024
 #: terminal under the rate limit), and for how long (httpx's default keep-alive expiry).
 MAX_IDLE: Final = 4
 IDLE_S: Final = 5.0
-
-_NO_BODY_STATUS: Final = frozenset({204, 304})
-
-
-#: httpcore's errors as httpx's, most specific first (the athena client classifies the
-#: httpx ones: connect errors mean "not sent").
-_ERRORS: Final[tuple[tuple[type[Exception], type[httpx.HTTPError]], ...]] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _as_httpx() -> Iterator[None]:
-    mapped: httpx.HTTPError | None = None
-    try:
-        yield
-    except httpcore.ConnectionNotAvailable:
-        # a one-shot connection asked for a second request: a bug, never sent
-        mapped = httpx.LocalProtocolError("payment connection already used")
-    except Exception as exc:
-        for src, dst in _ERRORS:
-            if isinstance(exc, src):
-                mapped = dst(type(exc).__name__)
-                break
-        else:
-            raise
-    if mapped is not None:
-        raise mapped
 
 
 class _Protocol(asyncio.Protocol):
@@ -125,15 +86,17 @@ class _Protocol(asyncio.Protocol):
         self._writable.set()
 
 
-class WarmStream(httpcore.AsyncNetworkStream):
-    """One TCP (+ TLS) connection on the asyncio event loop, as an httpcore stream."""
+class WarmStream:
+    """One TCP (+ TLS) connection on the asyncio event loop, with its h11 state."""
 
     def __init__(self, transport: asyncio.Transport, proto: _Protocol, opened_at: float) -> None:
         self._transport = transport
         self._proto = proto
         self.opened_at = opened_at
-        #: bytes of requests written on this connection (0 until the POST)
+        #: bytes of requests written on this connection (0 until the first request)
         self.bytes_sent = 0
+        #: the HTTP/1.1 state of this connection (one request/answer cycle at a time)
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
 
     @property
     def local_port(self) -> int:
@@ -142,35 +105,41 @@ class WarmStream(httpcore.AsyncNetworkStream):
 
     def fit_for_request(self, *, reuse: bool = False) -> bool:
         """Nothing written yet (``reuse``: a kept-alive connection whose last answer was
-        read whole), still open both ways, and nothing unsolicited received (a server
-        sends nothing before a request; a 408 or a close means it is done)."""
+        read whole, h11 ready for the next cycle), still open both ways, and nothing
+        unsolicited received (a server sends nothing before a request; a 408 or a close
+        means it is done)."""
         p = self._proto
-        return ((reuse or self.bytes_sent == 0) and not p.eof and not p.lost
-                and not p.buffer and not self._transport.is_closing())
+        if reuse:
+            ready = self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
+        else:
+            ready = self.bytes_sent == 0 and self.http.our_state is h11.IDLE
+        return (ready and not p.eof and not p.lost and not p.buffer
+                and not self._transport.is_closing())
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
+    async def read(self, max_bytes: int, timeout: float | None) -> bytes:  # noqa: ASYNC109 - a per-read bound
+        """Up to ``max_bytes`` received, or b"" at the server's end of stream."""
         p = self._proto
         while not p.buffer:
             if p.eof or p.lost:
                 if p.error is not None and not p.eof:
-                    raise httpcore.ReadError(type(p.error).__name__)
+                    raise httpx.ReadError(type(p.error).__name__)
                 return b""
             p._readable.clear()
             try:
                 async with asyncio.timeout(timeout):
                     await p._readable.wait()
             except TimeoutError:
-                raise httpcore.ReadTimeout("read timed out") from None
+                raise httpx.ReadTimeout("read timed out") from None
         data = bytes(p.buffer[:max_bytes])
         del p.buffer[:max_bytes]
         return data
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
+    async def write(self, buffer: bytes | bytearray | memoryview, timeout: float | None) -> None:  # noqa: ASYNC109 - a per-write bound
         if not buffer:
             return
         p = self._proto
         if p.lost or self._transport.is_closing():
-            raise httpcore.WriteError("connection closed")
+            raise httpx.WriteError("connection closed")
         self.bytes_sent += len(buffer)
         self._transport.write(buffer)
         if not p._writable.is_set():
@@ -178,34 +147,15 @@ class WarmStream(httpcore.AsyncNetworkStream):
                 async with asyncio.timeout(timeout):
                     await p._writable.wait()
             except TimeoutError:
-                raise httpcore.WriteTimeout("write timed out") from None
+                raise httpx.WriteTimeout("write timed out") from None
             if p.lost:
-                raise httpcore.WriteError("connection lost while writing")
-
-    async def aclose(self) -> None:
-        self._transport.close()
+                raise httpx.WriteError("connection lost while writing")
 
     def abort(self) -> None:
         self._transport.abort()
 
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None,  # noqa: ASYNC109 - httpcore.AsyncNetworkStream
-                        ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("a payment connection is opened with its TLS")
-
     def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._transport.get_extra_info("peername")
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
-        if info == "is_readable":
-            p = self._proto
-            return bool(p.buffer) or p.eof or p.lost
-        return None
+        return self._transport.get_extra_info(info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +176,7 @@ class Origin:
 async def open_stream(origin: Origin, ssl_context: ssl.SSLContext | None, timeout_s: float,
                       monotonic: Callable[[], float] = time.monotonic) -> WarmStream:
     """A new connection (TCP, and TLS for https) to ``origin``. Raises
-    ``httpcore.ConnectError`` / ``ConnectTimeout``: nothing was sent."""
+    ``httpx.ConnectError`` / ``ConnectTimeout``: nothing was sent."""
     loop = asyncio.get_running_loop()
     started = monotonic()
     try:
@@ -235,14 +185,12 @@ async def open_stream(origin: Origin, ssl_context: ssl.SSLContext | None, timeou
                 _Protocol, origin.host, origin.port, ssl=ssl_context,
                 server_hostname=origin.host if ssl_context is not None else None)
     except TimeoutError:
-        raise httpcore.ConnectTimeout("connect timed out") from None
+        raise httpx.ConnectTimeout("connect timed out") from None
     except (OSError, ssl.SSLError, ValueError) as exc:
-        raise httpcore.ConnectError(type(exc).__name__) from None
+        raise httpx.ConnectError(type(exc).__name__) from None
     assert isinstance(transport, asyncio.Transport)
     return WarmStream(transport, proto, started)
 
-
-as_httpx = _as_httpx
 
 
 class Answer:
@@ -270,160 +218,68 @@ def _timeouts(request: httpx.Request) -> tuple[float | None, float | None]:
     return t.get("read"), t.get("write")
 
 
-def request_head(request: httpx.Request) -> bytes:
-    """The request line and headers. Raises ``httpx.LocalProtocolError`` (nothing sent)
-    for a request this module does not send: a streamed body, a header with CR/LF."""
-    url = request.url
-    target = url.raw_path or b"/"
-    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
-            raise httpx.LocalProtocolError("illegal header")
-        if name.lower() == b"transfer-encoding":
-            raise httpx.LocalProtocolError("streamed request bodies are not sent")
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    if any(c in target for c in b" \r\n"):
-        raise httpx.LocalProtocolError("illegal request target")
-    return b"".join(parts)
-
-
-class _Reader:
-    """Buffered reads of one answer off a stream, each within ``timeout``."""
-
-    __slots__ = ("_stream", "_timeout", "buf", "got_any")
-
-    def __init__(self, stream: WarmStream, timeout: float | None) -> None:
-        self._stream = stream
-        self._timeout = timeout
-        self.buf = bytearray()
-        self.got_any = False
-
-    async def _more(self) -> bool:
-        with as_httpx():
-            data = await self._stream.read(READ_BYTES, self._timeout)
-        if not data:
-            return False
-        self.got_any = True
-        self.buf += data
-        return True
-
-    async def until(self, sep: bytes, limit: int) -> bytes:
-        start = 0
-        while True:
-            i = self.buf.find(sep, start)
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[:i + len(sep)]
-                return out
-            if len(self.buf) > limit:
-                raise httpx.RemoteProtocolError("answer head too long")
-            start = max(0, len(self.buf) - len(sep) + 1)
-            if not await self._more():
-                raise httpx.RemoteProtocolError(
-                    "server disconnected without sending a complete answer" if self.got_any
-                    else "server disconnected without sending an answer")
-
-    async def exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not await self._more():
-                raise httpx.RemoteProtocolError("server disconnected in the middle of a body")
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def to_end(self) -> bytes:
-        while await self._more():
-            pass
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-
-def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-    lines = head.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpx.RemoteProtocolError("not an HTTP/1.x status line")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t"):
-            raise httpx.RemoteProtocolError("folded header lines")
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError("malformed header line")
-        headers.append((name, value.strip(b" \t")))
-    return int(code), reason, version, headers
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    return [v for k, v in headers if k.lower() == name]
+def _request_event(request: httpx.Request) -> h11.Request:
+    """The request as h11's event. Raises ``httpx.LocalProtocolError`` (nothing sent)
+    for a request this module does not send: a streamed body, or one h11 refuses (a
+    header with CR/LF, a bad target)."""
+    if "transfer-encoding" in request.headers:
+        raise httpx.LocalProtocolError("streamed request bodies are not sent")
+    try:
+        return h11.Request(method=request.method.encode("ascii"),
+                           target=request.url.raw_path or b"/",
+                           headers=request.headers.raw)
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc)) from None
 
 
 async def exchange(stream: WarmStream, request: httpx.Request, *,
                    on_sent: Callable[[], None] | None = None) -> Answer:
     """Send ``request`` on ``stream`` and read its whole answer (see the module
-    docstring for the errors)."""
-    head = request_head(request)
+    docstring for the errors). The connection may carry another request afterwards
+    only if ``Answer.keep_alive``."""
+    http = stream.http
+    if http.our_state is h11.DONE and http.their_state is h11.DONE:
+        http.start_next_cycle()  # a kept-alive connection's next request
+    event = _request_event(request)
     body = request.content if request.method not in ("GET", "HEAD") else b""
-    read_timeout, _write_timeout = _timeouts(request)
-    with as_httpx():
-        await stream.write(head)
-        if body:
-            await stream.write(body)
+    read_timeout, write_timeout = _timeouts(request)
+    try:
+        head = http.send(event)
+        # passthrough: the caller's body object itself, not a copy joined to the head
+        parts = http.send_with_data_passthrough(h11.Data(data=body)) if body else []
+        end = http.send(h11.EndOfMessage())
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc)) from None
+    await stream.write(head or b"", write_timeout)
+    for part in parts or ():
+        await stream.write(part, write_timeout)
+    await stream.write(end or b"", write_timeout)
     if on_sent is not None:
         on_sent()
-    reader = _Reader(stream, read_timeout)
-    while True:
-        status, reason, version, headers = _parse_head(
-            await reader.until(b"\r\n\r\n", MAX_HEAD_BYTES))
-        if not 100 <= status < 200:
-            break  # 1xx: interim answers (100 Continue) before the real one
-    conn = b",".join(_header(headers, b"connection")).lower()
-    keep_alive = (b"close" not in conn if version == b"HTTP/1.1" else b"keep-alive" in conn)
-    if request.headers.get("connection", "").lower() == "close":
-        keep_alive = False
-    te = b",".join(_header(headers, b"transfer-encoding")).lower()
-    lengths = set(_header(headers, b"content-length"))
-    if request.method == "HEAD" or status in _NO_BODY_STATUS:
-        data = b""
-    elif te:
-        if te.replace(b" ", b"").split(b",")[-1] != b"chunked":
-            raise httpx.RemoteProtocolError("unsupported transfer-encoding")
-        data = await _chunked(reader)
-    elif lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise httpx.RemoteProtocolError("bad content-length")
-        data = await reader.exactly(int(next(iter(lengths))))
-    else:
-        data = await reader.to_end()
-        keep_alive = False
-    if reader.buf:  # bytes past the answer: the connection is out of step
-        keep_alive = False
-    return Answer(status, reason, headers, data, keep_alive)
-
-
-async def _chunked(reader: _Reader) -> bytes:
-    out = bytearray()
-    while True:
-        line = await reader.until(b"\r\n", MAX_HEAD_BYTES)
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise httpx.RemoteProtocolError("bad chunk size") from None
-        if size < 0:
-            raise httpx.RemoteProtocolError("bad chunk size")
-        if size == 0:
-            while await reader.until(b"\r\n", MAX_HEAD_BYTES):
-                pass  # trailer fields, up to the empty line
-            return bytes(out)
-        out += await reader.exactly(size)
-        if await reader.exactly(2) != b"\r\n":
-            raise httpx.RemoteProtocolError("chunk not ended by CRLF")
+    status, reason, headers = 0, b"", []
+    data = bytearray()
+    try:
+        while True:
+            ev = http.next_event()
+            if ev is h11.NEED_DATA:
+                http.receive_data(await stream.read(READ_BYTES, read_timeout))
+            elif isinstance(ev, h11.Response):  # (1xx answers are InformationalResponse)
+                status, reason, headers = ev.status_code, ev.reason, ev.headers.raw_items()
+            elif isinstance(ev, h11.Data):
+                data += ev.data
+            elif isinstance(ev, h11.EndOfMessage):
+                break
+            elif isinstance(ev, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError("server disconnected without sending an answer")
+    except h11.RemoteProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from None
+    # reusable only when both sides are done and nothing came past the answer (a
+    # connection out of step); h11 says MUST_CLOSE for Connection: close, HTTP/1.0, and
+    # an answer framed by the connection's end
+    trailing, closed = http.trailing_data
+    keep_alive = (http.our_state is h11.DONE and http.their_state is h11.DONE
+                  and not trailing and not closed)
+    return Answer(status, reason, headers, bytes(data), keep_alive)
 
 
 def _read_sent() -> None:
@@ -467,10 +323,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
         head_timeout = (request.extensions.get("timeout") or {}).get("connect")
         stream = self._take()
         if stream is None:
-            with as_httpx():
-                stream = await open_stream(
-                    o, self._ssl, self._connect_timeout_s if head_timeout is None
-                    else min(head_timeout, self._connect_timeout_s), self._monotonic)
+            stream = await open_stream(
+                o, self._ssl, self._connect_timeout_s if head_timeout is None
+                else min(head_timeout, self._connect_timeout_s), self._monotonic)
             self.opened += 1
         try:
             answer = await exchange(stream, request, on_sent=_read_sent)

@@ -34,14 +34,12 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import httpcore
 import httpx
 
 from lobbypay.shell import steptrace
 from lobbypay.shell.http11 import (  # noqa: F401 - Origin, WarmStream: this module's API too
     Origin,
     WarmStream,
-    _as_httpx,
     exchange,
     open_stream,
 )
@@ -110,7 +108,7 @@ class PaymentLine:
                         # shielded: a POST that starts meanwhile takes this connection
                         # over (take() awaits it) instead of opening another
                         fresh = await asyncio.shield(opening)
-                    except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                         _log.debug("athena payment connection: warm-up failed (%s)", exc)
                         await asyncio.sleep(min(WARM_RETRY_S, self._hold_until - now))
                         continue
@@ -119,7 +117,7 @@ class PaymentLine:
                             self._opening = None
                     old, self._warm = self._warm, fresh
                     if old is not None:
-                        await old.aclose()
+                        old.abort()  # never used: nothing to say on it
                     w = fresh
                 wake_at = min(self._hold_until, w.opened_at + WARM_REFRESH_S)
                 await asyncio.sleep(max(0.0, wake_at - self._monotonic()))
@@ -142,7 +140,7 @@ class PaymentLine:
     async def take(self) -> WarmStream:
         """The connection for a POST: the warm one when it is fit (open, unused, nothing
         received, young), or the one a warm-up is opening right now, else a new one.
-        Raises ``httpcore.ConnectError`` / ``ConnectTimeout`` (nothing sent)."""
+        Raises ``httpx.ConnectError`` / ``ConnectTimeout`` (nothing sent)."""
         w, self._warm = self._warm, None
         task, self._task = self._task, None
         opening, self._opening = self._opening, None
@@ -162,7 +160,7 @@ class PaymentLine:
             # a swipe during the warm-up: its handshake is further along than a new one
             try:
                 w = await opening
-            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 w = None
             if w is not None and w.fit_for_request():
                 return self._hand_out(w)
@@ -190,8 +188,8 @@ class PaymentLine:
         opening, self._opening = self._opening, None
         if opening is not None:
             opening.cancel()
-            with contextlib.suppress(asyncio.CancelledError, httpcore.ConnectError,
-                                     httpcore.ConnectTimeout):
+            with contextlib.suppress(asyncio.CancelledError, httpx.ConnectError,
+                                     httpx.ConnectTimeout):
                 (await opening).abort()
         w, self._warm = self._warm, None
         if w is not None:
@@ -212,8 +210,7 @@ class OneShotTransport(httpx.AsyncBaseTransport):
                 o.scheme, o.host, o.port):
             raise httpx.UnsupportedProtocol("the payment connection serves athena's origin only")
         steptrace.mark("post.begin")
-        with _as_httpx():
-            stream = await self._line.take()
+        stream = await self._line.take()
         try:
             answer = await exchange(stream, request, on_sent=_sent)
         except BaseException:
