@@ -197,8 +197,12 @@ class FakeTerminal:
             else:
                 self.jobs[job_id] = []
                 self.active = job_id
+                # the event is made (seq 1) before the reply, as the agent journals
+                # it before replying: a test that emits the next one after charge()
+                # returns cannot take seq 1 from it
+                ev = self.make_event(job_id, "pending")
                 await self.reply(cmd, job_id=job_id, state="pending")
-                await self.emit(job_id, "pending")
+                await self.publish("events", ev)
         elif kind == "charge.get":
             if cmd["job_id"] not in self.jobs or not self.jobs[cmd["job_id"]]:
                 await self.error(cmd, "unknown_job", "never seen")

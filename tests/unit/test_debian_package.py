@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: back to python3-serial-asyncio (docs/ARCHITECTURE.md, "On Debian's own packages").
 DEBIAN_NAME: dict[str, tuple[str, str | None]] = {
     "httpx": ("python3-httpx", None),
+    "h11": ("python3-h11", None),
     "sniffio": ("python3-sniffio", None),
     "paho-mqtt": ("python3-paho-mqtt", None),
     "aiomqtt": ("python3-asyncio-mqtt", None),
