@@ -68,6 +68,7 @@ from lobbypay.core.athena_reply import (
 )
 from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
+from lobbypay.shell import steptrace
 from lobbypay.shell.athena_auth import DEFAULT_SCOPE, TOKEN_REQUESTS_PER_MINUTE, TokenCache
 from lobbypay.shell.athena_form import card_secrets, form_body, overwrite, overwrite_bytes
 from lobbypay.shell.clock import SystemClock
@@ -336,6 +337,7 @@ class AthenaClient:
     ) -> PaymentResult:
         # 1. A token, and a slot under the rate limit. Failing here: nothing was sent.
         token = await self._post_slot(what)
+        steptrace.mark("post.slot")
 
         # 2. The POST, once.
         rid = str(uuid.uuid4())
