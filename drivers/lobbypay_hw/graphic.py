@@ -20,9 +20,10 @@ at the smallest size is cut, and the mirror is cut with it.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -43,24 +44,49 @@ _CANDIDATES = [chr(c) for c in range(0xA1, 0x100) if c != 0xAD] + list("–—�
 AnyFont = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-@dataclass(frozen=True, slots=True)
-class FontSet:
-    regular: str | None  # a TrueType file, or None for Pillow's built-in font
-    bold: str | None
-    charset: frozenset[str]
-
-    def get(self, size: int, bold: bool = False) -> AnyFont:
-        return _font(self.bold if bold else self.regular, size)
-
-
 # Type sizes in pixels, about 12 % apart: a screen change reuses the faces already open.
 SIZES = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 56, 63, 71, 80,
          90, 100, 112, 125, 140, 160, 180, 200, 225, 250, 280, 320)
 REF_PX = 50
+#: FreeType faces a display keeps open. Each face maps the font file on its own, and the
+#: pages it has read count in the process's RSS once per face (a DejaVu face reads about
+#: 250 kB of its file), so only a few stay open: the two reference faces every layout
+#: measures with and the current screens' (two sizes each); the rest are closed.
+MAX_FACES = 6
 
 
-@lru_cache(maxsize=16)
-def _font(path: str | None, size: int) -> AnyFont:
+class FontSet:
+    """The regular and bold font files, the characters they draw, and the faces open."""
+
+    __slots__ = ("regular", "bold", "charset", "_faces", "_lock")
+
+    def __init__(self, regular: str | None, bold: str | None, charset: frozenset[str]) -> None:
+        self.regular = regular  # a TrueType file, or None for Pillow's built-in font
+        self.bold = bold
+        self.charset = charset
+        self._faces: OrderedDict[tuple[str | None, int], AnyFont] = OrderedDict()
+        # the framebuffer draws in its worker thread while the loop lays out the next
+        # screen: the least-recently-used bookkeeping must not interleave
+        self._lock = threading.Lock()
+
+    def get(self, size: int, bold: bool = False) -> AnyFont:
+        key = (self.bold if bold else self.regular, size)
+        with self._lock:
+            face = self._faces.get(key)
+            if face is not None:
+                self._faces.move_to_end(key)
+                return face
+            face = self._faces[key] = _open(*key)
+            while len(self._faces) > MAX_FACES:
+                self._faces.popitem(last=False)  # closed when the last user lets go
+            return face
+
+    @property
+    def open_faces(self) -> int:
+        return len(self._faces)
+
+
+def _open(path: str | None, size: int) -> AnyFont:
     if path is None:
         return ImageFont.load_default(size)
     # BASIC layout: Latin text needs no shaping, and raqm/harfbuzz would cost ~1 MB more
@@ -92,7 +118,7 @@ def load_fonts(font: str | None = None) -> FontSet:
                 regular = str(Path(d, REGULAR))
                 bold = str(Path(d, BOLD)) if Path(d, BOLD).is_file() else regular
                 break
-    probe = _font(regular, 16)
+    probe = _open(regular, 16)  # closed after: no screen is drawn at this size
     missing = _sample(probe, "\U0010fffd")
     extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
     # a graphic display shows \ | ~ as themselves (they are only unsafe on LCD ROMs)
