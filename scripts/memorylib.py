@@ -37,7 +37,7 @@ for extra in (ROOT / "scripts", ROOT / "agent", ROOT / "drivers"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from benchlib import procfs, procs  # noqa: E402
+from benchlib import procs  # noqa: E402
 from benchlib.mqttc import BenchClient  # noqa: E402
 from benchlib.procs import DISPLAYS, Agent, Broker, Pty, Simulator, child_env  # noqa: E402
 from benchlib.run import measure_memory, one_charge, wait_online  # noqa: E402
