@@ -20,7 +20,10 @@ the fb's own format (RGB565 little-endian, BGR 24-bit or BGRX 32-bit). luma.core
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +95,29 @@ class OledPort:
     rotate: int
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module nothing here calls: the real one is imported the first
+    time one of its attributes is used."""
+
+    def __getattr__(self, name: str) -> Any:
+        name_ = self.__name__
+        if sys.modules.get(name_) is self:
+            del sys.modules[name_]
+        real = importlib.import_module(name_)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def defer_import(name: str) -> None:
+    """``import name`` gets a stand-in until the module is used (unless it is loaded)."""
+    sys.modules.setdefault(name, _Deferred(name))
+
+
 def open_luma(port: OledPort) -> LumaDevice:
+    # luma.oled.device imports luma.core.bitmap_font, which imports cbor2 (a 1.4 MB
+    # extension; 0.8 MB of it resident) for the bitmap fonts of character OLEDs (ws0010)
+    # only: an SSD1306 or SH1106 never calls it
+    defer_import("cbor2")
     # lazy: luma is loaded only when an OLED is configured. luma ships no type hints:
     # these two imports are the project's only ignores for an untyped library.
     from luma.core.interface.serial import i2c, spi  # type: ignore[import-untyped]
