@@ -19,15 +19,17 @@ at the smallest size is cut, and the mirror is cut with it.
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from lobbypay_hw import fontsubset
 from lobbypay_hw.screen import SAFE_CHARS, fit
 
 FONT_DIRS = (
@@ -48,35 +50,41 @@ AnyFont = ImageFont.FreeTypeFont | ImageFont.ImageFont
 SIZES = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 56, 63, 71, 80,
          90, 100, 112, 125, 140, 160, 180, 200, 225, 250, 280, 320)
 REF_PX = 50
-#: FreeType faces a display keeps open. Each face maps the font file on its own, and the
-#: pages it has read count in the process's RSS once per face (a DejaVu face reads about
-#: 250 kB of its file), so only a few stay open: the two reference faces every layout
-#: measures with and the current screens' (two sizes each); the rest are closed.
+#: FreeType faces a display keeps open: the two reference faces every layout measures
+#: with and the current screens' sizes. A face is made from the font cut down to the
+#: display's charset (``fontsubset``: 55 kB of DejaVu Sans) and holds its own copy of
+#: it; a face opened from the file itself (a font ``fontsubset`` does not handle) maps
+#: the file, and the pages it reads (about 250 kB of DejaVu Sans) count in RSS once per
+#: face. Six faces: a charge's screens reopen about ten faces (0.1 ms each on the dev
+#: VM), sixteen would keep them all and cost 0.4 MB more (docs/PERFORMANCE.md).
 MAX_FACES = 6
 
 
 class FontSet:
     """The regular and bold font files, the characters they draw, and the faces open."""
 
-    __slots__ = ("regular", "bold", "charset", "_faces", "_lock")
+    __slots__ = ("regular", "bold", "charset", "_cut", "_faces", "_lock")
 
-    def __init__(self, regular: str | None, bold: str | None, charset: frozenset[str]) -> None:
+    def __init__(self, regular: str | None, bold: str | None, charset: frozenset[str],
+                 cut: Mapping[str, bytes] | None = None) -> None:
         self.regular = regular  # a TrueType file, or None for Pillow's built-in font
         self.bold = bold
         self.charset = charset
+        self._cut = dict(cut or {})  # font file -> the font cut down to the charset
         self._faces: OrderedDict[tuple[str | None, int], AnyFont] = OrderedDict()
         # the framebuffer draws in its worker thread while the loop lays out the next
         # screen: the least-recently-used bookkeeping must not interleave
         self._lock = threading.Lock()
 
     def get(self, size: int, bold: bool = False) -> AnyFont:
-        key = (self.bold if bold else self.regular, size)
+        path = self.bold if bold else self.regular
+        key = (path, size)
         with self._lock:
             face = self._faces.get(key)
             if face is not None:
                 self._faces.move_to_end(key)
                 return face
-            face = self._faces[key] = _open(*key)
+            face = self._faces[key] = _open(path, size, self._cut.get(path or ""))
             while len(self._faces) > MAX_FACES:
                 self._faces.popitem(last=False)  # closed when the last user lets go
             return face
@@ -85,12 +93,42 @@ class FontSet:
     def open_faces(self) -> int:
         return len(self._faces)
 
+    @property
+    def cut_down(self) -> bool:
+        """Faces are made from the fonts cut down to the charset (not the files)."""
+        paths = [p for p in (self.regular, self.bold) if p is not None]
+        return bool(paths) and all(p in self._cut for p in paths)
 
-def _open(path: str | None, size: int) -> AnyFont:
+
+def _open(path: str | None, size: int, cut: bytes | None = None) -> AnyFont:
     if path is None:
         return ImageFont.load_default(size)
     # BASIC layout: Latin text needs no shaping, and raqm/harfbuzz would cost ~1 MB more
-    return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.BASIC)
+    source: str | io.BytesIO = path if cut is None else io.BytesIO(cut)  # read() shares it
+    return ImageFont.truetype(source, size, layout_engine=ImageFont.Layout.BASIC)
+
+
+def _cut_down(path: str, charset: frozenset[str], whole: AnyFont | None = None) -> bytes | None:
+    """The font in ``path`` with only the glyphs of ``charset``, if it draws them exactly
+    as the whole font does (checked here once, at 16 px, every character, against
+    ``whole`` if given: the file's 16 px face); else None."""
+    try:
+        cut = fontsubset.subset_file(path, charset)
+        if cut is None:
+            return None
+        text = "".join(sorted(charset))
+        if _drawn(whole or _open(path, 16), text) != _drawn(_open(path, 16, cut), text):
+            return None
+    except (OSError, ValueError):  # unreadable, or FreeType refused the cut-down font
+        return None
+    return cut
+
+
+def _drawn(font: AnyFont, text: str) -> bytes:
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    im = Image.new("L", (right - left + 2, bottom - top + 2))
+    ImageDraw.Draw(im).text((1 - left, 1 - top), text, font=font, fill=255)
+    return im.tobytes()
 
 
 def _has_glyph(font: AnyFont, ch: str, missing: bytes) -> bool:
@@ -122,8 +160,14 @@ def load_fonts(font: str | None = None) -> FontSet:
     missing = _sample(probe, "\U0010fffd")
     extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
     # a graphic display shows \ | ~ as themselves (they are only unsafe on LCD ROMs)
-    charset = SAFE_CHARS | {"\\", "|", "~"} | frozenset(extra)
-    return FontSet(regular, bold, frozenset(charset))
+    charset = frozenset(SAFE_CHARS | {"\\", "|", "~"} | extra)
+    cut: dict[str, bytes] = {}
+    for path in dict.fromkeys((regular, bold)):
+        if path is not None:
+            part = _cut_down(path, charset, probe if path == regular else None)
+            if part is not None:
+                cut[path] = part
+    return FontSet(regular, bold, charset, cut)
 
 
 @dataclass(frozen=True, slots=True)
