@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import resource
@@ -271,7 +270,9 @@ def not_dumpable() -> bool:
     """``prctl(PR_SET_DUMPABLE, 0)``: no core file, and no other process of the same user
     may ptrace this one or read its memory through /proc/<pid>/mem. True when set."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols, libc among them (ctypes.util.find_library runs
+        # ldconfig in a child process and costs an import)
+        libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         log.warning("could not make the process non-dumpable")
