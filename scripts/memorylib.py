@@ -56,7 +56,7 @@ def status_kb(pid: int) -> dict[str, int]:
     return out
 
 
-def smaps_by_file(pid: int, top: int = 25) -> list[tuple[str, int]]:
+def smaps_by_file(pid: int) -> list[tuple[str, int]]:
     """Resident kB per mapped file (``[heap]``, ``[anon]`` and the like for the rest),
     largest first."""
     per: dict[str, int] = {}
@@ -69,7 +69,7 @@ def smaps_by_file(pid: int, top: int = 25) -> list[tuple[str, int]]:
                 continue
             if line.startswith("Rss:"):
                 per[name] = per.get(name, 0) + int(line.split()[1])
-    return sorted(per.items(), key=lambda kv: -kv[1])[:top]
+    return sorted(per.items(), key=lambda kv: -kv[1])
 
 
 async def measure_display(display: str, work: Path, broker: Broker, info: dict[str, str],
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smaps:
         for r in results:
             print(f"\n{r['display']}: resident kB per mapping at the end")
-            for name, kb in r["smaps_kb"]:
+            for name, kb in r["smaps_kb"][:25]:
                 print(f"{kb:>8}  {name}")
     if args.json:
         args.json.write_text(json.dumps({
