@@ -3,8 +3,8 @@
 Why: FreeType maps the font file once per face, and the pages a face reads count in the
 process's RSS once per face (DejaVu Sans: about 250 kB each, with the kernel reading
 ahead around every page touched). A display draws at a dozen sizes. The same font with
-only the ~200 glyphs of the display's charset is about 60 kB, and a face made from it
-holds one copy of that: a dozen faces then cost less than three mapped ones.
+only the ~200 glyphs of the display's charset is about 40 kB, and a face made from it
+holds one copy of that: six faces then cost less than one mapped face and a half.
 
 What is kept, byte for byte: every kept glyph's outline and hinting instructions, its
 advance and side bearing, the kerning pairs between kept glyphs, the font-wide hinting
@@ -12,8 +12,9 @@ programs (``fpgm``, ``prep``, ``cvt``) and metrics (``head``, ``hhea``, ``OS/2``
 ``maxp`` but the glyph count), so FreeType draws each kept character exactly as from
 the whole font (tests/unit/test_fontsubset.py compares the pixels). Glyphs are numbered
 anew; ``cmap`` and ``kern`` are rebuilt for the new numbers; ``post`` loses its glyph
-names; the OpenType layout tables (``GPOS``, ``GSUB``, ``GDEF``, ...) are left out, as
-the basic layout the displays use reads only ``kern``.
+names and ``name`` all but the font's own names (family, style: the licence text is
+most of it); the OpenType layout tables (``GPOS``, ``GSUB``, ``GDEF``, ...) are left
+out, as the basic layout the displays use reads only ``kern``.
 
 ``subset`` returns None for a font it does not handle (CFF outlines, a collection, a
 variable font, bitmap strikes, per-glyph tables it does not know, anything malformed):
@@ -26,7 +27,7 @@ import mmap
 import struct
 from collections.abc import Callable, Iterable
 
-#: Tables copied unchanged: none of them is indexed by glyph.
+#: Tables copied (``name`` with its first six names only): none is indexed by glyph.
 _KEEP = frozenset({b"head", b"hhea", b"maxp", b"OS/2", b"name", b"cvt ", b"fpgm", b"prep",
                    b"gasp", b"VDMX"})
 #: Tables left out: layout and bookkeeping the basic layout never reads.
@@ -87,6 +88,8 @@ def _subset(data: Buffer, chars: Iterable[str]) -> bytes:
     new_id = {old: new for new, old in enumerate(order)}
 
     out = {tag: body(tag) for tag in tables if tag in _KEEP}
+    if b"name" in tables:
+        out[b"name"] = _names(data, *tables[b"name"])
     glyphs, offsets = bytearray(), [0]
     for old in order:
         g = bytearray(font.glyph(old))
@@ -104,8 +107,9 @@ def _subset(data: Buffer, chars: Iterable[str]) -> bytes:
     out[b"cmap"] = _cmap_table({c: new_id[g] for c, g in wanted.items()})
     if b"kern" in tables:
         out[b"kern"] = _kern(data, *tables[b"kern"], new_id)
-    if b"post" in tables:
-        out[b"post"] = struct.pack(">I", 0x00030000) + body(b"post")[4:32]
+    if b"post" in tables:  # format 3: the header alone, no glyph names
+        post = tables[b"post"][0]
+        out[b"post"] = struct.pack(">I", 0x00030000) + bytes(data[post + 4:post + 32])
     return _write(out)
 
 
@@ -243,6 +247,28 @@ def _cmap_lookup(data: Buffer, offset: int, length: int) -> Callable[[int], int]
     return in_segments
 
 
+def _names(data: Buffer, offset: int, length: int) -> bytes:
+    """The 'name' table with only the family, style, unique, full and PostScript names
+    and the version (IDs 1-6): the licence and description texts are most of it."""
+    fmt, count, strings = struct.unpack_from(">HHH", data, offset)
+    if fmt != 0:
+        return bytes(data[offset:offset + length])
+    records, texts = [], bytearray()
+    for i in range(count):
+        record = struct.unpack_from(">HHHHHH", data, offset + 6 + 12 * i)
+        platform, encoding, language, name_id, size, at = record
+        if not 1 <= name_id <= 6:
+            continue
+        start = offset + strings + at
+        if start + size > offset + length:
+            raise _Unsupported("name")
+        records.append(struct.pack(">HHHHHH", platform, encoding, language, name_id, size,
+                                   len(texts)))
+        texts += data[start:start + size]
+    return struct.pack(">HHH", 0, len(records), 6 + 12 * len(records)) \
+        + b"".join(records) + bytes(texts)
+
+
 def _components(glyph: bytes | bytearray) -> list[tuple[int, int]]:
     """(offset of the glyph index, the index) of each component of a composite glyph."""
     out = []
@@ -323,17 +349,20 @@ def _kern(data: Buffer, offset: int, length: int, new_id: dict[int, int]) -> byt
         n_pairs = struct.unpack_from(">H", data, at + 6)[0]
         if at + 14 + 6 * n_pairs > offset + length:
             raise _Unsupported("kern")
-        pairs = []
-        for left, right, value in struct.iter_unpack(">HHh", data[at + 14:at + 14 + 6 * n_pairs]):
+        # pairs are sorted by (left, right), and the new numbers keep the old order: the
+        # pairs kept stay sorted
+        pairs = bytearray()
+        for i in range(n_pairs):
+            left, right = struct.unpack_from(">HH", data, at + 14 + 6 * i)
             if left in new_id and right in new_id:
-                pairs.append((new_id[left], new_id[right], value))
+                pairs += struct.pack(">HH", new_id[left], new_id[right])
+                pairs += data[at + 18 + 6 * i:at + 20 + 6 * i]
         at += 14 + 6 * n_pairs  # the length field overflows in big tables: count instead
-        pairs.sort()
-        n = len(pairs)
+        n = len(pairs) // 6
         search = 2 ** (n.bit_length() - 1) if n else 0
         head = struct.pack(">HHHH", n, 6 * search, max(0, search.bit_length() - 1),
                            6 * (n - search))
-        body = head + b"".join(struct.pack(">HHh", *p) for p in pairs)
+        body = head + pairs
         subtables.append(struct.pack(">HHH", 0, min(0xFFFF, 6 + len(body)), coverage) + body)
     return struct.pack(">HH", 0, len(subtables)) + b"".join(subtables)
 
@@ -351,13 +380,15 @@ def _write(tables: dict[bytes, bytes]) -> bytes:
     header = struct.pack(">IHHHH", 0x00010000, n, 16 * search, search.bit_length() - 1,
                          16 * (n - search))
     offset = 12 + 16 * n
-    records, bodies = b"", b""
+    records, bodies = [], []
+    head_at = 0
     for tag in tags:
         body = tables[tag]
-        records += struct.pack(">4sIII", tag, _checksum(body), offset + len(bodies), len(body))
-        bodies += body + b"\0" * (-len(body) % 4)
-    font = bytearray(header + records + bodies)
-    head_at = 12 + 16 * n + sum(len(tables[t]) + (-len(tables[t]) % 4)
-                                for t in tags[:tags.index(b"head")])
+        if tag == b"head":
+            head_at = offset
+        records.append(struct.pack(">4sIII", tag, _checksum(body), offset, len(body)))
+        bodies.append(body + b"\0" * (-len(body) % 4))
+        offset += len(bodies[-1])
+    font = bytearray(b"".join([header, *records, *bodies]))
     struct.pack_into(">I", font, head_at + 8, (0xB1B0AFBA - _checksum(bytes(font))) & 0xFFFFFFFF)
     return bytes(font)

@@ -52,7 +52,7 @@ SIZES = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 5
 REF_PX = 50
 #: FreeType faces a display keeps open: the two reference faces every layout measures
 #: with and the current screens' sizes. A face is made from the font cut down to the
-#: display's charset (``fontsubset``: 55 kB of DejaVu Sans) and holds its own copy of
+#: display's charset (``fontsubset``: 40 kB of DejaVu Sans) and holds its own copy of
 #: it; a face opened from the file itself (a font ``fontsubset`` does not handle) maps
 #: the file, and the pages it reads (about 250 kB of DejaVu Sans) count in RSS once per
 #: face. Six faces: a charge's screens reopen about ten faces (0.1 ms each on the dev
