@@ -42,7 +42,7 @@ from lobbypay_hw.screen import render
 
 OLED_SIZE = (128, 64)
 SYSFS_GRAPHICS = "/sys/class/graphics"  # where each /dev/fbN's geometry is (fbN/...)
-BAND_ROWS = 32  # framebuffer rows per write: a 1920-wide 32-bit band is 240 KB
+BAND_ROWS = 16  # framebuffer rows per write: a 1920-wide 32-bit band is 120 KB
 
 
 class GraphicDisplay(DeviceDisplay):
