@@ -65,9 +65,11 @@ PR_SET_DUMPABLE = 4
 REPLY_CACHE_SIZE = 2048
 #: The replies to reads (ping, balance.get, charge.get, charge.list: a state object or a
 #: list of jobs, up to several kB each) are also bounded by their bytes, so a burst of
-#: status polls does not hold megabytes (2,048 of them were 2 MB). Replies to commands
-#: that change something are not: they are small, and answering one again matters.
-REPLY_CACHE_READ_BYTES = 256 * 1024
+#: status polls does not hold megabytes (2,048 of them were 2 MB); 64 KiB is the last
+#: hundred pings or so, seconds of a burst and minutes of a lobby's pace. Replies to
+#: commands that change something are not: they are small, and answering one again
+#: matters.
+REPLY_CACHE_READ_BYTES = 64 * 1024
 #: The commands that change nothing: answering a redelivery again runs the read again.
 READ_ONLY_COMMANDS = frozenset({"ping", "balance.get", "charge.get", "charge.list"})
 #: On stop, a payment POST in flight gets athena.timeout_s plus this to finish ...
