@@ -52,9 +52,10 @@ class GraphicDisplay(DeviceDisplay):
     min_px = 8  # smallest type before a line is cut
     pixel_mode = "L"  # "1" for 1-bit panels (text is hinted differently)
 
-    def __init__(self, rows: int, cols: int, font: str | None, **tuning: float) -> None:
+    def __init__(self, rows: int, cols: int, font: str | None, cache_dir: str | None,
+                 **tuning: float) -> None:
         super().__init__(rows, cols, **tuning)
-        self.fonts: FontSet = load_fonts(font)
+        self.fonts: FontSet = load_fonts(font, Path(cache_dir) if cache_dir else None)
         self.charset = self.fonts.charset
         self._placed: list[Placed] = []
 
@@ -115,11 +116,21 @@ def defer_import(name: str) -> None:
     sys.modules.setdefault(name, _Deferred(name))
 
 
+#: What luma imports for devices an SSD1306 or SH1106 is not, given stand-ins by
+#: ``open_luma`` (each is imported for real the first time it is used, so a luma that
+#: uses them after all still works, only without the saving):
+#: * cbor2, a 1.4 MB extension (0.8 MB of it resident): ``luma.core.bitmap_font`` reads
+#:   the bitmap fonts of character OLEDs (ws0010) with it;
+#: * ``multiprocessing.reduction`` and with it pickle (0.3 MB in the agent's peak): the
+#:   PWM backlight of ``luma.core.interface.serial`` imports ``multiprocessing.Process``
+#:   in a class body, and ``multiprocessing.context`` imports ``reduction``, which only
+#:   starting a process uses.
+UNUSED_BY_OLEDS = ("cbor2", "multiprocessing.reduction")
+
+
 def open_luma(port: OledPort) -> LumaDevice:
-    # luma.oled.device imports luma.core.bitmap_font, which imports cbor2 (a 1.4 MB
-    # extension; 0.8 MB of it resident) for the bitmap fonts of character OLEDs (ws0010)
-    # only: an SSD1306 or SH1106 never calls it
-    defer_import("cbor2")
+    for name in UNUSED_BY_OLEDS:
+        defer_import(name)
     # lazy: luma is loaded only when an OLED is configured. luma ships no type hints:
     # these two imports are the project's only ignores for an untyped library.
     from luma.core.interface.serial import i2c, spi  # type: ignore[import-untyped]
@@ -155,6 +166,7 @@ class OledDisplay(GraphicDisplay):
         rows: int = 4,
         cols: int = 20,
         font: str | None = None,
+        cache_dir: str | None = None,
         device_opener: Callable[[OledPort], LumaDevice] | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_cap_s: float = RETRY_CAP_S,
@@ -172,7 +184,8 @@ class OledDisplay(GraphicDisplay):
                              rotate)
         if rotate in (1, 3):
             self.size = (OLED_SIZE[1], OLED_SIZE[0])
-        super().__init__(rows, cols, font, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
+        super().__init__(rows, cols, font, cache_dir, retry_base_s=retry_base_s,
+                         retry_cap_s=retry_cap_s)
         self._opener = device_opener or open_luma
         self._device: LumaDevice | None = None
 
@@ -301,6 +314,7 @@ class FramebufferDisplay(GraphicDisplay):
         cols: int = 20,
         font: str | None = None,
         sysfs: str | None = None,
+        cache_dir: str | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
@@ -309,7 +323,8 @@ class FramebufferDisplay(GraphicDisplay):
         self.path = path
         self.sysfs = sysfs or SYSFS_GRAPHICS
         self.size = (800, 480)  # until the real geometry is read at open
-        super().__init__(rows, cols, font, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
+        super().__init__(rows, cols, font, cache_dir, retry_base_s=retry_base_s,
+                         retry_cap_s=retry_cap_s)
         self._fd: int | None = None
         self.geometry: FbGeometry | None = None
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lobbypay_hw import fontsubset
+from lobbypay_hw import fontcut
 from lobbypay_hw.screen import SAFE_CHARS, fit
 
 FONT_DIRS = (
@@ -52,12 +52,16 @@ SIZES = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 5
 REF_PX = 50
 #: FreeType faces a display keeps open: the two reference faces every layout measures
 #: with and the current screens' sizes. A face is made from the font cut down to the
-#: display's charset (``fontsubset``: 40 kB of DejaVu Sans) and holds its own copy of
-#: it; a face opened from the file itself (a font ``fontsubset`` does not handle) maps
-#: the file, and the pages it reads (about 250 kB of DejaVu Sans) count in RSS once per
-#: face. Six faces: a charge's screens reopen about ten faces (0.1 ms each on the dev
-#: VM), sixteen would keep them all and cost 0.4 MB more (docs/PERFORMANCE.md).
+#: display's charset (``fontcut``: 40 kB of DejaVu Sans) and holds its own copy of it;
+#: a face opened from the file itself (no fontTools, or a font it could not cut down)
+#: maps the file, and the pages it reads (about 250 kB of DejaVu Sans) count in RSS once
+#: per face. Six faces: a charge's screens reopen about ten faces (0.1 ms each on the
+#: dev VM), sixteen would keep them all and cost 0.4 MB more (docs/PERFORMANCE.md).
 MAX_FACES = 6
+#: the characters a display's charset may hold: what every display shows, and the
+#: letters and signs beyond ASCII the font is asked for (\ | ~ are only unsafe on LCD
+#: ROMs: a graphic display shows them)
+ASKED = "".join(sorted(SAFE_CHARS | {"\\", "|", "~"} | set(_CANDIDATES)))
 
 
 class FontSet:
@@ -108,25 +112,21 @@ def _open(path: str | None, size: int, cut: bytes | None = None) -> AnyFont:
     return ImageFont.truetype(source, size, layout_engine=ImageFont.Layout.BASIC)
 
 
-def _cut_down(path: str, charset: frozenset[str], whole: AnyFont | None = None) -> bytes | None:
-    """The font in ``path`` with only the glyphs of ``charset``, if it draws them exactly
-    as the whole font does (checked here once, at 16 px, every character, against
-    ``whole`` if given: the file's 16 px face); else None."""
+def draws_alike(path: str, cut: bytes, charset: frozenset[str]) -> bool:
+    """The font ``cut`` draws every character of ``charset`` exactly as the file in
+    ``path`` does (the whole charset on one line: pixels and kerning; at 16 px, 8-bit and
+    1-bit). Run where the cut is made (``fontcut``'s child), not in the agent."""
+    text = "".join(sorted(charset))
     try:
-        cut = fontsubset.subset_file(path, charset)
-        if cut is None:
-            return None
-        text = "".join(sorted(charset))
-        if _drawn(whole or _open(path, 16), text) != _drawn(_open(path, 16, cut), text):
-            return None
-    except (OSError, ValueError):  # unreadable, or FreeType refused the cut-down font
-        return None
-    return cut
+        whole, part = _open(path, 16), _open(path, 16, cut)
+        return all(_drawn(whole, text, mode) == _drawn(part, text, mode) for mode in "L1")
+    except (OSError, ValueError):  # FreeType refused the cut-down font
+        return False
 
 
-def _drawn(font: AnyFont, text: str) -> bytes:
-    left, top, right, bottom = (int(v) for v in font.getbbox(text))
-    im = Image.new("L", (right - left + 2, bottom - top + 2))
+def _drawn(font: AnyFont, text: str, mode: str = "L") -> bytes:
+    left, top, right, bottom = (int(v) for v in font.getbbox(text, mode=mode))
+    im = Image.new(mode, (right - left + 2, bottom - top + 2))
     ImageDraw.Draw(im).text((1 - left, 1 - top), text, font=font, fill=255)
     return im.tobytes()
 
@@ -141,9 +141,20 @@ def _sample(font: AnyFont, text: str) -> bytes:
     return im.tobytes()
 
 
-def load_fonts(font: str | None = None) -> FontSet:
+def probe_charset(regular: str | None) -> frozenset[str]:
+    """What the display shows with this font: the characters of ``ASKED`` it draws (each
+    candidate beyond ASCII drawn and compared with a missing glyph)."""
+    probe = _open(regular, 16)  # closed after: no screen is drawn at this size
+    missing = _sample(probe, "\U0010fffd")
+    extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
+    return frozenset(c for c in ASKED if c not in _CANDIDATES or c in extra)
+
+
+def load_fonts(font: str | None = None, cache_dir: Path | None = None) -> FontSet:
     """The configured font (bold = the same), else DejaVu, else Pillow's; never raises
-    for a missing font file (a missing ``font`` from the config is a ValueError)."""
+    for a missing font file (a missing ``font`` from the config is a ValueError). The
+    faces are made from the fonts cut down to the charset (``fontcut``, cached in
+    ``cache_dir``) where they can be, else from the files."""
     if font is not None:
         if not Path(font).is_file():
             raise ValueError(f"display.font: no such font file {font!r}")
@@ -156,18 +167,11 @@ def load_fonts(font: str | None = None) -> FontSet:
                 regular = str(Path(d, REGULAR))
                 bold = str(Path(d, BOLD)) if Path(d, BOLD).is_file() else regular
                 break
-    probe = _open(regular, 16)  # closed after: no screen is drawn at this size
-    missing = _sample(probe, "\U0010fffd")
-    extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
-    # a graphic display shows \ | ~ as themselves (they are only unsafe on LCD ROMs)
-    charset = frozenset(SAFE_CHARS | {"\\", "|", "~"} | extra)
-    cut: dict[str, bytes] = {}
-    for path in dict.fromkeys((regular, bold)):
-        if path is not None:
-            part = _cut_down(path, charset, probe if path == regular else None)
-            if part is not None:
-                cut[path] = part
-    return FontSet(regular, bold, charset, cut)
+    paths = [p for p in dict.fromkeys((regular, bold)) if p is not None]
+    cut = fontcut.load(paths, ASKED, cache_dir) if paths else None
+    if cut is not None:
+        return FontSet(regular, bold, cut.charset, cut.fonts)
+    return FontSet(regular, bold, probe_charset(regular))
 
 
 @dataclass(frozen=True, slots=True)

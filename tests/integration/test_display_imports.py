@@ -1,6 +1,7 @@
 """What each display loads into the agent (docs/PERFORMANCE.md, "Peak RSS with each
 display"): Pillow and luma only when a graphic display is configured, smbus2 only when an
-I2C one runs, and never cbor2 (luma imports it for fonts no SSD1306 uses). Each case runs
+I2C one runs, never cbor2 or pickle (luma imports them for devices an SSD1306 is not), and
+never fontTools (it cuts the fonts down in a child process). Each case runs
 in a fresh interpreter: the agent's own imports, the display built as the agent builds it,
 its writer run for a moment (an I2C bus that does not exist here)."""
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WATCHED = ("PIL", "luma", "cbor2", "smbus2", "lobbypay_hw.display_graphic")
+WATCHED = ("PIL", "luma", "cbor2", "smbus2", "fontTools", "pickle", "_pickle",
+           "lobbypay_hw.display_graphic")
 
 PROBE = """
 import asyncio, json, sys
@@ -76,6 +78,26 @@ def test_an_oled_loads_pillow_and_luma_but_not_cbor2(name: str) -> None:
 def test_the_framebuffer_loads_pillow_only(tmp_path: Path) -> None:
     assert loaded("framebuffer", path=str(tmp_path / "fb0")) == {
         "PIL", "lobbypay_hw.display_graphic"}
+
+
+def test_multiprocessing_still_starts_processes_after_luma_is_loaded() -> None:
+    """The stand-in for multiprocessing.reduction loads the real module when a process
+    is started (with pickling: the spawn start method pickles the process object)."""
+    pytest.importorskip("luma.oled")
+    code = ("import sys; from lobbypay_hw.display_graphic import UNUSED_BY_OLEDS, "
+            "defer_import\nfor n in UNUSED_BY_OLEDS: defer_import(n)\n"
+            "import luma.oled.device, multiprocessing\n"
+            "assert 'pickle' not in sys.modules\n"
+            "if __name__ == '__main__':\n"
+            "    p = multiprocessing.get_context('spawn').Process(target=print, args=('x',))\n"
+            "    p.start(); p.join(60)\n"
+            "    assert p.exitcode == 0 and 'pickle' in sys.modules\n"
+            "    print('ok')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"),
+                                                       str(ROOT / "drivers")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: S603
+                          text=True, timeout=120, env=env)
+    assert proc.stdout.split() == ["x", "ok"], proc.stderr[-2000:]
 
 
 def test_luma_still_reads_its_bitmap_fonts_when_asked() -> None:
