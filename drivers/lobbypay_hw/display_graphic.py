@@ -22,10 +22,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
-import importlib
 import os
-import sys
-import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +31,7 @@ from typing import Any, Protocol
 from PIL import Image, ImageChops
 
 from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S
+from lobbypay_hw._deferred import defer_import
 from lobbypay_hw._display import DeviceDisplay
 from lobbypay_hw.api import ScreenView
 from lobbypay_hw.display_i2c import check_address, check_bus
@@ -98,24 +96,6 @@ class OledPort:
     rotate: int
 
 
-class _Deferred(types.ModuleType):
-    """Stands in for a module nothing here calls: the real one is imported the first
-    time one of its attributes is used."""
-
-    def __getattr__(self, name: str) -> Any:
-        name_ = self.__name__
-        if sys.modules.get(name_) is self:
-            del sys.modules[name_]
-        real = importlib.import_module(name_)
-        self.__dict__.update(real.__dict__)
-        return getattr(real, name)
-
-
-def defer_import(name: str) -> None:
-    """``import name`` gets a stand-in until the module is used (unless it is loaded)."""
-    sys.modules.setdefault(name, _Deferred(name))
-
-
 #: What luma imports for devices an SSD1306 or SH1106 is not, given stand-ins by
 #: ``open_luma`` (each is imported for real the first time it is used, so a luma that
 #: uses them after all still works, only without the saving):
@@ -129,8 +109,7 @@ UNUSED_BY_OLEDS = ("cbor2", "multiprocessing.reduction")
 
 
 def open_luma(port: OledPort) -> LumaDevice:
-    for name in UNUSED_BY_OLEDS:
-        defer_import(name)
+    defer_import(*UNUSED_BY_OLEDS)  # lobbypay_hw/_deferred.py
     # lazy: luma is loaded only when an OLED is configured. luma ships no type hints:
     # these two imports are the project's only ignores for an untyped library.
     from luma.core.interface.serial import i2c, spi  # type: ignore[import-untyped]

@@ -36,22 +36,33 @@ async def run_a_moment() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 asyncio.run(run_a_moment())
+from lobbypay_hw._deferred import deferred
+print(json.dumps(sorted(deferred(STAND_INS))))
 print(json.dumps(sorted({m for m in sys.modules if m.split(".")[0] in WATCHED
                          or m in WATCHED})))
 """
+# what the graphic displays give stand-ins (lobbypay_hw/_deferred.py)
+STAND_INS = ("PIL.ExifTags", "PIL.TiffTags", "cbor2", "multiprocessing.reduction")
 
 
-def loaded(name: str, **kwargs: object) -> set[str]:
+def run_probe(name: str, **kwargs: object) -> tuple[set[str], set[str]]:
+    """(the watched modules loaded, the stand-ins still standing in)"""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"),
                                                        str(ROOT / "drivers")])}
     proc = subprocess.run(  # noqa: S603 - our interpreter and code
-        [sys.executable, "-c", f"WATCHED = {WATCHED!r}\n" + PROBE, name, json.dumps(kwargs)],
+        [sys.executable, "-c", f"WATCHED = {WATCHED!r}\nSTAND_INS = {STAND_INS!r}\n" + PROBE,
+         name, json.dumps(kwargs)],
         capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = json.loads(proc.stdout.splitlines()[-1])
-    # cbor2 counts when its extension is loaded (luma's import of it gets a stand-in)
+    standing = set(json.loads(proc.stdout.splitlines()[-2]))
+    # a stand-in (lobbypay_hw/_deferred.py) is not a module loaded: only the real one counts
     return {m.split(".")[0] if not m.startswith("lobbypay_hw") else m
-            for m in names if m != "cbor2"}
+            for m in names if m not in standing}, standing
+
+
+def loaded(name: str, **kwargs: object) -> set[str]:
+    return run_probe(name, **kwargs)[0]
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [
@@ -80,12 +91,25 @@ def test_the_framebuffer_loads_pillow_only(tmp_path: Path) -> None:
         "PIL", "lobbypay_hw.display_graphic"}
 
 
+@pytest.mark.parametrize(("name", "kwargs", "standing"), [
+    ("ssd1306", {"bus": 250}, set(STAND_INS)),
+    ("framebuffer", {"path": "/nonexistent/fb0"}, {"PIL.ExifTags", "PIL.TiffTags"}),
+])
+def test_what_the_displays_never_use_stays_a_stand_in(
+        name: str, kwargs: dict[str, object], standing: set[str]) -> None:
+    """After screens are laid out and drawn: not one of them was needed."""
+    if name == "ssd1306":
+        pytest.importorskip("luma.oled")
+    assert run_probe(name, **kwargs)[1] == standing
+
+
 def test_multiprocessing_still_starts_processes_after_luma_is_loaded() -> None:
     """The stand-in for multiprocessing.reduction loads the real module when a process
     is started (with pickling: the spawn start method pickles the process object)."""
     pytest.importorskip("luma.oled")
-    code = ("import sys; from lobbypay_hw.display_graphic import UNUSED_BY_OLEDS, "
-            "defer_import\nfor n in UNUSED_BY_OLEDS: defer_import(n)\n"
+    code = ("import sys; from lobbypay_hw._deferred import defer_import\n"
+            "from lobbypay_hw.display_graphic import UNUSED_BY_OLEDS\n"
+            "defer_import(*UNUSED_BY_OLEDS)\n"
             "import luma.oled.device, multiprocessing\n"
             "assert 'pickle' not in sys.modules\n"
             "if __name__ == '__main__':\n"
@@ -103,7 +127,7 @@ def test_multiprocessing_still_starts_processes_after_luma_is_loaded() -> None:
 def test_luma_still_reads_its_bitmap_fonts_when_asked() -> None:
     """The stand-in for cbor2 loads the real module on first use."""
     pytest.importorskip("luma.oled")
-    code = ("import sys; from lobbypay_hw.display_graphic import defer_import; "
+    code = ("import sys; from lobbypay_hw._deferred import defer_import; "
             "defer_import('cbor2'); import luma.core.bitmap_font as bf; "
             "assert 'cbor2._cbor2' not in sys.modules; "
             "assert bf.cbor2.loads(bf.cbor2.dumps({'a': [1]})) == {'a': [1]}; "
