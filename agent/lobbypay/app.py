@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import resource
@@ -64,6 +63,15 @@ PR_SET_DUMPABLE = 4
 #: redelivery comes within seconds; charge.start / charge.cancel replies are also kept
 #: in the journal, so they survive a restart.
 REPLY_CACHE_SIZE = 2048
+#: The replies to reads (ping, balance.get, charge.get, charge.list: a state object or a
+#: list of jobs, up to several kB each) are also bounded by their bytes, so a burst of
+#: status polls does not hold megabytes (2,048 of them were 2 MB); 64 KiB is the last
+#: hundred pings or so, seconds of a burst and minutes of a lobby's pace. Replies to
+#: commands that change something are not: they are small, and answering one again
+#: matters.
+REPLY_CACHE_READ_BYTES = 64 * 1024
+#: The commands that change nothing: answering a redelivery again runs the read again.
+READ_ONLY_COMMANDS = frozenset({"ping", "balance.get", "charge.get", "charge.list"})
 #: On stop, a payment POST in flight gets athena.timeout_s plus this to finish ...
 POST_GRACE_S = 2.0
 #: ... but never more than this, to stay inside the unit's TimeoutStopSec=30 with room
@@ -152,7 +160,33 @@ class Dispatcher:
     def __init__(self, engine: Engine, journal: ports.Journal) -> None:
         self.engine = engine
         self.journal = journal
-        self._replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
+        # request_id -> the reply (a future while the command runs), oldest first; reads
+        # in their own cache, bounded by bytes too (REPLY_CACHE_READ_BYTES)
+        self._replies: OrderedDict[str, asyncio.Future[bytes] | bytes] = OrderedDict()
+        self._reads: OrderedDict[str, asyncio.Future[bytes] | bytes] = OrderedDict()
+        self._read_bytes = 0
+
+    def _cached(self, request_id: str) -> asyncio.Future[bytes] | bytes | None:
+        for cache in (self._replies, self._reads):
+            entry = cache.get(request_id)
+            if entry is not None:
+                cache.move_to_end(request_id)
+                return entry
+        return None
+
+    def _keep(self, request_id: str, reply: bytes, read: bool) -> None:
+        """The command's reply in place of its future (a future costs more than most
+        replies), then the reads' byte bound."""
+        (self._reads if read else self._replies)[request_id] = reply
+        if read:
+            self._read_bytes += len(reply)
+            while self._read_bytes > REPLY_CACHE_READ_BYTES and len(self._reads) > 1:
+                self._evict_read()
+
+    def _evict_read(self) -> None:
+        _, old = self._reads.popitem(last=False)
+        if isinstance(old, bytes):
+            self._read_bytes -= len(old)
 
     async def handle(self, payload: bytes, *, staff: bool = False) -> bytes:
         """Answer one command. ``staff``: it came on ``staff/cmd`` (protocol 10), the only
@@ -162,22 +196,29 @@ class Dispatcher:
             cmd = protocol.decode_command(payload, staff=staff)
         except protocol.ProtocolError as exc:
             return protocol.error_reply(exc.request_id, exc.command, exc.code, exc.message)
-        fut = self._replies.get(cmd.request_id)
-        if fut is not None:
-            self._replies.move_to_end(cmd.request_id)
-            return await asyncio.shield(fut)
+        entry = self._cached(cmd.request_id)
+        if isinstance(entry, bytes):
+            return entry
+        if entry is not None:
+            return await asyncio.shield(entry)
         stored = self.journal.get_reply(cmd.request_id)
         if stored is not None:
             return stored
+        read = cmd.type in READ_ONLY_COMMANDS
+        cache = self._reads if read else self._replies
         fut = asyncio.get_running_loop().create_future()
-        self._replies[cmd.request_id] = fut
-        while len(self._replies) > REPLY_CACHE_SIZE:
-            self._replies.popitem(last=False)
+        cache[cmd.request_id] = fut
+        while len(cache) > REPLY_CACHE_SIZE:
+            if read:
+                self._evict_read()
+            else:
+                cache.popitem(last=False)
         try:
             reply = await self._route(cmd)
         except BaseException as exc:
             # Cancelled or crashed: answer nothing from the cache for this id next time.
-            self._replies.pop(cmd.request_id, None)
+            if cache.get(cmd.request_id) is fut:
+                del cache[cmd.request_id]
             if not fut.done():
                 fut.cancel()
             if isinstance(exc, Exception):
@@ -188,6 +229,8 @@ class Dispatcher:
                 )
             raise
         fut.set_result(reply)
+        if cache.get(cmd.request_id) is fut:
+            self._keep(cmd.request_id, reply, read)
         if isinstance(cmd, ChargeStart | ChargeCancel):
             try:
                 self.journal.put_reply(cmd.request_id, reply)
@@ -233,7 +276,9 @@ def not_dumpable() -> bool:
     """``prctl(PR_SET_DUMPABLE, 0)``: no core file, and no other process of the same user
     may ptrace this one or read its memory through /proc/<pid>/mem. True when set."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols, libc among them (ctypes.util.find_library runs
+        # ldconfig in a child process and costs an import)
+        libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         log.warning("could not make the process non-dumpable")

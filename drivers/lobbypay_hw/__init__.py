@@ -151,8 +151,18 @@ def make_hd44780_i2c(
     )
 
 
+#: What Pillow's ``PIL.Image`` imports for image files, which the graphic displays never
+#: open (they draw new images): the EXIF and TIFF tag tables, hundreds of enum members
+#: and dicts (0.3 MB in the agent's peak). Given stand-ins (lobbypay_hw/_deferred.py)
+#: before Pillow is first imported.
+UNUSED_BY_GRAPHIC_DISPLAYS = ("PIL.ExifTags", "PIL.TiffTags")
+
+
 def _graphic(extra: str) -> Any:
     """The graphic drivers' module (imports Pillow), or ValueError naming the extra."""
+    from lobbypay_hw._deferred import defer_import
+
+    defer_import(*UNUSED_BY_GRAPHIC_DISPLAYS)
     try:
         display_graphic = importlib.import_module("lobbypay_hw.display_graphic")
     except ImportError as exc:

@@ -20,15 +20,18 @@ the fb's own format (RGB565 little-endian, BGR 24-bit or BGRX 32-bit). luma.core
 from __future__ import annotations
 
 import atexit
+import ctypes
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image, ImageChops
 
 from lobbypay_hw._common import RETRY_BASE_S, RETRY_CAP_S
+from lobbypay_hw._deferred import defer_import
 from lobbypay_hw._display import DeviceDisplay
 from lobbypay_hw.api import ScreenView
 from lobbypay_hw.display_i2c import check_address, check_bus
@@ -37,7 +40,7 @@ from lobbypay_hw.screen import render
 
 OLED_SIZE = (128, 64)
 SYSFS_GRAPHICS = "/sys/class/graphics"  # where each /dev/fbN's geometry is (fbN/...)
-BAND_ROWS = 64  # framebuffer rows per write: a 1920-wide 32-bit band is 480 KB
+BAND_ROWS = 16  # framebuffer rows per write: a 1920-wide 32-bit band is 120 KB
 
 
 class GraphicDisplay(DeviceDisplay):
@@ -47,9 +50,10 @@ class GraphicDisplay(DeviceDisplay):
     min_px = 8  # smallest type before a line is cut
     pixel_mode = "L"  # "1" for 1-bit panels (text is hinted differently)
 
-    def __init__(self, rows: int, cols: int, font: str | None, **tuning: float) -> None:
+    def __init__(self, rows: int, cols: int, font: str | None, cache_dir: str | None,
+                 **tuning: float) -> None:
         super().__init__(rows, cols, **tuning)
-        self.fonts: FontSet = load_fonts(font)
+        self.fonts: FontSet = load_fonts(font, Path(cache_dir) if cache_dir else None)
         self.charset = self.fonts.charset
         self._placed: list[Placed] = []
 
@@ -92,7 +96,20 @@ class OledPort:
     rotate: int
 
 
+#: What luma imports for devices an SSD1306 or SH1106 is not, given stand-ins by
+#: ``open_luma`` (each is imported for real the first time it is used, so a luma that
+#: uses them after all still works, only without the saving):
+#: * cbor2, a 1.4 MB extension (0.8 MB of it resident): ``luma.core.bitmap_font`` reads
+#:   the bitmap fonts of character OLEDs (ws0010) with it;
+#: * ``multiprocessing.reduction`` and with it pickle (0.3 MB in the agent's peak): the
+#:   PWM backlight of ``luma.core.interface.serial`` imports ``multiprocessing.Process``
+#:   in a class body, and ``multiprocessing.context`` imports ``reduction``, which only
+#:   starting a process uses.
+UNUSED_BY_OLEDS = ("cbor2", "multiprocessing.reduction")
+
+
 def open_luma(port: OledPort) -> LumaDevice:
+    defer_import(*UNUSED_BY_OLEDS)  # lobbypay_hw/_deferred.py
     # lazy: luma is loaded only when an OLED is configured. luma ships no type hints:
     # these two imports are the project's only ignores for an untyped library.
     from luma.core.interface.serial import i2c, spi  # type: ignore[import-untyped]
@@ -128,6 +145,7 @@ class OledDisplay(GraphicDisplay):
         rows: int = 4,
         cols: int = 20,
         font: str | None = None,
+        cache_dir: str | None = None,
         device_opener: Callable[[OledPort], LumaDevice] | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_cap_s: float = RETRY_CAP_S,
@@ -145,7 +163,8 @@ class OledDisplay(GraphicDisplay):
                              rotate)
         if rotate in (1, 3):
             self.size = (OLED_SIZE[1], OLED_SIZE[0])
-        super().__init__(rows, cols, font, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
+        super().__init__(rows, cols, font, cache_dir, retry_base_s=retry_base_s,
+                         retry_cap_s=retry_cap_s)
         self._opener = device_opener or open_luma
         self._device: LumaDevice | None = None
 
@@ -238,6 +257,24 @@ def write_image(fd: int, bands: Iterable[tuple[int, Image.Image]], geo: FbGeomet
             os.pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], (y0 + i) * geo.stride)
 
 
+def release_free_memory() -> None:
+    """Give the pages the last frame freed back to the system (glibc's ``malloc_trim``;
+    elsewhere nothing). The frame is drawn in the display's worker thread, whose malloc
+    arena would otherwise keep its high-water mark: about 1 MB for an 800x480 screen."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
 # High contrast for a patient a metre or two away: white on black, the main line (the
 # amount due, or the result) in yellow.
 FB_BACKGROUND = (0, 0, 0)
@@ -256,6 +293,7 @@ class FramebufferDisplay(GraphicDisplay):
         cols: int = 20,
         font: str | None = None,
         sysfs: str | None = None,
+        cache_dir: str | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
@@ -264,7 +302,8 @@ class FramebufferDisplay(GraphicDisplay):
         self.path = path
         self.sysfs = sysfs or SYSFS_GRAPHICS
         self.size = (800, 480)  # until the real geometry is read at open
-        super().__init__(rows, cols, font, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s)
+        super().__init__(rows, cols, font, cache_dir, retry_base_s=retry_base_s,
+                         retry_cap_s=retry_cap_s)
         self._fd: int | None = None
         self.geometry: FbGeometry | None = None
 
@@ -283,6 +322,7 @@ class FramebufferDisplay(GraphicDisplay):
         async def update(sent: tuple[str, ...] | None, wanted: tuple[str, ...]) -> None:
             bands = patient_view_bands(self._placed, self.fonts, self.size)
             await self._blocking(write_image, fd, bands, geo)
+            await self._blocking(release_free_memory)
 
         await self._write_frames(update)
 
@@ -296,16 +336,25 @@ def patient_view_bands(
     placed: Sequence[Placed], fonts: FontSet, size: tuple[int, int]
 ) -> Iterator[tuple[int, Image.Image]]:
     """The full-screen view in bands of ``BAND_ROWS`` rows: white text on black, the main
-    (bold) line yellow. The text is drawn once as 8-bit coverage; colour is added one band
-    at a time, so a 1920x1080 screen never holds a whole RGB frame (6 MB) in memory."""
-    cover = draw(placed, fonts, size, "L", 255, 0)
+    (bold) line yellow. Each line is drawn once, as 8-bit coverage the size of its ink
+    box; each band is put together from the lines it crosses and coloured on its own, so
+    no image the size of the screen is ever made (a 1920x1080 RGB frame is 8 MB, its
+    coverage 2 MB)."""
     width, height = size
-    main = [p.box for p in placed if p.bold]
+    lines = [(p, draw([replace(p, box=(0, 0, p.box[2] - p.box[0], p.box[3] - p.box[1]))],
+                      fonts, (p.box[2] - p.box[0], p.box[3] - p.box[1]), "L", 255, 0))
+             for p in placed if p.box[2] > p.box[0] and p.box[3] > p.box[1]]
     for y0 in range(0, height, BAND_ROWS):
         y1 = min(height, y0 + BAND_ROWS)
-        band = cover.crop((0, y0, width, y1))
+        band = Image.new("L", (width, y1 - y0), 0)
+        for p, cover in lines:
+            if p.box[1] < y1 and p.box[3] > y0:
+                band.paste(cover, (p.box[0], p.box[1] - y0))
         rgb = Image.merge("RGB", (band, band, band))
-        for x0, top, x1, bottom in main:
+        for p, _ in lines:
+            if not p.bold:
+                continue
+            x0, top, x1, bottom = p.box
             top, bottom = max(top, y0), min(bottom, y1)
             if top >= bottom:
                 continue

@@ -19,14 +19,17 @@ at the smallest size is cut, and the mirror is cut with it.
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from lobbypay_hw import fontcut
 from lobbypay_hw.screen import SAFE_CHARS, fit
 
 FONT_DIRS = (
@@ -43,28 +46,89 @@ _CANDIDATES = [chr(c) for c in range(0xA1, 0x100) if c != 0xAD] + list("–—�
 AnyFont = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-@dataclass(frozen=True, slots=True)
-class FontSet:
-    regular: str | None  # a TrueType file, or None for Pillow's built-in font
-    bold: str | None
-    charset: frozenset[str]
-
-    def get(self, size: int, bold: bool = False) -> AnyFont:
-        return _font(self.bold if bold else self.regular, size)
-
-
 # Type sizes in pixels, about 12 % apart: a screen change reuses the faces already open.
 SIZES = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 25, 28, 32, 36, 40, 45, 50, 56, 63, 71, 80,
          90, 100, 112, 125, 140, 160, 180, 200, 225, 250, 280, 320)
 REF_PX = 50
+#: FreeType faces a display keeps open: the two reference faces every layout measures
+#: with and the current screens' sizes. A face is made from the font cut down to the
+#: display's charset (``fontcut``: 40 kB of DejaVu Sans) and holds its own copy of it;
+#: a face opened from the file itself (no fontTools, or a font it could not cut down)
+#: maps the file, and the pages it reads (about 250 kB of DejaVu Sans) count in RSS once
+#: per face. Six faces: a charge's screens reopen about ten faces (0.1 ms each on the
+#: dev VM), sixteen would keep them all and cost 0.4 MB more (docs/PERFORMANCE.md).
+MAX_FACES = 6
+#: the characters a display's charset may hold: what every display shows, and the
+#: letters and signs beyond ASCII the font is asked for (\ | ~ are only unsafe on LCD
+#: ROMs: a graphic display shows them)
+ASKED = "".join(sorted(SAFE_CHARS | {"\\", "|", "~"} | set(_CANDIDATES)))
 
 
-@lru_cache(maxsize=16)
-def _font(path: str | None, size: int) -> AnyFont:
+class FontSet:
+    """The regular and bold font files, the characters they draw, and the faces open."""
+
+    __slots__ = ("regular", "bold", "charset", "_cut", "_faces", "_lock")
+
+    def __init__(self, regular: str | None, bold: str | None, charset: frozenset[str],
+                 cut: Mapping[str, bytes] | None = None) -> None:
+        self.regular = regular  # a TrueType file, or None for Pillow's built-in font
+        self.bold = bold
+        self.charset = charset
+        self._cut = dict(cut or {})  # font file -> the font cut down to the charset
+        self._faces: OrderedDict[tuple[str | None, int], AnyFont] = OrderedDict()
+        # the framebuffer draws in its worker thread while the loop lays out the next
+        # screen: the least-recently-used bookkeeping must not interleave
+        self._lock = threading.Lock()
+
+    def get(self, size: int, bold: bool = False) -> AnyFont:
+        path = self.bold if bold else self.regular
+        key = (path, size)
+        with self._lock:
+            face = self._faces.get(key)
+            if face is not None:
+                self._faces.move_to_end(key)
+                return face
+            face = self._faces[key] = _open(path, size, self._cut.get(path or ""))
+            while len(self._faces) > MAX_FACES:
+                self._faces.popitem(last=False)  # closed when the last user lets go
+            return face
+
+    @property
+    def open_faces(self) -> int:
+        return len(self._faces)
+
+    @property
+    def cut_down(self) -> bool:
+        """Faces are made from the fonts cut down to the charset (not the files)."""
+        paths = [p for p in (self.regular, self.bold) if p is not None]
+        return bool(paths) and all(p in self._cut for p in paths)
+
+
+def _open(path: str | None, size: int, cut: bytes | None = None) -> AnyFont:
     if path is None:
         return ImageFont.load_default(size)
     # BASIC layout: Latin text needs no shaping, and raqm/harfbuzz would cost ~1 MB more
-    return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.BASIC)
+    source: str | io.BytesIO = path if cut is None else io.BytesIO(cut)  # read() shares it
+    return ImageFont.truetype(source, size, layout_engine=ImageFont.Layout.BASIC)
+
+
+def draws_alike(path: str, cut: bytes, charset: frozenset[str]) -> bool:
+    """The font ``cut`` draws every character of ``charset`` exactly as the file in
+    ``path`` does (the whole charset on one line: pixels and kerning; at 16 px, 8-bit and
+    1-bit). Run where the cut is made (``fontcut``'s child), not in the agent."""
+    text = "".join(sorted(charset))
+    try:
+        whole, part = _open(path, 16), _open(path, 16, cut)
+        return all(_drawn(whole, text, mode) == _drawn(part, text, mode) for mode in "L1")
+    except (OSError, ValueError):  # FreeType refused the cut-down font
+        return False
+
+
+def _drawn(font: AnyFont, text: str, mode: str = "L") -> bytes:
+    left, top, right, bottom = (int(v) for v in font.getbbox(text, mode=mode))
+    im = Image.new(mode, (right - left + 2, bottom - top + 2))
+    ImageDraw.Draw(im).text((1 - left, 1 - top), text, font=font, fill=255)
+    return im.tobytes()
 
 
 def _has_glyph(font: AnyFont, ch: str, missing: bytes) -> bool:
@@ -77,9 +141,20 @@ def _sample(font: AnyFont, text: str) -> bytes:
     return im.tobytes()
 
 
-def load_fonts(font: str | None = None) -> FontSet:
+def probe_charset(regular: str | None) -> frozenset[str]:
+    """What the display shows with this font: the characters of ``ASKED`` it draws (each
+    candidate beyond ASCII drawn and compared with a missing glyph)."""
+    probe = _open(regular, 16)  # closed after: no screen is drawn at this size
+    missing = _sample(probe, "\U0010fffd")
+    extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
+    return frozenset(c for c in ASKED if c not in _CANDIDATES or c in extra)
+
+
+def load_fonts(font: str | None = None, cache_dir: Path | None = None) -> FontSet:
     """The configured font (bold = the same), else DejaVu, else Pillow's; never raises
-    for a missing font file (a missing ``font`` from the config is a ValueError)."""
+    for a missing font file (a missing ``font`` from the config is a ValueError). The
+    faces are made from the fonts cut down to the charset (``fontcut``, cached in
+    ``cache_dir``) where they can be, else from the files."""
     if font is not None:
         if not Path(font).is_file():
             raise ValueError(f"display.font: no such font file {font!r}")
@@ -92,12 +167,11 @@ def load_fonts(font: str | None = None) -> FontSet:
                 regular = str(Path(d, REGULAR))
                 bold = str(Path(d, BOLD)) if Path(d, BOLD).is_file() else regular
                 break
-    probe = _font(regular, 16)
-    missing = _sample(probe, "\U0010fffd")
-    extra = {ch for ch in _CANDIDATES if _has_glyph(probe, ch, missing)}
-    # a graphic display shows \ | ~ as themselves (they are only unsafe on LCD ROMs)
-    charset = SAFE_CHARS | {"\\", "|", "~"} | frozenset(extra)
-    return FontSet(regular, bold, frozenset(charset))
+    paths = [p for p in dict.fromkeys((regular, bold)) if p is not None]
+    cut = fontcut.load(paths, ASKED, cache_dir) if paths else None
+    if cut is not None:
+        return FontSet(regular, bold, cut.charset, cut.fonts)
+    return FontSet(regular, bold, probe_charset(regular))
 
 
 @dataclass(frozen=True, slots=True)

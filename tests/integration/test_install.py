@@ -353,4 +353,4 @@ def test_graphic_display_in_the_config_installs_its_extra(
         assert pip[0].endswith(f"{repo}[{extra}]")
     else:
         assert pip[0].endswith(str(repo)) and "display extra" not in res.stdout
-    assert "usermod --append --groups i2c,spi,video lobbypay" in res.stdout
+    assert "usermod --append --groups i2c,spi,gpio,video lobbypay" in res.stdout

@@ -82,7 +82,9 @@ def test_devices(unit: dict[str, dict[str, list[str]]]) -> None:
     assert one(unit, "Service", "DevicePolicy") == "closed"
     allowed = unit["Service"]["DeviceAllow"]
     assert allowed == ["char-input r", "char-hidraw r", "char-ttyUSB rw", "char-ttyACM rw",
-                       "char-i2c rw", "char-spi rw", "char-fb rw"]  # I2C, SPI, HDMI/DSI
+                       "char-i2c rw", "char-spi rw", "char-fb rw",  # I2C, SPI, HDMI/DSI
+                       # an SPI OLED's D/C and reset lines (lgpio/libgpiod; RPi.GPIO)
+                       "char-gpiochip rw", "char-rpi-gpiomem rw", "char-bcm2835-gpiomem rw"]
     # PrivateDevices would hide the reader and the display
     assert "PrivateDevices" not in unit["Service"]
     assert "/dev/ttyAMA0" in UNIT.read_text()  # the comment on the Pi's own UART

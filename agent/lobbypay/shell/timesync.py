@@ -16,7 +16,6 @@ and athena gave no ``Date`` header to go by.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 TIMESYNCD_FLAG = "/run/systemd/timesync/synchronized"
@@ -63,7 +62,7 @@ def _adjtimex() -> bool | None:
     global _libc
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc
         libc = _libc
         tx = _Timex()
         state = int(libc.adjtimex(ctypes.byref(tx)))
