@@ -9,10 +9,10 @@ peaks 1.3 MB lower with the cut-down fonts than with the files (docs/PERFORMANCE
 
 How: fontTools' subsetter (``fontTools.subset``, the ``oled`` and ``framebuffer``
 extras; Debian's python3-fonttools) runs in a short-lived child process, so neither
-fontTools nor the whole font's pages ever enter the agent's memory. The child works out
-the charset (``graphic.probe_charset``: which of the candidate letters the font draws),
-cuts each font down to it (hinting kept, and the legacy ``kern`` table the basic layout
-reads; the OpenType layout tables dropped), checks that the cut-down font draws every
+fontTools nor the whole font's pages ever enter the agent's memory. The child
+(``fontcut_child``) works out the charset (``graphic.probe_charset``: which of the
+candidate letters the font draws), cuts each font down to it (hinting kept, and the
+legacy ``kern`` table the basic layout reads; the OpenType layout tables dropped), checks that the cut-down font draws every
 character of the charset exactly as the whole font does (``graphic.draws_alike``) and
 writes the fonts and the charset to the cache. The agent reads them from there: the
 first start with a font pays for the child (about 0.5 s on the dev VM), later ones read
@@ -54,7 +54,7 @@ CHILD_TIMEOUT_S = 120.0  # a Pi Zero imports Pillow and fontTools in a few secon
 # already; a checkout may have it only on the parent's PYTHONPATH, which is passed on).
 _CHILD = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from lobbypay_hw.fontcut import _child; raise SystemExit(_child(sys.argv[2]))"
+    "from lobbypay_hw.fontcut_child import main; raise SystemExit(main(sys.argv[2]))"
 )
 #: the child's exit status when fontTools is not installed
 NO_FONTTOOLS = 3
@@ -159,61 +159,7 @@ def _read(base: Path, key: str, paths: Sequence[str], asked: str) -> Cut | None:
     return Cut(charset, fonts)
 
 
-# ---------------------------------------------------------------- the child process
-
-
-def cut_font(path: str, charset: frozenset[str]) -> bytes:
-    """The font in ``path`` with the glyphs of ``charset`` only (fontTools; child only)."""
-    import io
-
-    from fontTools import subset  # type: ignore[import-untyped]
-    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
-
-    options = subset.Options()
-    options.legacy_kern = True  # the basic layout kerns with 'kern', never GPOS
-    options.notdef_outline = True  # a missing glyph stays a box, as in the whole font
-    options.layout_features = []
-    options.drop_tables = [*options.drop_tables, "GSUB", "GPOS", "GDEF", "BASE", "MATH"]
-    out = io.BytesIO()
-    with TTFont(path, lazy=True, recalcTimestamp=False) as font:  # same font, same bytes
-        subsetter = subset.Subsetter(options)
-        subsetter.populate(unicodes=sorted(ord(c) for c in charset))
-        subsetter.subset(font)
-        font.save(out)
-    return out.getvalue()
-
-
-def _child(job_text: str) -> int:
-    """Cut the fonts of ``job_text`` (JSON: paths, asked, dir, key) down and write the
-    cache entry; the exit status says how it went."""
-    job = json.loads(job_text)
-    paths, base, key = job["paths"], Path(job["dir"]), job["key"]
-    try:
-        import fontTools.subset  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        return NO_FONTTOOLS
-    from lobbypay_hw import graphic
-
-    charset = graphic.probe_charset(paths[0]) & frozenset(job["asked"])
-    items = []
-    for n, path in enumerate(paths):
-        data = cut_font(path, charset)
-        if not graphic.draws_alike(path, data, charset):
-            return DRAWS_DIFFERENTLY
-        name = f"{key}-{n}.ttf"
-        _write(base / name, data)
-        items.append({"path": path, "file": name,
-                      "sha256": hashlib.sha256(data).hexdigest()})
-    entry = {"format": FORMAT, "charset": "".join(sorted(charset)), "fonts": items}
-    _write(base / f"{key}.json", json.dumps(entry, ensure_ascii=False).encode("utf-8"))
-    where = key.split("-")[0]
-    for old in base.glob(f"{where}-*"):  # the same fonts' older entries
-        if not old.name.startswith(key):
-            old.unlink(missing_ok=True)
-    return 0
-
-
-def _write(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)

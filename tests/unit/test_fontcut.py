@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lobbypay_hw import fontcut, graphic
+from lobbypay_hw import fontcut, fontcut_child, graphic
 from PIL import Image, ImageDraw, ImageFont
 
 pytest.importorskip("fontTools.subset")
@@ -44,7 +44,7 @@ def pixels(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, mode: 
 @pytest.mark.parametrize("path", FONTS, ids=lambda p: p.name)
 def test_kept_characters_draw_exactly_as_from_the_whole_font(path: Path) -> None:
     chars = graphic.probe_charset(str(FONTS[0]))
-    cut = fontcut.cut_font(str(path), chars)
+    cut = fontcut_child.cut_font(str(path), chars)
     assert len(cut) < 60_000 < path.stat().st_size
     every = "".join(sorted(chars))
     texts = [every[i:i + 24] for i in range(0, len(every), 24)] + SAMPLES
@@ -63,13 +63,13 @@ def test_kept_characters_draw_exactly_as_from_the_whole_font(path: Path) -> None
 def test_kerning_is_kept() -> None:
     whole = face(FONTS[0], 50)
     assert whole.getlength("AV") != whole.getlength("A") + whole.getlength("V")
-    part = face(fontcut.cut_font(PATHS[0], frozenset("AV")), 50)
+    part = face(fontcut_child.cut_font(PATHS[0], frozenset("AV")), 50)
     assert part.getlength("AV") == whole.getlength("AV")
 
 
 def test_a_cut_missing_characters_does_not_draw_alike() -> None:
     chars = graphic.probe_charset(PATHS[0])
-    assert not graphic.draws_alike(PATHS[0], fontcut.cut_font(PATHS[0], frozenset("abc")),
+    assert not graphic.draws_alike(PATHS[0], fontcut_child.cut_font(PATHS[0], frozenset("abc")),
                                    chars)
     assert not graphic.draws_alike(PATHS[0], b"not a font", chars)
 
@@ -161,9 +161,10 @@ def test_the_child_writes_nothing_when_a_cut_draws_differently(tmp_path: Path) -
     (here: a subsetter keeping three letters) is refused and no entry is written."""
     job = {"paths": PATHS[:1], "asked": graphic.ASKED, "dir": str(tmp_path), "key": "k-1"}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = ("import sys; from lobbypay_hw import fontcut; real = fontcut.cut_font; "
-            "fontcut.cut_font = lambda path, chars: real(path, frozenset('abc')); "
-            "raise SystemExit(fontcut._child(sys.argv[1]))")
+    code = ("import sys; from lobbypay_hw import fontcut_child; "
+            "real = fontcut_child.cut_font; "
+            "fontcut_child.cut_font = lambda path, chars: real(path, frozenset('abc')); "
+            "raise SystemExit(fontcut_child.main(sys.argv[1]))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)],  # noqa: S603
                           capture_output=True, text=True, timeout=120, env=env, check=False)
     assert proc.returncode == fontcut.DRAWS_DIFFERENTLY, proc.stderr[-2000:]
