@@ -12,11 +12,11 @@ extras; Debian's python3-fonttools) runs in a short-lived child process, so neit
 fontTools nor the whole font's pages ever enter the agent's memory. The child
 (``fontcut_child``) works out the charset (``graphic.probe_charset``: which of the
 candidate letters the font draws), cuts each font down to it (hinting kept, and the
-legacy ``kern`` table the basic layout reads; the OpenType layout tables dropped), checks that the cut-down font draws every
-character of the charset exactly as the whole font does (``graphic.draws_alike``) and
-writes the fonts and the charset to the cache. The agent reads them from there: the
-first start with a font pays for the child (about 0.5 s on the dev VM), later ones read
-two small files.
+legacy ``kern`` table the basic layout reads; the OpenType layout tables dropped),
+checks that the cut-down font draws every character of the charset exactly as the whole
+font does (``graphic.draws_alike``) and writes the fonts and the charset to the cache.
+The agent reads them from there: the first start with a font pays for the child (about
+0.5 s on the dev VM), later ones read two small files.
 
 The cache: ``<cache dir>/fonts/<key>.json`` (the charset, and a SHA-256 of each font
 file written beside it) and ``<key>-<n>.ttf``. The key is a digest of each font's path,
