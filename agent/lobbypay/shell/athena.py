@@ -174,10 +174,12 @@ class AthenaClient:
         timeout = httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
         # one trust store for reads and the payment line (SSL_CERT_FILE is honoured)
         tls = verify if verify is not None else httpx.create_ssl_context()
-        self._http = httpx.AsyncClient(
-            transport=transport if transport is not None else PooledTransport(
+        self._read_transport: httpx.AsyncBaseTransport = (
+            transport if transport is not None else PooledTransport(
                 self._base, ssl_context=tls,
-                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s)))
+        self._http = httpx.AsyncClient(
+            transport=self._read_transport,
             headers=headers, timeout=timeout, follow_redirects=False, verify=tls,
         )
         #: The payment POST's own connection (shell/payline.py): never pooled, never
@@ -190,13 +192,15 @@ class AthenaClient:
             self.payment_line = PaymentLine(
                 self._base, ssl_context=tls,
                 connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s))
+            self._post_transport: httpx.AsyncBaseTransport = self.payment_line.transport()
             self._post_http = httpx.AsyncClient(
-                transport=self.payment_line.transport(),
+                transport=self._post_transport,
                 headers=headers,
                 timeout=timeout,
                 follow_redirects=False,
             )
         else:
+            self._post_transport = self._read_transport
             self._post_http = self._http
         #: athena's clock, learnt from the Date header of every response.
         self.server_clock = ServerClock()
@@ -629,11 +633,20 @@ class AthenaClient:
         failure: _SendFailure | None = None
         try:
             async with asyncio.timeout(total_s):
-                resp = await http.request(
+                # the request as the client builds it (its headers, params, timeouts),
+                # handed to the transport directly: one request, no redirects, auth flow,
+                # cookie jar or event hooks, which athena's calls never use and which cost
+                # as much CPU as the exchange itself (docs/PERFORMANCE.md)
+                request = http.build_request(
                     method, url, params=params, data=data, content=content, headers=headers,
                     timeout=timeout,
                 )
-                await resp.aread()
+                resp = await self._transport_of(http).handle_async_request(request)
+                resp.request = request
+                try:
+                    await resp.aread()
+                finally:
+                    await resp.aclose()
             self._observe_date(resp, sent)
         except (
             httpx.ConnectError,
@@ -673,6 +686,9 @@ class AthenaClient:
                 rid,
             )
         return resp
+
+    def _transport_of(self, http: httpx.AsyncClient) -> httpx.AsyncBaseTransport:
+        return self._post_transport if http is self._post_http else self._read_transport
 
     # ------------------------------------------------------------ small checks
 
