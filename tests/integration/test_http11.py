@@ -155,16 +155,16 @@ async def test_errors_are_httpx_classes() -> None:
         assert seen["requests"] == []
 
 
-async def test_the_body_is_written_as_the_callers_object() -> None:
-    """The payment body is overwritten after the exchange: no copy of it may be made on
-    the way to the socket (h11's data passthrough)."""
+async def test_the_request_goes_in_one_write_and_that_buffer_is_wiped() -> None:
+    """The payment body is overwritten after the exchange by the athena client; the one
+    copy the exchange makes (head and body in one write, one segment) is wiped here."""
     from lobbypay.shell.http11 import Origin, exchange, open_stream
 
     async with server(lambda req: ok(b"{}")) as seen:
         body = b"cardnumber=4111111111111111&x=1"
         request = httpx.Request("POST", seen["url"] + "/p", content=body)
         stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
-        written: list[object] = []
+        written: list[bytearray] = []
         real_write = stream.write
 
         async def recording(buffer, timeout):  # noqa: ASYNC109
@@ -175,8 +175,30 @@ async def test_the_body_is_written_as_the_callers_object() -> None:
         answer = await exchange(stream, request)
         stream.abort()
         assert answer.status == 200
-        assert any(part is body for part in written)
         assert seen["requests"][0].endswith(b"\r\n\r\n" + body)
+        assert len(written) == 1
+        assert written[0] == bytes(len(written[0]))  # all zeros now
+        assert len(written[0]) == len(seen["requests"][0])
+
+
+async def test_the_buffer_is_wiped_when_no_answer_comes() -> None:
+    from lobbypay.shell.http11 import Origin, exchange, open_stream
+
+    async with server(lambda req: None) as seen:  # hangs up after the request
+        request = httpx.Request("POST", seen["url"] + "/p", content=b"trackdata=%B4111^")
+        stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
+        written: list[bytearray] = []
+        real_write = stream.write
+
+        async def recording(buffer, timeout):  # noqa: ASYNC109
+            written.append(buffer)
+            await real_write(buffer, timeout)
+
+        stream.write = recording  # type: ignore[method-assign]
+        with pytest.raises(httpx.RemoteProtocolError):
+            await exchange(stream, request)
+        stream.abort()
+        assert written and all(w == bytes(len(w)) for w in written)
 
 
 async def test_an_oversized_head_and_bytes_past_the_answer() -> None:

@@ -18,8 +18,8 @@ notes the server's close at once, which the payment line needs (shell/payline.py
   one that the server closed or sent anything on while idle is dropped, not used. The
   payment POST never uses it (shell/payline.py).
 
-The request body is written as the caller's own object (h11's data passthrough: no copy,
-as the athena client overwrites a payment's body after the exchange), after the head.
+The request goes out in one write: head and body in one buffer of ours, wiped when the
+exchange is over (the athena client overwrites its own copy of a payment's body then too).
 """
 
 from __future__ import annotations
@@ -245,17 +245,38 @@ async def exchange(stream: WarmStream, request: httpx.Request, *,
     read_timeout, write_timeout = _timeouts(request)
     try:
         head = http.send(event)
-        # passthrough: the caller's body object itself, not a copy joined to the head
+        # passthrough: the caller's body object itself, not a copy in h11's output
         parts = http.send_with_data_passthrough(h11.Data(data=body)) if body else []
         end = http.send(h11.EndOfMessage())
     except h11.LocalProtocolError as exc:
         raise httpx.LocalProtocolError(str(exc)) from None
-    await stream.write(head or b"", write_timeout)
+    # One write, one segment: the server is woken once, not for the head and again for
+    # the body. The one copy of the body this makes is ours, and it is wiped once the
+    # exchange is over (the answer read, or the connection given up), when the transport
+    # holds no reference to it any more (a TLS transport may keep one until it writes).
+    wire = bytearray(head or b"")
     for part in parts or ():
-        await stream.write(part, write_timeout)
-    await stream.write(end or b"", write_timeout)
-    if on_sent is not None:
-        on_sent()
+        wire += part
+    wire += end or b""
+    try:
+        await stream.write(wire, write_timeout)
+        if on_sent is not None:
+            on_sent()
+        status, reason, headers, data = await _read_answer(http, stream, read_timeout)
+    finally:
+        wire[:] = bytes(len(wire))
+    # reusable only when both sides are done and nothing came past the answer (a
+    # connection out of step); h11 says MUST_CLOSE for Connection: close, HTTP/1.0, and
+    # an answer framed by the connection's end
+    trailing, closed = http.trailing_data
+    keep_alive = (http.our_state is h11.DONE and http.their_state is h11.DONE
+                  and not trailing and not closed)
+    return Answer(status, reason, headers, data, keep_alive)
+
+
+async def _read_answer(http: h11.Connection, stream: WarmStream, read_timeout: float | None,
+                       ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+    """The answer's status, reason, headers and whole body (interim answers skipped)."""
     status, reason, headers = 0, b"", []
     data = bytearray()
     try:
@@ -268,18 +289,11 @@ async def exchange(stream: WarmStream, request: httpx.Request, *,
             elif isinstance(ev, h11.Data):
                 data += ev.data
             elif isinstance(ev, h11.EndOfMessage):
-                break
+                return status, reason, headers, bytes(data)
             elif isinstance(ev, h11.ConnectionClosed):
                 raise httpx.RemoteProtocolError("server disconnected without sending an answer")
     except h11.RemoteProtocolError as exc:
         raise httpx.RemoteProtocolError(str(exc)) from None
-    # reusable only when both sides are done and nothing came past the answer (a
-    # connection out of step); h11 says MUST_CLOSE for Connection: close, HTTP/1.0, and
-    # an answer framed by the connection's end
-    trailing, closed = http.trailing_data
-    keep_alive = (http.our_state is h11.DONE and http.their_state is h11.DONE
-                  and not trailing and not closed)
-    return Answer(status, reason, headers, bytes(data), keep_alive)
 
 
 def _read_sent() -> None:
