@@ -155,6 +155,19 @@ async def test_errors_are_httpx_classes() -> None:
         assert seen["requests"] == []
 
 
+def record_writes(stream: object) -> list[bytearray]:
+    """Every buffer ``stream.write`` is given, as given (the same objects)."""
+    written: list[bytearray] = []
+    real_write = stream.write  # type: ignore[attr-defined]
+
+    async def recording(buffer: bytearray, timeout: float | None) -> None:  # noqa: ASYNC109
+        written.append(buffer)
+        await real_write(buffer, timeout)
+
+    stream.write = recording  # type: ignore[attr-defined]
+    return written
+
+
 async def test_the_request_goes_in_one_write_and_that_buffer_is_wiped() -> None:
     """The payment body is overwritten after the exchange by the athena client; the one
     copy the exchange makes (head and body in one write, one segment) is wiped here."""
@@ -164,14 +177,7 @@ async def test_the_request_goes_in_one_write_and_that_buffer_is_wiped() -> None:
         body = b"cardnumber=4111111111111111&x=1"
         request = httpx.Request("POST", seen["url"] + "/p", content=body)
         stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
-        written: list[bytearray] = []
-        real_write = stream.write
-
-        async def recording(buffer, timeout):  # noqa: ASYNC109
-            written.append(buffer)
-            await real_write(buffer, timeout)
-
-        stream.write = recording  # type: ignore[method-assign]
+        written = record_writes(stream)
         answer = await exchange(stream, request)
         stream.abort()
         assert answer.status == 200
@@ -187,14 +193,7 @@ async def test_the_buffer_is_wiped_when_no_answer_comes() -> None:
     async with server(lambda req: None) as seen:  # hangs up after the request
         request = httpx.Request("POST", seen["url"] + "/p", content=b"trackdata=%B4111^")
         stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
-        written: list[bytearray] = []
-        real_write = stream.write
-
-        async def recording(buffer, timeout):  # noqa: ASYNC109
-            written.append(buffer)
-            await real_write(buffer, timeout)
-
-        stream.write = recording  # type: ignore[method-assign]
+        written = record_writes(stream)
         with pytest.raises(httpx.RemoteProtocolError):
             await exchange(stream, request)
         stream.abort()

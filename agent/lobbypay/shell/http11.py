@@ -192,6 +192,38 @@ async def open_stream(origin: Origin, ssl_context: ssl.SSLContext | None, timeou
     return WarmStream(transport, proto, started)
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """athena's one origin, and how a connection to it is opened (the reads' pool and
+    the payment line share it)."""
+
+    origin: Origin
+    ssl_context: ssl.SSLContext | None  # None for http
+    connect_timeout_s: float
+    monotonic: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def of(cls, base_url: str, *, ssl_context: ssl.SSLContext | None,
+           connect_timeout_s: float,
+           monotonic: Callable[[], float] = time.monotonic) -> Endpoint:
+        origin = Origin.of(base_url)
+        return cls(origin, ssl_context if origin.scheme == "https" else None,
+                   connect_timeout_s, monotonic)
+
+    def check(self, request: httpx.Request, what: str) -> None:
+        """``httpx.UnsupportedProtocol`` (nothing sent) for a request to another origin."""
+        url, o = request.url, self.origin
+        if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
+                o.scheme, o.host, o.port):
+            raise httpx.UnsupportedProtocol(f"{what} serves athena's origin only")
+
+    async def open(self, timeout_s: float | None = None) -> WarmStream:
+        """A new connection (``open_stream``), within ``timeout_s`` if that is shorter."""
+        t = self.connect_timeout_s if timeout_s is None else min(timeout_s,
+                                                                 self.connect_timeout_s)
+        return await open_stream(self.origin, self.ssl_context, t, self.monotonic)
+
+
 
 class Answer:
     """An answer read whole: status, reason, raw headers, body, and whether the
@@ -306,9 +338,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None,
                  connect_timeout_s: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.origin = Origin.of(base_url)
-        self._ssl = ssl_context if self.origin.scheme == "https" else None
-        self._connect_timeout_s = connect_timeout_s
+        self.endpoint = Endpoint.of(base_url, ssl_context=ssl_context,
+                                    connect_timeout_s=connect_timeout_s, monotonic=monotonic)
         self._monotonic = monotonic
         self._idle: list[tuple[float, WarmStream]] = []
         self._closed = False
@@ -329,17 +360,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise httpx.UnsupportedProtocol("the athena transport is closed")
-        url = request.url
-        o = self.origin
-        if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
-                o.scheme, o.host, o.port):
-            raise httpx.UnsupportedProtocol("this transport serves athena's origin only")
+        self.endpoint.check(request, "this transport")
         head_timeout = (request.extensions.get("timeout") or {}).get("connect")
         stream = self._take()
         if stream is None:
-            stream = await open_stream(
-                o, self._ssl, self._connect_timeout_s if head_timeout is None
-                else min(head_timeout, self._connect_timeout_s), self._monotonic)
+            stream = await self.endpoint.open(head_timeout)
             self.opened += 1
         try:
             answer = await exchange(stream, request, on_sent=_read_sent)

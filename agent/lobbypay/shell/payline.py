@@ -37,12 +37,7 @@ from typing import Final
 import httpx
 
 from lobbypay.shell import steptrace
-from lobbypay.shell.http11 import (  # noqa: F401 - Origin, WarmStream: this module's API too
-    Origin,
-    WarmStream,
-    exchange,
-    open_stream,
-)
+from lobbypay.shell.http11 import Endpoint, WarmStream, exchange
 
 _log = logging.getLogger("lobbypay.athena")
 
@@ -61,9 +56,8 @@ class PaymentLine:
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None,
                  connect_timeout_s: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.origin = Origin.of(base_url)
-        self._ssl = ssl_context if self.origin.scheme == "https" else None
-        self._connect_timeout_s = connect_timeout_s
+        self.endpoint = Endpoint.of(base_url, ssl_context=ssl_context,
+                                    connect_timeout_s=connect_timeout_s, monotonic=monotonic)
         self._monotonic = monotonic
         self._warm: WarmStream | None = None
         self._task: asyncio.Task[None] | None = None
@@ -130,8 +124,7 @@ class PaymentLine:
                     w.abort()
 
     async def _open(self) -> WarmStream:
-        stream = await open_stream(self.origin, self._ssl, self._connect_timeout_s,
-                                   self._monotonic)
+        stream = await self.endpoint.open()
         self.opened += 1
         return stream
 
@@ -204,11 +197,7 @@ class OneShotTransport(httpx.AsyncBaseTransport):
         self._line = line
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        o = self._line.origin
-        if (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)) != (
-                o.scheme, o.host, o.port):
-            raise httpx.UnsupportedProtocol("the payment connection serves athena's origin only")
+        self._line.endpoint.check(request, "the payment connection")
         steptrace.mark("post.begin")
         stream = await self._line.take()
         try:
