@@ -45,14 +45,19 @@ print(json.dumps(sorted({m for m in sys.modules if m.split(".")[0] in WATCHED
 STAND_INS = ("PIL.ExifTags", "PIL.TiffTags", "cbor2", "multiprocessing.reduction")
 
 
-def run_probe(name: str, **kwargs: object) -> tuple[set[str], set[str]]:
-    """(the watched modules loaded, the stand-ins still standing in)"""
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter with the agent and the drivers on its path."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"),
                                                        str(ROOT / "drivers")])}
-    proc = subprocess.run(  # noqa: S603 - our interpreter and code
-        [sys.executable, "-c", f"WATCHED = {WATCHED!r}\nSTAND_INS = {STAND_INS!r}\n" + PROBE,
-         name, json.dumps(kwargs)],
-        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    return subprocess.run(  # noqa: S603 - our interpreter and code
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def run_probe(name: str, **kwargs: object) -> tuple[set[str], set[str]]:
+    """(the watched modules loaded, the stand-ins still standing in)"""
+    proc = run_python(f"WATCHED = {WATCHED!r}\nSTAND_INS = {STAND_INS!r}\n" + PROBE,
+                      name, json.dumps(kwargs))
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = json.loads(proc.stdout.splitlines()[-1])
     standing = set(json.loads(proc.stdout.splitlines()[-2]))
@@ -117,10 +122,7 @@ def test_multiprocessing_still_starts_processes_after_luma_is_loaded() -> None:
             "    p.start(); p.join(60)\n"
             "    assert p.exitcode == 0 and 'pickle' in sys.modules\n"
             "    print('ok')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"),
-                                                       str(ROOT / "drivers")])}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: S603
-                          text=True, timeout=120, env=env)
+    proc = run_python(code, timeout=120)
     assert proc.stdout.split() == ["x", "ok"], proc.stderr[-2000:]
 
 
@@ -132,8 +134,5 @@ def test_luma_still_reads_its_bitmap_fonts_when_asked() -> None:
             "assert 'cbor2._cbor2' not in sys.modules; "
             "assert bf.cbor2.loads(bf.cbor2.dumps({'a': [1]})) == {'a': [1]}; "
             "assert bf.cbor2.loads is sys.modules['cbor2'].loads; print('ok')")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"),
-                                                       str(ROOT / "drivers")])}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: S603
-                          text=True, timeout=60, env=env)
+    proc = run_python(code)
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -340,7 +340,6 @@ class PooledTransport(httpx.AsyncBaseTransport):
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.endpoint = Endpoint.of(base_url, ssl_context=ssl_context,
                                     connect_timeout_s=connect_timeout_s, monotonic=monotonic)
-        self._monotonic = monotonic
         self._idle: list[tuple[float, WarmStream]] = []
         self._closed = False
         #: connections opened, and requests sent on a kept one (tests and the bench)
@@ -348,7 +347,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self.reused = 0
 
     def _take(self) -> WarmStream | None:
-        now = self._monotonic()
+        now = self.endpoint.monotonic()
         while self._idle:
             since, stream = self._idle.pop()
             if now - since < IDLE_S and stream.fit_for_request(reuse=True):
@@ -373,7 +372,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise
         steptrace.mark("http.answer")
         if answer.keep_alive and not self._closed:
-            self._idle.append((self._monotonic(), stream))
+            self._idle.append((self.endpoint.monotonic(), stream))
             while len(self._idle) > MAX_IDLE:
                 self._idle.pop(0)[1].abort()
         else:

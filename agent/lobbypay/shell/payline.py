@@ -58,7 +58,6 @@ class PaymentLine:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.endpoint = Endpoint.of(base_url, ssl_context=ssl_context,
                                     connect_timeout_s=connect_timeout_s, monotonic=monotonic)
-        self._monotonic = monotonic
         self._warm: WarmStream | None = None
         self._task: asyncio.Task[None] | None = None
         #: a warm-up's connection being opened (TCP + TLS under way)
@@ -82,7 +81,7 @@ class PaymentLine:
         only means the POST opens its own connection."""
         if self._closed:
             return
-        self._hold_until = max(self._hold_until, self._monotonic() + max(0.0, hold_s))
+        self._hold_until = max(self._hold_until, self.endpoint.monotonic() + max(0.0, hold_s))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._warm_loop(), name="lobbypay.athena.warm_loop")
@@ -90,7 +89,7 @@ class PaymentLine:
     async def _warm_loop(self) -> None:
         try:
             while not self._closed:
-                now = self._monotonic()
+                now = self.endpoint.monotonic()
                 if now >= self._hold_until:
                     return
                 w = self._warm
@@ -114,7 +113,7 @@ class PaymentLine:
                         old.abort()  # never used: nothing to say on it
                     w = fresh
                 wake_at = min(self._hold_until, w.opened_at + WARM_REFRESH_S)
-                await asyncio.sleep(max(0.0, wake_at - self._monotonic()))
+                await asyncio.sleep(max(0.0, wake_at - self.endpoint.monotonic()))
         finally:
             # the slot is this loop's unless take() emptied it and a new warm() started
             # another loop meanwhile
@@ -141,7 +140,7 @@ class PaymentLine:
         if task is not None and not task.done():
             task.cancel()  # its finally finds no warm connection: ours is taken
         if w is not None:
-            if w.fit_for_request() and self._monotonic() - w.opened_at < WARM_MAX_AGE_S:
+            if w.fit_for_request() and self.endpoint.monotonic() - w.opened_at < WARM_MAX_AGE_S:
                 if opening is not None:
                     opening.cancel()  # a refresh under way: not needed any more
                 return self._hand_out(w)
