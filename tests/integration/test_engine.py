@@ -116,6 +116,30 @@ async def test_submitting_is_on_disk_before_the_post(tmp_path: Path) -> None:
         await r.close()
 
 
+async def test_the_post_goes_before_the_submitting_bookkeeping(tmp_path: Path,
+                                                               caplog) -> None:
+    """The POST is started in the same loop turn as the swipe; the log line and the
+    outbox wake-up of `submitting` come after it (docs/PERFORMANCE.md)."""
+    caplog.set_level(logging.INFO, logger="lobbypay.engine")
+    r = Rig(tmp_path)
+    at_post: list[tuple[bool, int]] = []
+
+    def logged() -> bool:
+        return any("submitting (" in rec.getMessage() for rec in caplog.records)
+
+    r.athena.on_post = lambda: at_post.append((logged(), r.wakeups))
+    await r.engine.start()
+    try:
+        await r.engine.charge_start(start_cmd())
+        before = r.wakeups
+        await swipe(r)
+        await until(lambda: bool(at_post) and logged())
+        assert at_post == [(False, before)]
+        await until(lambda: r.wakeups > before)
+    finally:
+        await r.close()
+
+
 async def test_allow_duplicate_is_passed_and_copay_only(rig: Rig) -> None:
     await rig.engine.charge_start(start_cmd(claims=(), allow_duplicate=True))
     await swipe(rig)
