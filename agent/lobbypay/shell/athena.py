@@ -633,7 +633,7 @@ class AthenaClient:
         failure: _SendFailure | None = None
         try:
             async with asyncio.timeout(total_s):
-                # the request as the client builds it (its headers, params, timeouts),
+                # the request the client would build (its headers, params, timeouts),
                 # handed to the transport directly: one request, no redirects, auth flow,
                 # cookie jar or event hooks, which athena's calls never use and which cost
                 # as much CPU as the exchange itself (docs/PERFORMANCE.md)
