@@ -1,5 +1,6 @@
 """The athena client builds each request itself (``AthenaClient._request``): byte for byte
-what httpx's ``build_request`` makes for athena's calls, at a third of its CPU."""
+what httpx's ``build_request`` makes for athena's calls, without its URL and cookie
+merging."""
 
 from __future__ import annotations
 

@@ -693,8 +693,8 @@ class AthenaClient:
         """The request ``http.build_request`` would make, built directly: the client's
         headers under this request's, the query encoded as httpx encodes it, the timeout
         as the extension the transports read. ``build_request`` also merges a base URL,
-        cookies and client params, none of which athena's calls have, and cost three
-        times as much (docs/PERFORMANCE.md)."""
+        cookies and client params, none of which athena's calls have: 58 against 34 µs
+        a request in a loop, more in the running agent (docs/PERFORMANCE.md)."""
         if params:
             url = f"{url}?{httpx.QueryParams(params)}"
         merged = httpx.Headers(http.headers)
