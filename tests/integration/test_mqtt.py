@@ -109,7 +109,7 @@ def cfg_for(broker: Mosquitto, **kw: Any) -> MqttConfig:
 
 def make_link(broker: Mosquitto, tid: str, app: FakeApp, outbox: FakeOutbox | None = None,
               **kw: Any) -> MqttLink:
-    link_kw = {k: kw.pop(k) for k in list(kw) if k in ("command_timeout_s",)}
+    link_kw = {k: kw.pop(k) for k in list(kw) if k in ("command_timeout_s", "op_timeout_s")}
     return MqttLink(
         cfg_for(broker, **kw), terminal_id=tid, status_payload=app.status,
         on_command=app.on_command, outbox=outbox or FakeOutbox(), state_payload=app.state_payload,
@@ -346,6 +346,54 @@ async def test_outbox_row_acked_only_after_puback(mosquitto: Mosquitto, unique_t
                 mosquitto.resume()
             await eventually(lambda: outbox.acked == [1], what="ack after PUBACK")
             assert (await c.wait_for(lambda m: True)).json()["seq"] == 1
+
+
+async def test_a_puback_that_never_comes_ends_the_session(mosquitto: Mosquitto,
+                                                          unique_tid: str) -> None:
+    """A publish whose PUBACK does not come within op_timeout_s fails and ends the
+    session, as aiomqtt's own publish does; the row stays pending and goes out on the next
+    session."""
+    app, outbox = FakeApp(), FakeOutbox()
+    events = f"lobbypay/v1/{unique_tid}/events"
+    async with MqttTestClient(mosquitto.host, mosquitto.port) as c:
+        await c.subscribe(events)
+        async with running(make_link(mosquitto, unique_tid, app, outbox,
+                                     op_timeout_s=0.4)) as link:
+            mosquitto.pause()
+            try:
+                outbox.add(events, event_payload("j-4", 1))
+                link.wake_outbox()
+                await eventually(lambda: not link.connected, what="the session ended")
+                assert outbox.acked == [] and len(outbox.rows) == 1
+            finally:
+                mosquitto.resume()
+            await eventually(lambda: outbox.acked == [1], what="sent again and acked")
+            assert link.counters.connects >= 2
+            assert (await c.wait_for(lambda m: True)).json()["seq"] == 1
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+async def test_publisher_paths(mosquitto: Mosquitto, unique_tid: str,
+                               limit: int | None) -> None:
+    """With this aiomqtt the link hands publishes to paho directly (``_Publisher.direct``);
+    where aiomqtt is set up otherwise (a limit on concurrent calls) it goes through
+    ``client.publish``. Both deliver, and their futures end at the PUBACK."""
+    import aiomqtt
+    from lobbypay.shell.mqtt import _Publisher, _Writer
+
+    topic = f"lobbypay/v1/{unique_tid}/t"
+    async with MqttTestClient(mosquitto.host, mosquitto.port) as sub:
+        await sub.subscribe(topic)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port,
+                                  max_concurrent_outgoing_calls=limit) as client:
+            pub = _Publisher(client, 5.0, _Writer.install(client))
+            assert pub.direct is (limit is None)
+            acks = [pub.publish(topic, f"m{i}".encode(), retain=False) for i in range(3)]
+            pub.flush()
+            await asyncio.wait_for(asyncio.gather(*acks), 5)
+            await sub.wait_for(lambda m: True, count=3)
+            assert [m.payload for m in sub.on(topic)] == [b"m0", b"m1", b"m2"]
+            assert getattr(client, "_pending_publishes", {}) == {}
 
 
 async def test_broker_down_rows_stay_pending_then_delivered(

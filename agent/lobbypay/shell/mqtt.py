@@ -55,12 +55,14 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -286,12 +288,21 @@ class MqttLink:
         self._command_slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
         self._commands: set[asyncio.Task[None]] = set()
         self._tls: ssl.SSLContext | None = None
+        self._writers: weakref.WeakKeyDictionary[aiomqtt.Client, _Writer] = (
+            weakref.WeakKeyDictionary())
 
     # ------------------------------------------------------------------ public
 
     @property
     def connected(self) -> bool:
         return self.state is LinkState.CONNECTED
+
+    def wake_outbox_now(self) -> None:
+        """``wake_outbox`` without the turn's delay: the drain's step runs before anything
+        the caller schedules after this call (a payment's outcome: the engine's log line
+        and result screen follow its event, not the other way round)."""
+        self._new_rows = True
+        self._outbox_wake.set()
 
     def wake_outbox(self) -> None:
         """New outbox rows exist. Cheap, non-blocking; many calls coalesce into one drain.
@@ -474,7 +485,9 @@ class MqttLink:
             socket_options=_SOCKET_OPTIONS,
             **kwargs,
         )
-        _write_soon(client)
+        writer = _Writer.install(client)
+        if writer is not None:
+            self._writers[client] = writer
         return client
 
     # ------------------------------------------------------------------ one session
@@ -494,11 +507,12 @@ class MqttLink:
         self.state = LinkState.CONNECTED
         self._state_dirty.set()
         self._outbox_wake.set()
+        pub = _Publisher(client, self._op_timeout_s, self._writers.get(client))
         loops = {
             asyncio.create_task(self._rx_loop(client), name="lobbypay.mqtt.rx_loop"),
-            asyncio.create_task(self._reply_loop(client), name="lobbypay.mqtt.reply_loop"),
-            asyncio.create_task(self._state_loop(client), name="lobbypay.mqtt.state_loop"),
-            asyncio.create_task(self._outbox_loop(client), name="lobbypay.mqtt.outbox_loop"),
+            asyncio.create_task(self._reply_loop(pub), name="lobbypay.mqtt.reply_loop"),
+            asyncio.create_task(self._state_loop(pub), name="lobbypay.mqtt.state_loop"),
+            asyncio.create_task(self._outbox_loop(pub), name="lobbypay.mqtt.outbox_loop"),
         }
         stop_wait = asyncio.create_task(self._stop.wait(), name="lobbypay.mqtt.stop_wait")
         try:
@@ -519,7 +533,7 @@ class MqttLink:
         self.state = LinkState.STOPPING
         with contextlib.suppress(aiomqtt.MqttError):
             async with asyncio.timeout(STOP_PUBLISH_TIMEOUT_S):
-                await self._flush_replies(client)
+                await self._flush_replies(pub)
         await client.publish(self.status_topic, self._status_payload(False), qos=1, retain=True,
                              timeout=STOP_PUBLISH_TIMEOUT_S)
         log.info("mqtt offline status published; disconnecting")
@@ -606,33 +620,35 @@ class MqttLink:
         self._replies.append(reply)
         self._reply_ready.set()
 
-    async def _reply_loop(self, client: aiomqtt.Client) -> None:
+    async def _reply_loop(self, pub: _Publisher) -> None:
         while True:
             self._reply_ready.clear()
-            await self._flush_replies(client)
+            await self._flush_replies(pub)
             await self._reply_ready.wait()
 
-    async def _flush_replies(self, client: aiomqtt.Client) -> None:
+    async def _flush_replies(self, pub: _Publisher) -> None:
         while self._replies:
             reply = self._replies[0]
-            await self._publish_reply(client, reply)
+            await self._publish_reply(pub, reply)
             # only now: a reply whose publish failed stays first in line for the next session
             self._replies.popleft()
             self.counters.replies_sent += 1
 
-    async def _publish_reply(self, client: aiomqtt.Client, reply: _Reply) -> None:
+    async def _publish_reply(self, pub: _Publisher, reply: _Reply) -> None:
         props: Properties | None = None
         if self._v5 and reply.correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = reply.correlation_data
-        await client.publish(reply.topic, reply.payload, qos=1, properties=props)
+        acks = [pub.publish(reply.topic, reply.payload, properties=props)]
         target = reply.response_topic
         if self._v5 and target is not None and target != reply.topic:
-            if not self._response_topic_ok(target):
+            if self._response_topic_ok(target):
+                acks.append(pub.publish(target, reply.payload, properties=props))
+            else:
                 self.counters.response_topic_refused += 1
                 log.warning("refusing a Response Topic (wildcards, $-topic, ours, or too long)")
-                return
-            await client.publish(target, reply.payload, qos=1, properties=props)
+        pub.flush()  # the app waits for it: on the socket now, not at the end of the turn
+        await (acks[0] if len(acks) == 1 else asyncio.gather(*acks))
 
     def _response_topic_ok(self, topic: str) -> bool:
         return (
@@ -642,7 +658,7 @@ class MqttLink:
             and not topic.startswith(self.prefix + "/")
         )
 
-    async def _state_loop(self, client: aiomqtt.Client) -> None:
+    async def _state_loop(self, pub: _Publisher) -> None:
         # a new session starts from the current state: older snapshots are history
         self._state_snapshots.clear()
         last: bytes | None = None
@@ -660,12 +676,12 @@ class MqttLink:
                     break  # the current state is this job state, newer: it goes out instead
                 if snapshot != last:
                     steptrace.mark("state.publish")
-                    await client.publish(self.state_topic, snapshot, qos=1, retain=True)
+                    await pub.publish(self.state_topic, snapshot, retain=True)
                     self.counters.state_published += 1
                     last = snapshot
             if payload is not None and payload != last:
                 steptrace.mark("state.publish")
-                await client.publish(self.state_topic, payload, qos=1, retain=True)
+                await pub.publish(self.state_topic, payload, retain=True)
                 self.counters.state_published += 1
                 last = payload
             await self._state_dirty.wait()
@@ -673,7 +689,7 @@ class MqttLink:
             # them, after the step's reply/event rather than in between
             await asyncio.sleep(STATE_COALESCE_S)
 
-    async def _outbox_loop(self, client: aiomqtt.Client) -> None:
+    async def _outbox_loop(self, pub: _Publisher) -> None:
         """Drain the outbox for this session: publish the pending rows in id order, up to
         ``OUTBOX_WINDOW`` in flight (paho writes them in that order and the broker keeps
         it: MQTT ordered topics); a row committed while others wait for their PUBACK goes
@@ -687,7 +703,7 @@ class MqttLink:
             while True:
                 self._outbox_wake.clear()
                 try:
-                    await self._drain_step(client, flying)
+                    await self._drain_step(pub, flying)
                 except aiomqtt.MqttError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
@@ -699,8 +715,8 @@ class MqttLink:
                     self._outbox_wake.set()
                 await self._outbox_wake.wait()
         finally:
-            for _row_id, pub in flying:
-                pub.cancel()
+            for _row_id, ack in flying:
+                ack.cancel()
             if flying:
                 await asyncio.gather(*(p for _r, p in flying), return_exceptions=True)
             # rows the broker has PUBACKed are acknowledged now, not sent again
@@ -709,11 +725,11 @@ class MqttLink:
                 timer.cancel()
             await self._flush_acks()
 
-    async def _drain_step(self, client: aiomqtt.Client,
+    async def _drain_step(self, pub: _Publisher,
                           flying: collections.deque[tuple[int, asyncio.Future[None]]]) -> None:
         while flying and flying[0][1].done():
-            row_id, pub = flying.popleft()
-            pub.result()  # the PUBACK came back (or MqttError: the session is over)
+            row_id, ack = flying.popleft()
+            ack.result()  # the PUBACK came back (or MqttError: the session is over)
             steptrace.mark("outbox.puback")
             failpoint("after_publish_before_ack")
             self.counters.outbox_sent += 1
@@ -729,9 +745,11 @@ class MqttLink:
         room = OUTBOX_WINDOW - len(flying)
         for row_id, topic, payload, retain in fresh[:room]:
             steptrace.mark("outbox.publish")
-            pub = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
-            pub.add_done_callback(self._puback_wake)
-            flying.append((row_id, pub))
+            ack = pub.publish(topic, payload, retain=retain)
+            ack.add_done_callback(self._puback_wake)
+            flying.append((row_id, ack))
+        if fresh:
+            pub.flush()  # an event: on the socket now, not at the end of the turn
         if len(fresh) > room or len(rows) >= OUTBOX_BATCH:
             self._new_rows = True  # more rows than the window: read again after a PUBACK
 
@@ -764,8 +782,9 @@ class MqttLink:
             self._outbox_wake.set()
 
 
-def _write_soon(client: aiomqtt.Client) -> None:
-    """Send what paho queues (a PUBLISH, a PUBACK) at the end of the current loop turn.
+class _Writer:
+    """Sends what paho queues (a PUBLISH, a PUBACK) at the end of the current loop turn,
+    or at once (``flush``).
 
     aiomqtt hands every "paho has bytes to send" to the loop with
     ``call_soon_threadsafe(add_writer)`` (paho may call it from the connect thread):
@@ -774,20 +793,42 @@ def _write_soon(client: aiomqtt.Client) -> None:
     simply written a turn later, everything queued in that turn together (each packet
     but the last with ``MSG_MORE`` on a plain TCP socket, so the broker is woken once).
     Only when the socket is full does aiomqtt's writer take over, as before. paho's
-    internals are used only if they are there (paho-mqtt 2.x); otherwise nothing
-    changes."""
-    paho = getattr(client, "_client", None)
-    needed = ("loop_write", "want_write", "_sock_send", "_out_packet", "_sock")
-    if paho is None or not all(hasattr(paho, name) for name in needed):
-        return
-    original = paho.on_socket_register_write
-    if original is None:
-        return
-    loop = asyncio.get_running_loop()
-    loop_thread = threading.get_ident()
-    plain_send = paho._sock_send
+    internals are used only if they are there (paho-mqtt 2.x); otherwise ``install``
+    changes nothing and returns None."""
 
-    def send(buf: bytes | bytearray) -> int:
+    NEEDED = ("loop_write", "want_write", "_sock_send", "_out_packet", "_sock", "_userdata")
+
+    def __init__(self, paho: Any, original: Callable[..., None]) -> None:
+        self._paho = paho
+        self._original = original
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._plain_send = paho._sock_send
+        self._soon: asyncio.Handle | None = None
+        paho._sock_send = self._send
+        paho.on_socket_register_write = self._register_write
+
+    @classmethod
+    def install(cls, client: aiomqtt.Client) -> _Writer | None:
+        paho = getattr(client, "_client", None)
+        if paho is None or not all(hasattr(paho, name) for name in cls.NEEDED):
+            return None
+        original = paho.on_socket_register_write
+        if original is None:
+            return None
+        return cls(paho, original)
+
+    def flush(self) -> None:
+        """Write what paho has queued now, not at the end of the turn (a final event)."""
+        paho = self._paho
+        if paho._out_packet and paho._sock is not None:
+            if self._soon is not None:
+                self._soon.cancel()
+                self._soon = None
+            self._flush(paho._userdata, paho._sock)
+
+    def _send(self, buf: bytes | bytearray) -> int:
+        paho = self._paho
         sock = paho._sock
         if paho._out_packet and type(sock) is socket.socket:
             try:
@@ -795,27 +836,110 @@ def _write_soon(client: aiomqtt.Client) -> None:
             except BlockingIOError:
                 paho._call_socket_register_write()
                 raise
-        return int(plain_send(buf))
+        return int(self._plain_send(buf))
 
-    def flush(userdata: Any, sock: Any) -> None:
+    def _flush(self, userdata: Any, sock: Any) -> None:
+        self._soon = None
+        paho = self._paho
         if paho._sock is not sock:  # the connection is gone meanwhile
             return
         try:
             paho.loop_write()
         except Exception:  # noqa: BLE001 - aiomqtt's writer reports a broken socket
-            original(paho, userdata, sock)
+            self._original(paho, userdata, sock)
             return
         if paho.want_write():  # the socket is full: wait for it to drain
-            original(paho, userdata, sock)
+            self._original(paho, userdata, sock)
 
-    def register_write(_paho: Any, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() != loop_thread:
-            original(_paho, userdata, sock)
+    def _register_write(self, _paho: Any, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() != self._loop_thread:
+            self._original(_paho, userdata, sock)
             return
-        loop.call_soon(flush, userdata, sock)
+        self._soon = self._loop.call_soon(self._flush, userdata, sock)
 
-    paho._sock_send = send
-    paho.on_socket_register_write = register_write
+
+class _Puback:
+    """What aiomqtt's PUBACK callback sets (``_pending_publishes[mid].set()``)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+    def set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class _Publisher:
+    """QoS 1 publishes of one session, each handed to paho at once; its PUBACK is a future.
+
+    ``aiomqtt.Client.publish`` is a coroutine: as a task it starts a loop turn later, and
+    awaiting its PUBACK costs an ``asyncio.Event`` and a ``wait_for`` task per packet,
+    some 20 a charge. Here paho's ``publish`` runs in the caller's step and the future is
+    resolved by aiomqtt's own PUBACK callback, registered where ``publish`` registers it
+    (``_pending_publishes``); no PUBACK within ``timeout_s`` fails it with ``MqttError``
+    as aiomqtt does. The wire is the same. Where aiomqtt's internals are not as expected
+    (another version, a limit on concurrent calls) it falls back to ``client.publish``."""
+
+    def __init__(self, client: aiomqtt.Client, timeout_s: float,
+                 writer: _Writer | None) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        paho = getattr(client, "_client", None)
+        pending = getattr(client, "_pending_publishes", None)
+        direct = (paho is not None and hasattr(paho, "publish") and isinstance(pending, dict)
+                  and getattr(client, "_outgoing_calls_sem", None) is None)
+        self._paho: Any = paho if direct else None
+        self._pending: dict[int, Any] = pending if isinstance(pending, dict) and direct else {}
+
+    @property
+    def direct(self) -> bool:
+        return self._paho is not None
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                properties: Properties | None = None) -> asyncio.Future[None]:
+        if self._paho is None:
+            return asyncio.ensure_future(self._client.publish(
+                topic, payload, qos=1, retain=retain, properties=properties))
+        fut: asyncio.Future[None] = self._loop.create_future()
+        try:
+            info = self._paho.publish(topic, payload, 1, retain, properties)
+        except Exception as exc:  # noqa: BLE001 - as client.publish would raise it
+            fut.set_exception(exc)
+            return fut
+        if info.rc != MQTT_ERR_SUCCESS:
+            fut.set_exception(aiomqtt.MqttCodeError(info.rc, "Could not publish message"))
+            return fut
+        if info.is_published():
+            fut.set_result(None)
+            return fut
+        mid = info.mid
+        if mid in self._pending:
+            fut.set_exception(aiomqtt.MqttError(f"message id {mid} is already in flight"))
+            return fut
+        waiter = self._pending[mid] = _Puback(fut)
+        timer = self._loop.call_later(self._timeout_s, _time_out, fut)
+
+        def forget(_fut: asyncio.Future[None]) -> None:
+            timer.cancel()
+            if self._pending.get(mid) is waiter:
+                del self._pending[mid]
+
+        fut.add_done_callback(forget)
+        return fut
+
+    def flush(self) -> None:
+        """Write the publishes queued so far now, not at the end of this loop turn."""
+        if self._writer is not None:
+            self._writer.flush()
+
+
+def _time_out(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(aiomqtt.MqttError("Operation timed out"))
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
