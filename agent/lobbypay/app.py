@@ -356,6 +356,10 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         if link is not None:
             link.wake_outbox()
 
+    def wake_outbox_now() -> None:
+        if link is not None:
+            link.wake_outbox_now()
+
     last_status = ""
     last_job: tuple[object, object] | None = None
 
@@ -377,7 +381,8 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
         terminal_id=t.id, department_id=t.department_id, max_charge=t.max_charge,
         reconcile_settle_s=a.reconcile_settle_s, athena_timeout_s=a.timeout_s,
         athena=athena, journal=journal, display=display, reader=reader, clock=clock,
-        outbox_wakeup=wake_outbox, on_state_change=state_changed,
+        outbox_wakeup=wake_outbox, outbox_wakeup_now=wake_outbox_now,
+        on_state_change=state_changed,
         events_topic=topics.events, language=t.language,
         server_clock=athena.server_clock, clock_synced=clock_synchronized,
     )

@@ -192,6 +192,7 @@ class Engine:
         server_clock: ServerClock | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
         language: str = DEFAULT_LANGUAGE,
+        outbox_wakeup_now: Callable[[], None] | None = None,
     ) -> None:
         self.terminal_id = terminal_id
         self._department_id = department_id
@@ -209,6 +210,9 @@ class Engine:
         self._display = display
         self._clock = clock
         self._outbox_wakeup = outbox_wakeup
+        #: wakes the drain in this loop turn, not the next (a payment's outcome: nothing
+        #: the step started should go before its event); ``outbox_wakeup`` when not given
+        self._outbox_wakeup_now = outbox_wakeup_now or outbox_wakeup
         self._on_state_change = on_state_change
         self._topic = events_topic
         self._reader = reader
@@ -700,7 +704,7 @@ class Engine:
             form.clear()
             del card, track
         self._note(verdict.athena)
-        self._feed(job, verdict.input)
+        self._feed(job, verdict.input, event_first=True)
 
     def _athena_now(self) -> Span | None:
         """Now on athena's clock: from its Date headers; else, only when the system says
@@ -903,32 +907,56 @@ class Engine:
 
     # ------------------------------------------------------------ plumbing
 
-    def _feed(self, job: Job, inp: jm.Input) -> Step:
+    def _feed(self, job: Job, inp: jm.Input, *, event_first: bool = False) -> Step:
         """Step a job, journal it (or queue the write if the journal refuses: ``_record``),
-        then act on its new state. The job's truth is the step, written or not."""
+        then act on its new state. The job's truth is the step, written or not.
+
+        ``event_first`` (the payment's outcome, which the patient and the app wait for):
+        when the job ends here, its bookkeeping is done at once and the outbox drain is
+        woken in this loop turn, so that its event is published first; the log line, the
+        result screen and the state follow one callback later (docs/PERFORMANCE.md)."""
         st = jm.step(job, inp, self._clock.now())
         self._record(st)
         if st.job.final:
             failpoint("before_publish")
+        ends = st.job.final or st.job.state is JobState.UNKNOWN
+        if event_first and ends:
+            active = self._active
+            held = active is not None and active.job.job_id == job.job_id
+            self._after(st.job, present=False)
+            self._wake_drain()
+            asyncio.get_running_loop().call_soon(self._present_end, job.state, st.job, held)
+            return st
         if job.state is not st.job.state:
             log.info("job %s: %s -> %s", job.job_id, job.state, st.job.state)
         self._after(st.job)
         return st
 
-    def _after(self, job: Job) -> None:
+    def _present_end(self, was: JobState, job: Job, held: bool) -> None:
+        """The log line, result screen and state of a job that ended under ``event_first``
+        (``held``: it held the terminal)."""
+        if was is not job.state:
+            log.info("job %s: %s -> %s", job.job_id, was, job.state)
+        if held and self._active is None:  # no new job took the terminal in between
+            self._result_screen(job)
+        self._wake()
+
+    def _after(self, job: Job, *, present: bool = True) -> None:
         active = self._active
         if active is not None and active.job.job_id == job.job_id:
             active.job = job
         if job.state is JobState.UNKNOWN:
-            self._finish(job)
+            self._finish(job, present=present)
             self._spawn_reconcile(job)
         else:
             self._unknown.pop(job.job_id, None)
             if job.final:
-                self._finish(job)
+                self._finish(job, present=present)
 
-    def _finish(self, job: Job) -> None:
-        """The job no longer holds the terminal: result screen, then idle."""
+    def _finish(self, job: Job, *, present: bool = True) -> None:
+        """The job no longer holds the terminal: result screen, then idle. ``present``
+        False: the terminal is released, and the screen and the wake-up are the caller's
+        (``_feed``'s ``event_first``)."""
         active = self._active
         was_active = active is not None and active.job.job_id == job.job_id
         if was_active:
@@ -937,13 +965,18 @@ class Engine:
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
             self._active = None
-            screen = result_screen(job)
-            if screen is not None:
-                self._show(screen)
-                self._spawn(self._idle_later(self._screen_gen,
-                                             self._clock.monotonic() + RESULT_SCREEN_S),
-                            "lobbypay.engine.idle_screen")
-        self._wake()
+            if present:
+                self._result_screen(job)
+        if present:
+            self._wake()
+
+    def _result_screen(self, job: Job) -> None:
+        screen = result_screen(job)
+        if screen is not None:
+            self._show(screen)
+            self._spawn(self._idle_later(self._screen_gen,
+                                         self._clock.monotonic() + RESULT_SCREEN_S),
+                        "lobbypay.engine.idle_screen")
 
     def _get_job(self, job_id: str) -> Job | None:
         try:
@@ -1025,6 +1058,13 @@ class Engine:
         except Exception:  # noqa: BLE001
             log.exception("outbox wakeup failed")
         self._changed()
+
+    def _wake_drain(self) -> None:
+        """Wake the outbox drain in this loop turn (``outbox_wakeup_now``)."""
+        try:
+            self._outbox_wakeup_now()
+        except Exception:  # noqa: BLE001
+            log.exception("outbox wakeup failed")
 
     def _changed(self) -> None:
         try:

@@ -275,16 +275,23 @@ class Rig:
         self.journal = Journal(state_dir)
         self.wakeups = 0
         self.state_changes = 0
+        #: per ``outbox_wakeup_now`` call: the screens shown so far and the outbox rows
+        self.wake_now_seen: list[tuple[int, int]] = []
         self.engine = Engine(
             terminal_id=TID, department_id="1", max_charge=Cents(max_charge),
             reconcile_settle_s=SETTLE_S, athena_timeout_s=0.5, athena=self.athena,
             journal=self.journal, display=self.display, clock=self.clock,
             outbox_wakeup=self._wake, on_state_change=self._changed, events_topic=TOPIC,
-            sleep=self.clock.sleep,
+            sleep=self.clock.sleep, outbox_wakeup_now=self._wake_now,
         )
 
     def _wake(self) -> None:
         self.wakeups += 1
+
+    def _wake_now(self) -> None:
+        self.wakeups += 1
+        self.wake_now_seen.append((len(self.display.history),
+                                   len(self.journal.outbox_pending(1000))))
 
     def _changed(self) -> None:
         self.state_changes += 1

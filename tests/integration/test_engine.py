@@ -31,6 +31,7 @@ from lobbypay.core.commands import (
 )
 from lobbypay.core.errors import Code, DomainError
 from lobbypay.core.money import Cents
+from lobbypay.core.screen import render, result_screen
 from lobbypay_hw import api
 
 from tests.fakes.engine import (
@@ -47,6 +48,7 @@ from tests.fakes.engine import (
     go_unknown,
     patient_payload,
     receipt,
+    settle,
     start_cmd,
     swipe,
     until,
@@ -138,6 +140,35 @@ async def test_the_post_goes_before_the_submitting_bookkeeping(tmp_path: Path,
         await until(lambda: r.wakeups > before)
     finally:
         await r.close()
+
+
+async def test_the_outcome_event_goes_before_the_result_screen(rig: Rig, caplog) -> None:
+    """The payment's outcome wakes the outbox drain in its own loop turn, with the event
+    written and the terminal released; the log line, result screen and state follow one
+    callback later (docs/PERFORMANCE.md)."""
+    caplog.set_level(logging.INFO, logger="lobbypay.engine")
+    await rig.engine.charge_start(start_cmd())
+    rig.engine.on_reader_event(api.CardRead(FakeCard()))
+    changes: list[int] = []
+
+    def at_wake() -> None:
+        changes.append(rig.state_changes)
+        assert rig.engine.active_job is None  # released before the event goes
+        assert not any("-> succeeded" in r.getMessage() for r in caplog.records)
+
+    real = rig.engine._outbox_wakeup_now
+    rig.engine._outbox_wakeup_now = lambda: (real(), at_wake())  # type: ignore[assignment]
+    await until(lambda: bool(rig.wake_now_seen))
+    shown, rows = rig.wake_now_seen[0]
+    assert rig.states("j-1")[-1] == "succeeded" and rows == len(rig.events("j-1"))
+    job = rig.journal.get_job("j-1")
+    assert job is not None
+    result = render(result_screen(job), cols=16, rows=2)  # type: ignore[arg-type]
+    assert rig.display.history[shown - 1] != result  # still "processing" at the wake-up
+    await settle()
+    assert rig.display.history[shown:] == [result]  # the result screen, right after
+    assert any("submitting -> succeeded" in r.getMessage() for r in caplog.records)
+    assert rig.state_changes > changes[0]
 
 
 async def test_allow_duplicate_is_passed_and_copay_only(rig: Rig) -> None:
