@@ -638,7 +638,9 @@ class Engine:
         active.job = st1.job
         if active.deadline_task is not None:
             active.deadline_task.cancel()
-        self._show(Screen(ScreenKind.PROCESSING, brand=accepted.brand, last4=accepted.last4))
+        # card_read's own state (protocol 8: every job state is published); the display
+        # still shows the amount, and "processing" follows once the POST is on its way
+        self._changed()
         # the point of no return: "submitting" is on disk (fsynced) before the POST exists
         try:
             athena_now = self._athena_now()
@@ -659,12 +661,18 @@ class Engine:
                            f"lobbypay.engine.submit[{job.job_id}]")
         self._submits.add(task)
         task.add_done_callback(self._post_done)
-        # what the POST does not wait for (the log line, the outbox and state wake-up)
-        # runs after the task's first step, which writes the POST to its socket: the
-        # patient waits for athena, not for our bookkeeping (docs/PERFORMANCE.md)
+        # what the POST does not wait for (the "processing" screen, the log line, the
+        # outbox and state wake-up) runs after the task's first step, which writes the
+        # POST to its socket: the patient waits for athena, not for our bookkeeping
+        # (docs/PERFORMANCE.md)
         asyncio.get_running_loop().call_soon(self._submitted, job.job_id, accepted)
 
     def _submitted(self, job_id: str, accepted: jm.CardAccepted) -> None:
+        active = self._active
+        if (active is not None and active.job.job_id == job_id
+                and active.job.state is JobState.SUBMITTING):  # not over already
+            self._show(Screen(ScreenKind.PROCESSING, brand=accepted.brand,
+                              last4=accepted.last4))
         log.info("job %s: submitting (%s *%s)", job_id, accepted.brand, accepted.last4)
         self._wake()
 

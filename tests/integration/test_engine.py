@@ -120,24 +120,27 @@ async def test_submitting_is_on_disk_before_the_post(tmp_path: Path) -> None:
 
 async def test_the_post_goes_before_the_submitting_bookkeeping(tmp_path: Path,
                                                                caplog) -> None:
-    """The POST is started in the same loop turn as the swipe; the log line and the
-    outbox wake-up of `submitting` come after it (docs/PERFORMANCE.md)."""
+    """The POST is started in the same loop turn as the swipe; the "processing" screen,
+    the log line and the outbox wake-up of `submitting` come after it
+    (docs/PERFORMANCE.md). card_read's state is signalled before the POST."""
     caplog.set_level(logging.INFO, logger="lobbypay.engine")
     r = Rig(tmp_path)
-    at_post: list[tuple[bool, int]] = []
+    at_post: list[tuple[bool, int, int]] = []
 
     def logged() -> bool:
         return any("submitting (" in rec.getMessage() for rec in caplog.records)
 
-    r.athena.on_post = lambda: at_post.append((logged(), r.wakeups))
+    r.athena.on_post = lambda: at_post.append((logged(), r.wakeups, len(r.display.history)))
     await r.engine.start()
     try:
         await r.engine.charge_start(start_cmd())
-        before = r.wakeups
-        await swipe(r)
+        before, shown, changes = r.wakeups, len(r.display.history), r.state_changes
+        r.engine.on_reader_event(api.CardRead(FakeCard()))
+        assert r.state_changes > changes  # card_read's state, in the swipe's own turn
         await until(lambda: bool(at_post) and logged())
-        assert at_post == [(False, before)]
+        assert at_post == [(False, before, shown)]  # nothing shown or logged before it
         await until(lambda: r.wakeups > before)
+        assert "*1111" in " ".join(r.display.history[shown])  # then "processing"
     finally:
         await r.close()
 
