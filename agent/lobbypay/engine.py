@@ -945,9 +945,9 @@ class Engine:
         (``held``: it held the terminal)."""
         if was is not job.state:
             log.info("job %s: %s -> %s", job.job_id, was, job.state)
-        if held and self._active is None:  # no new job took the terminal in between
+        if held and self._active is None and not self._closed:  # no new job took over
             self._result_screen(job)
-        self._wake()
+        self._changed()  # the drain is awake already (``_wake_drain``)
 
     def _after(self, job: Job, *, present: bool = True) -> None:
         active = self._active

@@ -36,7 +36,10 @@ Why aiomqtt over raw paho: aiomqtt already drives paho's socket from the asyncio
 (add_reader/add_writer, no paho thread) and turns PUBACK/SUBACK callbacks into awaitables;
 what it lacks (reconnect policy, reply queue, outbox) is the part that is ours anyway.
 We build a fresh ``aiomqtt.Client`` per connection attempt so no paho state (in-flight
-messages, futures) leaks from a dead connection into the next one.
+messages, futures) leaks from a dead connection into the next one. Publishes go one level
+under aiomqtt's ``publish`` where its internals are as expected (``_Publisher``,
+``_Writer``): paho's ``publish`` in the caller's step, the PUBACK awaited in aiomqtt's own
+table, the packet written at once or at the end of the loop turn (docs/PERFORMANCE.md).
 
 This is the only module that imports aiomqtt/paho or catches ``aiomqtt.MqttError``.
 Payloads are never logged.
