@@ -139,8 +139,8 @@ async def test_card_read_not_written_asks_for_another_swipe(rig: te.Rig) -> None
 
 
 class LockingDisplay(te.FakeDisplay):
-    """Takes the journal's write lock when the engine shows "processing", which it does
-    between journaling ``card_read`` and journaling ``submitting``."""
+    """Takes the journal's write lock when the engine shows a screen that ``wanted``
+    picks (a subclass decides which)."""
 
     def __init__(self, state_dir: Path) -> None:
         super().__init__()
@@ -148,11 +148,36 @@ class LockingDisplay(te.FakeDisplay):
         self.lock: sqlite3.Connection | None = None
 
     def show(self, view: api.ScreenView) -> tuple[str, ...]:
-        if self.lock is None and any("ocessing" in line for line in view.lines):
+        if self.lock is None and self.wanted(view):
             self.lock = sqlite3.connect(self.state_dir / DB_NAME, isolation_level=None,
                                         timeout=0)
             self.lock.execute("BEGIN IMMEDIATE")
         return super().show(view)
+
+    def wanted(self, view: api.ScreenView) -> bool:
+        return False
+
+    def release(self) -> None:
+        assert self.lock is not None
+        self.lock.execute("ROLLBACK")
+        self.lock.close()
+
+
+class CardReadLock:
+    """Takes the journal's write lock when the engine signals ``card_read``'s state, which
+    it does between journaling ``card_read`` and journaling ``submitting``."""
+
+    def __init__(self, engine: engine_mod.Engine, state_dir: Path) -> None:
+        self.engine = engine
+        self.state_dir = state_dir
+        self.lock: sqlite3.Connection | None = None
+
+    def __call__(self) -> None:
+        job = self.engine.active_job
+        if self.lock is None and job is not None and job.state is JobState.CARD_READ:
+            self.lock = sqlite3.connect(self.state_dir / DB_NAME, isolation_level=None,
+                                        timeout=0)
+            self.lock.execute("BEGIN IMMEDIATE")
 
     def release(self) -> None:
         assert self.lock is not None
@@ -162,13 +187,13 @@ class LockingDisplay(te.FakeDisplay):
 
 async def test_submitting_not_written_means_never_posted(tmp_path: Path) -> None:
     r = te.Rig(tmp_path / "state")
-    display = LockingDisplay(tmp_path / "state")
-    r.engine._display = display
+    locker = CardReadLock(r.engine, tmp_path / "state")
+    r.engine._on_state_change = locker
     await r.engine.start()
     try:
         await r.engine.charge_start(te.start_cmd("j-1"))
         card = await te.swipe(r)
-        assert display.lock is not None, "the processing screen was never shown"
+        assert locker.lock is not None, "card_read's state was never signalled"
         await te.until(lambda: r.engine.active_job is None)
         assert r.athena.posts == []  # the point of no return was never recorded
         assert card.wiped
@@ -176,7 +201,7 @@ async def test_submitting_not_written_means_never_posted(tmp_path: Path) -> None
         assert got["state"] == "failed" and got["error"]["code"] == "internal_error"
         assert r.engine.state()["job_state"] == "idle"  # not stuck in card_read
         assert journaled_states(r, "j-1") == ["pending", "card_read"]
-        display.release()
+        locker.release()
         await r.clock.advance(6)
         await te.until(lambda: journaled_states(r, "j-1")[-1] == "failed")
         assert journaled_states(r, "j-1") == ["pending", "card_read", "failed"]
@@ -277,12 +302,8 @@ async def test_the_reply_agrees_with_the_job_when_keeping_the_reply_fails(
     from lobbypay.app import Dispatcher
 
     class LockOnAmount(LockingDisplay):
-        def show(self, view: api.ScreenView) -> tuple[str, ...]:
-            if self.lock is None and any("Total" in line for line in view.lines):
-                self.lock = sqlite3.connect(self.state_dir / DB_NAME, isolation_level=None,
-                                            timeout=0)
-                self.lock.execute("BEGIN IMMEDIATE")
-            return te.FakeDisplay.show(self, view)
+        def wanted(self, view: api.ScreenView) -> bool:
+            return any("Total" in line for line in view.lines)
 
     r = te.Rig(tmp_path / "state")
     display = LockOnAmount(tmp_path / "state")
