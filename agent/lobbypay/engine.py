@@ -711,8 +711,10 @@ class Engine:
             track[:] = bytes(len(track))
             form.clear()
             del card, track
-        self._note(verdict.athena)
         self._feed(job, verdict.input, event_first=True)
+        # what the call said about athena (state.athena, the clock's health) after the
+        # outcome's commit and event: the state it changes goes out later anyway
+        asyncio.get_running_loop().call_soon(self._note, verdict.athena)
 
     def _athena_now(self) -> Span | None:
         """Now on athena's clock: from its Date headers; else, only when the system says
