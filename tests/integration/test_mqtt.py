@@ -603,6 +603,36 @@ async def test_missing_ca_file_is_a_config_problem(mosquitto: Mosquitto, unique_
         assert link.last_error is not None and link.last_error.startswith("tls")
 
 
+async def test_offline_goes_out_even_when_a_reply_is_not_acknowledged(
+    mosquitto: Mosquitto, unique_tid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() publishes offline after the queued replies, and also when their PUBACKs do
+    not come within STOP_PUBLISH_TIMEOUT_S (a timeout there used to skip offline)."""
+    from lobbypay.shell.mqtt import _Reply
+
+    caplog.set_level("INFO", logger="lobbypay.mqtt")
+    app = FakeApp()
+    async with MqttTestClient(mosquitto.host, mosquitto.port) as c:
+        await c.subscribe(f"lobbypay/v1/{unique_tid}/status")
+        link = make_link(mosquitto, unique_tid, app)
+        task = asyncio.create_task(link.run())
+        await eventually(lambda: link.connected, what="link connected")
+        mosquitto.pause()  # TCP stays up, the broker answers nothing
+        try:
+            link._queue_reply(_Reply(b'{"v": 1}', None, None, link.reply_topic))
+            stopping = asyncio.create_task(link.stop())
+            await asyncio.sleep(3.3)  # past the replies' share of the stop
+        finally:
+            mosquitto.resume()
+        async with asyncio.timeout(10):
+            await stopping
+            await task
+        last = await c.wait_for(lambda m: m.json().get("online") is False)
+        assert last.json()["online"] is False
+        # published by stop() itself, not only the broker's will for a dropped session
+        assert any("offline status published" in r.getMessage() for r in caplog.records)
+
+
 async def test_stop_while_broker_is_down_returns(mosquitto: Mosquitto, unique_tid: str) -> None:
     link = make_link(mosquitto, unique_tid, FakeApp())
     async with running(link):

@@ -533,8 +533,9 @@ class MqttLink:
             if failure is not None:
                 raise failure
         # stop(): replies already computed go out first, then offline, then DISCONNECT.
+        # Replies the broker does not acknowledge in time do not keep offline back.
         self.state = LinkState.STOPPING
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(STOP_PUBLISH_TIMEOUT_S):
                 await self._flush_replies(pub)
         await client.publish(self.status_topic, self._status_payload(False), qos=1, retain=True,
