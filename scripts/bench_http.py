@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""CPU per GET under one ``httpx.AsyncClient``: httpx's default transport (httpcore on
-anyio) against ``lobbypay.shell.http11.PooledTransport`` (h11 on an asyncio connection),
-and raw bytes on an open socket as the floor.
+"""CPU per GET: under one ``httpx.AsyncClient``, httpx's default transport (httpcore on
+anyio) against ``lobbypay.shell.http11.PooledTransport`` (h11 on an asyncio connection);
+the same pool given an ``http11.Call`` directly, without httpx's request and response
+objects (the athena client's way); and raw bytes on an open socket as the floor.
 
 A loopback server in the same process answers every request with the same 1.2 KB JSON
 body, Content-Length framed, on one keep-alive connection per side. Each side makes
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent"))
 
 import httpx  # noqa: E402
-from lobbypay.shell.http11 import PooledTransport  # noqa: E402
+from lobbypay.shell.http11 import Call, PooledTransport  # noqa: E402
 
 PATIENT = b'{"patientid":"60178","firstname":"Ana","claimbalancedetails":[]}'
 BODY = b"[" + b",".join([PATIENT] * 18) + b"]"
@@ -58,6 +59,22 @@ async def _httpx(url: str, runs: int, transport: httpx.AsyncBaseTransport | None
         return (time.process_time() - t0) / runs * 1000
 
 
+async def _call(url: str, host: str, port: int, runs: int) -> float:
+    pooled = PooledTransport(url, ssl_context=None, connect_timeout_s=5.0)
+    head = ((b"host", f"{host}:{port}".encode()), (b"accept", b"application/json"))
+    try:
+        for i in range(runs + 20):
+            if i == 20:
+                t0 = time.process_time()
+            # built per request, as the athena client builds each one
+            call = Call(b"GET", PATH.encode(), [*head, (b"authorization", b"Bearer bench")],
+                        read_s=5.0, write_s=5.0, connect_s=5.0)
+            json.loads((await pooled.send(call)).content)
+        return (time.process_time() - t0) / runs * 1000
+    finally:
+        await pooled.aclose()
+
+
 async def _raw(host: str, port: int, runs: int) -> float:
     reader, writer = await asyncio.open_connection(host, port)
     request = (f"GET {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -79,12 +96,14 @@ async def main(runs: int, rounds: int) -> dict[str, list[float]]:
     server = await asyncio.start_server(_serve, "127.0.0.1", 0)
     host, port = server.sockets[0].getsockname()[:2]
     url = f"http://{host}:{port}"
-    out: dict[str, list[float]] = {"httpx_default": [], "pooled_h11": [], "raw_bytes": []}
+    out: dict[str, list[float]] = {"httpx_default": [], "pooled_h11": [], "call_h11": [],
+                                   "raw_bytes": []}
     try:
         for _ in range(rounds):
             out["httpx_default"].append(await _httpx(url, runs, None))
             pooled = PooledTransport(url, ssl_context=None, connect_timeout_s=5.0)
             out["pooled_h11"].append(await _httpx(url, runs, pooled))
+            out["call_h11"].append(await _call(url, host, port, runs))
             out["raw_bytes"].append(await _raw(host, port, runs))
     finally:
         await asyncio.sleep(0.1)  # the handlers see their connections end

@@ -337,7 +337,7 @@ async def run_agent(cfg: Config, *, stop: asyncio.Event | None = None,
     if os.environ.get("LOBBYPAY_TEST_MODE") == "1" and os.environ.get("LOBBYPAY_NO_WARM") == "1":
         # scripts/bench: the payment POST opens its connection after the swipe, as before
         # the warm line, for the with/without comparison (docs/PERFORMANCE.md)
-        athena.payment_line = None
+        athena.warm_payments = False
     r, d = cfg.reader, cfg.display
     reader = READERS[r.driver](
         path=sim_reader_socket(cfg) if r.driver == "sim" else r.path,

@@ -523,7 +523,7 @@ SWIPE_STEPS = (
     ("journal.card_read", "card_read committed", "first"),
     ("journal.submitting", "submitting committed (fsync)", "first"),
     ("post.slot", "the POST's token and rate-limit slot", "first"),
-    ("post.begin", "httpx hands the POST to its transport", "first"),
+    ("post.begin", "the POST handed to the payment line", "first"),
     ("post.sent", "POST written to its socket", "last_before:post.answer"),
     ("post.answer", "athena's answer read", "first"),
     ("journal.final", "outcome committed (fsync)", "first"),

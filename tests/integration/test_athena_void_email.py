@@ -193,6 +193,28 @@ async def test_email_receipt_sends_the_address_to_athena_only(
     assert address not in caplog.text
 
 
+async def test_the_email_body_that_went_on_the_wire_is_wiped(
+        sim: AthenaSim, client: AthenaClient) -> None:
+    """The address travels in a buffer of the client's own, zeroed once the exchange is
+    over, answered or not (as a payment's card fields are)."""
+    eid = await pay(client)
+    sent: list[bytes | bytearray] = []
+    real_send = client._pool.send  # noqa: SLF001 - the pool the receipt POST goes through
+
+    async def recording(call: Any) -> Any:
+        sent.append(call.body)
+        assert b"canary.wire%40example.org" in bytes(call.body)  # on the wire as given
+        return await real_send(call)
+
+    client._pool.send = recording  # type: ignore[method-assign]  # noqa: SLF001
+    await client.email_receipt("60178", eid, "canary.wire@example.org")
+    sim.add_fault("status", endpoint="receiptemail", status=503)
+    with pytest.raises(OutcomeUnknown):
+        await client.email_receipt("60178", eid, "canary.wire@example.org")
+    assert len(sent) == 2 and all(isinstance(b, bytearray) for b in sent)
+    assert all(b == bytes(len(b)) for b in sent)
+
+
 async def test_email_refusals(sim: AthenaSim, client: AthenaClient) -> None:
     eid = await pay(client)
     with pytest.raises(AthenaRejected) as ei:

@@ -1,16 +1,20 @@
 """shell/http11.py against a scripted loopback server: answer framing (Content-Length,
-chunked, to the end of the connection, interim 1xx), keep-alive reuse and its limits, and
-the httpx error classes the athena client sorts into "not sent" / "may have been sent"."""
+chunked, to the end of the connection, interim 1xx), content codings, keep-alive reuse and
+its limits, and the httpx error classes the athena client sorts into "not sent" / "may
+have been sent"; both through ``PooledTransport.send`` (the athena client's way) and
+through ``httpx.AsyncClient`` on the same transport (the token request's)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from lobbypay.shell.http11 import PooledTransport
+from lobbypay.shell.http11 import Call, PooledTransport
 
 Script = Callable[[bytes], bytes | None]
 
@@ -56,6 +60,17 @@ async def server(answer: Script, *, close_after: bool = False) -> AsyncIterator[
 def client(seen: dict) -> tuple[httpx.AsyncClient, PooledTransport]:
     t = PooledTransport(seen["url"], ssl_context=None, connect_timeout_s=2.0)
     return httpx.AsyncClient(transport=t, timeout=2.0), t
+
+
+def post(target: bytes, body: bytes | bytearray) -> Call:
+    return Call(b"POST", target, [(b"host", b"127.0.0.1"),
+                                  (b"content-length", str(len(body)).encode())], body,
+                read_s=2.0, write_s=2.0)
+
+
+def get(target: bytes = b"/", *extra: tuple[bytes, bytes]) -> Call:
+    return Call(b"GET", target, [(b"host", b"127.0.0.1"), *extra], read_s=2.0, write_s=2.0,
+                connect_s=2.0)
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:
@@ -174,13 +189,12 @@ async def test_the_request_goes_in_one_write_and_that_buffer_is_wiped() -> None:
     from lobbypay.shell.http11 import Origin, exchange, open_stream
 
     async with server(lambda req: ok(b"{}")) as seen:
-        body = b"cardnumber=4111111111111111&x=1"
-        request = httpx.Request("POST", seen["url"] + "/p", content=body)
+        body = bytearray(b"cardnumber=4111111111111111&x=1")
         stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
         written = record_writes(stream)
-        answer = await exchange(stream, request)
+        answer = await exchange(stream, post(b"/p", body))
         stream.abort()
-        assert answer.status == 200
+        assert answer.status_code == 200
         assert seen["requests"][0].endswith(b"\r\n\r\n" + body)
         assert len(written) == 1
         assert written[0] == bytes(len(written[0]))  # all zeros now
@@ -191,11 +205,10 @@ async def test_the_buffer_is_wiped_when_no_answer_comes() -> None:
     from lobbypay.shell.http11 import Origin, exchange, open_stream
 
     async with server(lambda req: None) as seen:  # hangs up after the request
-        request = httpx.Request("POST", seen["url"] + "/p", content=b"trackdata=%B4111^")
         stream = await open_stream(Origin.of(seen["url"]), None, 2.0)
         written = record_writes(stream)
         with pytest.raises(httpx.RemoteProtocolError):
-            await exchange(stream, request)
+            await exchange(stream, post(b"/p", b"trackdata=%B4111^"))
         stream.abort()
         assert written and all(w == bytes(len(w)) for w in written)
 
@@ -214,3 +227,65 @@ async def test_an_oversized_head_and_bytes_past_the_answer() -> None:
             assert (await c.get(seen["url"] + "/")).json() == {}
             assert (await c.get(seen["url"] + "/")).json() == {}
         assert t.opened == 2 and t.reused == 0
+
+
+def coded(bodies: dict[bytes, tuple[bytes, bytes]], extra: bytes = b"") -> Script:
+    """Answers each target with its (content coding, body)."""
+    def answer(req: bytes) -> bytes:
+        coding, body = bodies[req.split(b" ")[1]]
+        return ok(body, b"Content-Encoding: " + coding + b"\r\n" + extra)
+    return answer
+
+
+async def test_send_gives_headers_by_any_case_and_the_body_decoded() -> None:
+    doc = b'{"patients": [' + b'{"balance": "1.00"},' * 200 + b'{}]}'
+    codings = {
+        b"/gzip": (b"gzip", gzip.compress(doc)),
+        b"/deflate": (b"deflate", zlib.compress(doc)),
+        b"/raw-deflate": (b"deflate", zlib.compress(doc)[2:-4]),
+        b"/plain": (b"identity", doc),
+    }
+
+    async with server(coded(codings, b"Vary: a\r\nVARY: b\r\n")) as seen:
+        t = PooledTransport(seen["url"], ssl_context=None, connect_timeout_s=2.0)
+        try:
+            for target in codings:
+                a = await t.send(get(target))
+                assert (a.status_code, a.content) == (200, doc), target
+                assert a.headers.get("vary") == a.headers.get("Vary") == "a, b"
+                assert a.headers.get("retry-after") is None and "VARY" in a.headers
+            assert t.opened == 1 and t.reused == 3
+            # the same through httpx (the token request's way): decoded once, not twice
+            c = httpx.AsyncClient(transport=t, timeout=2.0)
+            r = await c.get(seen["url"] + "/gzip")
+            assert r.content == doc and "content-encoding" not in r.headers
+        finally:
+            await t.aclose()
+
+
+async def test_a_body_that_does_not_decode_is_a_decoding_error() -> None:
+    bodies = {b"/bad-gzip": (b"gzip", b"not gzip at all"),
+              b"/br": (b"br", b"\x0b\x01\x80{}\x03"),
+              b"/truncated": (b"gzip", gzip.compress(b"{}" * 100)[:-8])}
+
+    async with server(coded(bodies)) as seen:
+        t = PooledTransport(seen["url"], ssl_context=None, connect_timeout_s=2.0)
+        try:
+            for target in bodies:
+                with pytest.raises(httpx.DecodingError):  # an answer came: "may have been sent"
+                    await t.send(get(target))
+        finally:
+            await t.aclose()
+
+
+async def test_send_refuses_before_a_byte_and_after_close() -> None:
+    async with server(lambda req: ok(b"{}")) as seen:
+        t = PooledTransport(seen["url"], ssl_context=None, connect_timeout_s=2.0)
+        with pytest.raises(httpx.LocalProtocolError):
+            await t.send(get(b"/", (b"x-bad", b"a\r\nInjected: 1")))
+        with pytest.raises(httpx.LocalProtocolError):  # no Host: not HTTP/1.1
+            await t.send(Call(b"GET", b"/", []))
+        await t.aclose()
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await t.send(get())
+        assert seen["requests"] == []

@@ -1,6 +1,6 @@
-"""The athena client builds each request itself (``AthenaClient._request``): byte for byte
-what httpx's ``build_request`` makes for athena's calls, without its URL and cookie
-merging."""
+"""The athena client builds each request itself (``AthenaClient._call``, an
+``http11.Call``): the method, target, headers and body that httpx's ``build_request``
+makes for the same call, without httpx's request object; and nothing for another origin."""
 
 from __future__ import annotations
 
@@ -8,26 +8,40 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lobbypay.shell.athena import AthenaClient
+from lobbypay.shell.athena import CONNECT_TIMEOUT_S, AthenaClient
+from lobbypay.shell.http11 import Call
 
-URL = "https://api.example.test/v1/195900/patients/1234"
-HEADERS = {"Authorization": "Bearer tok", "X-Request-Id": "0f1e2d3c"}
-TIMEOUT = httpx.Timeout(7.0, connect=3.0)
-
-
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        headers={"Accept": "application/json", "User-Agent": "lobbypay/test"},
-        timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=False)
+BASE = "https://api.example.test"
+URL = f"{BASE}/v1/195900/patients/1234"
+TOKEN, RID = "tok", "0f1e2d3c"
+#: httpx's own choices, not athena's: its keep-alive header (HTTP/1.1's default anyway)
+#: and the codings it accepts (which depend on what else is installed)
+HTTPX_ONLY = {b"connection", b"accept-encoding"}
 
 
-def same(a: httpx.Request, b: httpx.Request) -> None:
-    assert b.method == a.method
-    assert b.url == a.url
-    assert b.url.raw_path == a.url.raw_path
-    assert b.headers.raw == a.headers.raw
-    assert b.extensions == a.extensions
-    assert b.read() == a.read()
+def athena() -> AthenaClient:
+    return AthenaClient(BASE, "195900", "id", "secret", timeout_s=7.0)
+
+
+def expected(c: AthenaClient, method: str, url: str, params: dict[str, str] | None = None,
+             data: dict[str, str] | None = None, content: bytes | None = None) -> httpx.Request:
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Request-Id": RID}
+    if content is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    return c._http.build_request(method, url, params=params, data=data,  # noqa: SLF001
+                                 content=content, headers=headers)
+
+
+def same(want: httpx.Request, got: Call) -> None:
+    assert got.method == want.method.encode()
+    assert got.target == want.url.raw_path
+    assert got.headers[0] == (b"host", want.headers.raw[0][1])  # Host first, as httpx
+
+    def named(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return sorted((k.lower(), v) for k, v in raw if k.lower() not in HTTPX_ONLY)
+
+    assert named(got.headers) == named(list(want.headers.raw))
+    assert bytes(got.body) == want.read()
 
 
 @pytest.mark.parametrize(
@@ -39,24 +53,41 @@ def same(a: httpx.Request, b: httpx.Request) -> None:
         ("POST", None, {"epaymentid": "123", "email": "a+b@example.test"}, None),
     ],
 )
-def test_request_is_what_build_request_makes(method: str, params: dict[str, str] | None,
-                                             data: dict[str, str] | None,
-                                             content: bytes | None) -> None:
-    http = client()
-    headers = dict(HEADERS)
-    if content is not None:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    expected = http.build_request(method, URL, params=params, data=data, content=content,
-                                  headers=headers, timeout=TIMEOUT)
-    same(expected, AthenaClient._request(http, method, URL, params, data, content, headers,
-                                         TIMEOUT))
+def test_the_call_is_what_build_request_makes(method: str, params: dict[str, str] | None,
+                                              data: dict[str, str] | None,
+                                              content: bytes | None) -> None:
+    c = athena()
+    # the client encodes a ``form`` (data) into its own buffer before it builds the call
+    body: bytes | bytearray | None = content
+    if data is not None:
+        from urllib.parse import urlencode
+        body = bytearray(urlencode(data).encode())
+    same(expected(c, method, URL, params, data, content),
+         c._call(method, URL, params, TOKEN, RID, body, 30.0))  # noqa: SLF001
+
+
+def test_the_bounds_are_the_calls() -> None:
+    c = athena()
+    call = c._call("GET", URL, None, TOKEN, RID, None, 30.0)  # noqa: SLF001
+    assert (call.read_s, call.write_s, call.connect_s) == (7.0, 7.0, CONNECT_TIMEOUT_S)
+    call = c._call("GET", URL, None, TOKEN, RID, None, 1.5)  # noqa: SLF001 - deadline near
+    assert (call.read_s, call.write_s, call.connect_s) == (1.5, 1.5, 1.5)
+
+
+def test_a_next_link_keeps_its_query_and_another_origin_is_refused() -> None:
+    c = athena()
+    nxt = f"{BASE}/v1/195900/patients/1/receipts?offset=100&limit=100"
+    same(expected(c, "GET", nxt), c._call("GET", nxt, None, TOKEN, RID, None, 30.0))  # noqa: SLF001
+    for elsewhere in ("http://api.example.test/v1/x", "https://evil.test/v1/x",
+                      "https://api.example.test:8443/v1/x"):
+        with pytest.raises(httpx.UnsupportedProtocol):  # nothing sent
+            c._call("GET", elsewhere, None, TOKEN, RID, None, 30.0)  # noqa: SLF001
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=20), max_size=4))
 def test_query_encoding_matches_httpx(params: dict[str, str]) -> None:
     """Dates (``12/03/2026``), spaces, plus signs and any other text: the query is
     encoded exactly as httpx encodes ``params``."""
-    http = client()
-    expected = http.build_request("GET", URL, params=params, headers=HEADERS, timeout=TIMEOUT)
-    same(expected, AthenaClient._request(http, "GET", URL, params, None, None, dict(HEADERS),
-                                         TIMEOUT))
+    c = athena()
+    same(expected(c, "GET", URL, params),
+         c._call("GET", URL, params, TOKEN, RID, None, 30.0))  # noqa: SLF001

@@ -1,7 +1,7 @@
-"""athena over httpx: the client of one practice's REST API.
+"""athena over HTTP/1.1: the client of one practice's REST API.
 
 ``AthenaClient`` implements ``lobbypay.ports.Athena``. Only ``AthenaError`` subclasses
-leave it: httpx and json failures are classified here, at the edge, by *whether the
+leave it: transport and json failures are classified here, at the edge, by *whether the
 request may have reached athena* (see docs/athena.md for the full table). Beside it:
 
 * ``shell/athena_auth.py``: the OAuth2 token, cached and refreshed once for all callers;
@@ -9,7 +9,9 @@ request may have reached athena* (see docs/athena.md for the full table). Beside
 * ``shell/athena_form.py``: the payment form's body and its overwriting;
 * ``core/athena_reply.py``: what an answer to the payment POST (or a void, or a receipt
   email) means, decided without I/O;
-* ``shell/payline.py``: the payment POST's own connection.
+* ``shell/payline.py``: the payment POST's own connection;
+* ``shell/http11.py``: the exchanges themselves (h11 on asyncio connections), kept-alive
+  for reads; httpx only for the OAuth token request and for its error classes.
 
 Reads (GET) retry within one overall deadline (``timeout_s``): once with a new token after
 a 401, after throttling (429, or 403 "Over Qps"/"Over Rate") honouring ``Retry-After``,
@@ -18,7 +20,8 @@ once, whatever happens.
 
 Card data: the POST form is never logged and never put in an exception; athena's error
 text is cleaned (card-shaped text and the form's card fields masked) before it is kept.
-httpx exceptions (which hold the request, body included) are never chained onto ours.
+Transport exceptions are never chained onto ours; request bodies that carry card data
+or an email address are wiped once their exchange is over.
 Debug logs carry the method, the path *template* (no patient ids), the status, the
 elapsed time and the ``X-Request-Id`` that athena support can look up.
 """
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -72,7 +75,7 @@ from lobbypay.shell import steptrace
 from lobbypay.shell.athena_auth import DEFAULT_SCOPE, TOKEN_REQUESTS_PER_MINUTE, TokenCache
 from lobbypay.shell.athena_form import card_secrets, form_body, overwrite, overwrite_bytes
 from lobbypay.shell.clock import SystemClock
-from lobbypay.shell.http11 import PooledTransport
+from lobbypay.shell.http11 import ACCEPT_ENCODING, Answer, Call, PooledTransport
 from lobbypay.shell.payline import PaymentLine
 from lobbypay.shell.ratelimit import RateLimiter, throttle_delay_s
 
@@ -104,7 +107,11 @@ class _SendFailure:
     what: str  # the httpx class name (no URL, no request)
 
 
-def _response_date(resp: httpx.Response) -> datetime | None:
+#: An answer as the helpers read it: ours (shell/http11.py) or httpx's (the token's).
+_Reply = Answer | httpx.Response
+
+
+def _response_date(resp: _Reply) -> datetime | None:
     """The ``Date`` header (athena's clock, to the second), or None."""
     raw = resp.headers.get("date")
     if not raw:
@@ -122,12 +129,12 @@ def payment_bound_s(timeout_s: float) -> float:
     return 2 * float(timeout_s) + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S
 
 
-def _body_kind(resp: httpx.Response) -> str:
+def _body_kind(resp: _Reply) -> str:
     ctype = resp.headers.get("content-type", "").split(";")[0].strip() or "no content-type"
     return f"{ctype}, {len(resp.content)} bytes"
 
 
-def _throttled(resp: httpx.Response) -> bool:
+def _throttled(resp: _Reply) -> bool:
     """The gateway throttled the call (``core.athena_reply.is_throttled``)."""
     return is_throttled(
         resp.status_code, resp.headers.get("x-mashery-error-code", ""), resp.content
@@ -147,7 +154,6 @@ class AthenaClient:
         timeout_s: float = 20.0,
         rate_limit_rps: float | None = 5.0,
         scope: str = DEFAULT_SCOPE,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         token_requests_per_minute: int = TOKEN_REQUESTS_PER_MINUTE,
         verify: ssl.SSLContext | None = None,
@@ -174,34 +180,34 @@ class AthenaClient:
         timeout = httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
         # one trust store for reads and the payment line (SSL_CERT_FILE is honoured)
         tls = verify if verify is not None else httpx.create_ssl_context()
-        self._read_transport: httpx.AsyncBaseTransport = (
-            transport if transport is not None else PooledTransport(
-                self._base, ssl_context=tls,
-                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s)))
+        #: reads and the non-payment POSTs: kept-alive connections (shell/http11.py)
+        self._pool = PooledTransport(self._base, ssl_context=tls,
+                                     connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s))
+        #: the OAuth token request only (about once an hour), on the same pool
         self._http = httpx.AsyncClient(
-            transport=self._read_transport,
-            headers=headers, timeout=timeout, follow_redirects=False, verify=tls,
+            transport=self._pool, headers=headers, timeout=timeout, follow_redirects=False,
         )
         #: The payment POST's own connection (shell/payline.py): never pooled, never
         #: shared with another request (a pooled connection that the server closed at the
         #: wrong moment would turn a never-processed POST into an "unknown" outcome), and
         #: opened while the job waits for the card (``warm_payment``), so that no
         #: handshake lies between the swipe and the POST.
-        self.payment_line: PaymentLine | None = None
-        if transport is None:
-            self.payment_line = PaymentLine(
-                self._base, ssl_context=tls,
-                connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s))
-            self._post_transport: httpx.AsyncBaseTransport = self.payment_line.transport()
-            self._post_http = httpx.AsyncClient(
-                transport=self._post_transport,
-                headers=headers,
-                timeout=timeout,
-                follow_redirects=False,
-            )
-        else:
-            self._post_transport = self._read_transport
-            self._post_http = self._http
+        self.payment_line = PaymentLine(
+            self._base, ssl_context=tls,
+            connect_timeout_s=min(CONNECT_TIMEOUT_S, self._timeout_s))
+        #: False: ``warm_payment`` does nothing and the POST opens its connection when it
+        #: starts (the bench's with/without comparison, docs/PERFORMANCE.md)
+        self.warm_payments = True
+        base = urlsplit(self._base)
+        self._scheme_host = (base.scheme.lower(), base.netloc)
+        #: every request's first headers, as h11 takes them (httpx's ``Host`` rule: the
+        #: URL's host and port as written)
+        self._head: tuple[tuple[bytes, bytes], ...] = (
+            (b"host", base.netloc.rpartition("@")[2].encode("idna")),
+            (b"accept", b"application/json"),
+            (b"accept-encoding", ACCEPT_ENCODING),
+            (b"user-agent", f"lobbypay/{__version__}".encode("ascii")),
+        )
         #: athena's clock, learnt from the Date header of every response.
         self.server_clock = ServerClock()
         self._tokens = TokenCache(
@@ -227,9 +233,8 @@ class AthenaClient:
     async def aclose(self) -> None:
         self._closed = True
         self._tokens.close()
-        await self._http.aclose()
-        if self._post_http is not self._http:
-            await self._post_http.aclose()
+        await self._http.aclose()  # and the pool under it
+        await self.payment_line.aclose()
 
     # ------------------------------------------------------------ public reads
 
@@ -293,8 +298,8 @@ class AthenaClient:
     def warm_payment(self, hold_s: float) -> None:
         """Open (TCP + TLS) the connection the next payment POST will use, and keep a
         young one for up to ``hold_s`` (a job waiting for its card). Sends nothing;
-        never raises. A no-op with an injected transport."""
-        if self.payment_line is not None and not self._closed:
+        never raises."""
+        if self.warm_payments and not self._closed:
             self.payment_line.warm(hold_s)
 
     async def collect_payment(self, patient_id: str,
@@ -302,8 +307,8 @@ class AthenaClient:
         """POST /patients/{id}/collectpayment exactly once. See docs/athena.md for outcomes.
 
         Card fields may be ``bytearray``s (the engine's ``trackdata``): the body is built
-        in a buffer of its own, and both, with the bytes handed to httpx, are overwritten
-        once the exchange is over."""
+        in a buffer of its own, and both, with the bytes that went on the wire, are
+        overwritten once the exchange is over."""
         err: AthenaError
         try:
             return await self._collect_payment(patient_id, form)
@@ -352,7 +357,7 @@ class AthenaClient:
             token,
             rid,
             content=payload,
-            client=self._post_http,
+            payment=True,
             total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S,
         )
         if isinstance(result, _SendFailure):
@@ -363,7 +368,7 @@ class AthenaClient:
         return self._payment_outcome(result, what, rid, token, secrets)
 
     def _payment_outcome(
-        self, resp: httpx.Response, what: str, rid: str, token: str, secrets: tuple[str, ...]
+        self, resp: Answer, what: str, rid: str, token: str, secrets: tuple[str, ...]
     ) -> PaymentResult:
         status = resp.status_code
         if status == 401:  # the gateway refused the token: the next call fetches a new one
@@ -440,7 +445,7 @@ class AthenaClient:
         rid = str(uuid.uuid4())
         # the pooled client, not the payment line: that connection carries the payment
         # POST and nothing else (a void or a receipt email is safe to send again)
-        result = await self._send("POST", f"{self._api}{path}", template, token, rid, data=data,
+        result = await self._send("POST", f"{self._api}{path}", template, token, rid, form=data,
                                   total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S)
         if isinstance(result, _SendFailure):
             if not result.sent:
@@ -613,43 +618,31 @@ class AthenaClient:
         rid: str,
         *,
         params: dict[str, str] | None = None,
-        data: dict[str, str] | None = None,
+        form: dict[str, str] | None = None,
         content: bytes | None = None,
-        client: httpx.AsyncClient | None = None,
+        payment: bool = False,
         total_s: float,
-    ) -> httpx.Response | _SendFailure:
-        """One request. Transport failures come back classified, never raised, so that no
-        httpx exception (which holds the request and its body) is chained onto ours.
-        ``content`` is a form-encoded body built by the caller."""
-        http = client or self._http
-        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": rid}
-        if content is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        timeout = httpx.Timeout(
-            min(self._timeout_s, total_s), connect=min(CONNECT_TIMEOUT_S, total_s)
-        )
+    ) -> Answer | _SendFailure:
+        """One request, on the payment line (``payment``) or a pooled connection.
+        Transport failures come back classified, never raised, so that no exception is
+        chained onto ours. ``content`` is a form-encoded body built by the caller;
+        ``form`` is encoded here into a buffer wiped after the exchange."""
         started = time.perf_counter()
         sent = self._clock.monotonic()
         failure: _SendFailure | None = None
+        body = bytearray(urlencode(form).encode("ascii")) if form else None
         try:
             async with asyncio.timeout(total_s):
-                # the request the client would build (its headers, params, timeouts),
-                # handed to the transport directly: one request, no redirects, auth flow,
-                # cookie jar or event hooks, which athena's calls never use and which cost
-                # as much CPU as the exchange itself (docs/PERFORMANCE.md)
-                request = self._request(http, method, url, params, data, content, headers,
-                                        timeout)
-                resp = await self._transport_of(http).handle_async_request(request)
-                resp.request = request
-                try:
-                    await resp.aread()
-                finally:
-                    await resp.aclose()
+                call = self._call(method, url, params, token, rid,
+                                  content if body is None else body, total_s)
+                if payment:
+                    resp = await self.payment_line.send(call)
+                else:
+                    resp = await self._pool.send(call)
             self._observe_date(resp, sent)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
-            httpx.PoolTimeout,
             httpx.UnsupportedProtocol,
             httpx.LocalProtocolError,
         ) as exc:
@@ -663,6 +656,9 @@ class AthenaClient:
             failure = _SendFailure(True, True, "overall timeout")
         except httpx.HTTPError as exc:  # read/write error, server hung up, bad HTTP
             failure = _SendFailure(True, False, type(exc).__name__)
+        finally:
+            if body is not None:
+                overwrite(body)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if failure is not None:
             _log.debug(
@@ -685,29 +681,32 @@ class AthenaClient:
             )
         return resp
 
-    @staticmethod
-    def _request(http: httpx.AsyncClient, method: str, url: str,
-                 params: dict[str, str] | None, data: dict[str, str] | None,
-                 content: bytes | None, headers: dict[str, str],
-                 timeout: httpx.Timeout) -> httpx.Request:
-        """The request ``http.build_request`` would make, built directly: the client's
-        headers under this request's, the query encoded as httpx encodes it, the timeout
-        as the extension the transports read. ``build_request`` also merges a base URL,
-        cookies and client params, none of which athena's calls have: 58 against 34 µs
-        a request in a loop, more in the running agent (docs/PERFORMANCE.md)."""
+    def _call(self, method: str, url: str, params: dict[str, str] | None, token: str,
+              rid: str, body: bytes | bytearray | None, total_s: float) -> Call:
+        """The request as h11 takes it: athena's origin only (else
+        ``httpx.UnsupportedProtocol``, nothing sent), the query encoded as a form is, the
+        bounds of this call (read and write each within ``timeout_s``, connect within
+        ``CONNECT_TIMEOUT_S``, all within ``total_s``)."""
+        parts = urlsplit(url)
+        if (parts.scheme.lower(), parts.netloc) != self._scheme_host:
+            raise httpx.UnsupportedProtocol("only athena's origin is served")
+        query = parts.query
         if params:
-            url = f"{url}?{httpx.QueryParams(params)}"
-        merged = httpx.Headers(http.headers)
-        merged.update(headers)
-        return httpx.Request(method, url, headers=merged, data=data, content=content,
-                             extensions={"timeout": timeout.as_dict()})
-
-    def _transport_of(self, http: httpx.AsyncClient) -> httpx.AsyncBaseTransport:
-        return self._post_transport if http is self._post_http else self._read_transport
+            query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+        target = f"{parts.path or '/'}?{query}" if query else (parts.path or "/")
+        headers = [*self._head, (b"authorization", f"Bearer {token}".encode()),
+                   (b"x-request-id", rid.encode("ascii"))]
+        if body is not None:
+            headers.append((b"content-type", b"application/x-www-form-urlencoded"))
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        bound = min(self._timeout_s, total_s)
+        return Call(method.encode("ascii"), target.encode("utf-8"), headers,
+                    b"" if body is None else body, read_s=bound, write_s=bound,
+                    connect_s=min(CONNECT_TIMEOUT_S, total_s))
 
     # ------------------------------------------------------------ small checks
 
-    def _observe_date(self, resp: httpx.Response, sent: float) -> None:
+    def _observe_date(self, resp: _Reply, sent: float) -> None:
         date = _response_date(resp)
         if date is not None:
             self.server_clock.observe(sent, self._clock.monotonic(), date)

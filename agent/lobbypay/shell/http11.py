@@ -1,25 +1,32 @@
-"""athena's HTTP/1.1 exchanges, lean: h11 on an asyncio connection, as an httpx transport.
+"""athena's HTTP/1.1 exchanges, lean: h11 on an asyncio connection.
 
 Why not httpx's own transport (httpcore, which frames with h11 too, on anyio): measured on
 the bench machine, a GET of a patient through it cost 1.3-1.5 ms of CPU, most of it in
-httpcore's pool and anyio's stream layers, not in the framing (docs/PERFORMANCE.md); a
-charge makes three requests, and the POST and its answer lie on the path a patient waits
-on. So the framing stays with h11 (well kept, the parser httpcore uses: Content-Length,
-chunked and connection-end bodies, interim 1xx answers, keep-alive rules, header
-validation), and only the connection under it is ours: an ``asyncio.Protocol`` that
-notes the server's close at once, which the payment line needs (shell/payline.py).
+httpcore's pool and anyio's stream layers, not in the framing; and httpx's request and
+response objects (URL parsing, header normalising) cost about as much again as the
+exchange (docs/PERFORMANCE.md). A charge makes three requests, and the POST and its
+answer lie on the path a patient waits on. So the framing stays with h11 (well kept, the
+parser httpcore uses: Content-Length, chunked and connection-end bodies, interim 1xx
+answers, keep-alive rules, header validation), and what is around it is ours and small:
+an ``asyncio.Protocol`` that notes the server's close at once, which the payment line
+needs (shell/payline.py), a ``Call`` (the request as h11 takes it) and an ``Answer``
+(status, headers, body read whole).
 
-* ``exchange()`` writes one request on a ``WarmStream`` and reads its answer whole.
+* ``exchange()`` writes one ``Call`` on a ``WarmStream`` and reads its answer whole.
   Errors come out as httpx's classes, which the athena client sorts into "not sent"
   (``LocalProtocolError``: h11 refused the request before a byte was written) and "may
-  have been sent" (``ReadTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``).
-* ``PooledTransport`` serves athena's reads and its non-payment POSTs: connections to the
-  one origin are kept open between requests (``IDLE_S`` at most, ``MAX_IDLE`` of them);
-  one that the server closed or sent anything on while idle is dropped, not used. The
-  payment POST never uses it (shell/payline.py).
+  have been sent" (``ReadTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``,
+  ``DecodingError``).
+* ``PooledTransport`` serves athena's reads and its non-payment POSTs (``send``):
+  connections to the one origin are kept open between requests (``IDLE_S`` at most,
+  ``MAX_IDLE`` of them); one that the server closed or sent anything on while idle is
+  dropped, not used. It is also an httpx transport, for the OAuth token request (about
+  once an hour, through ``httpx.AsyncClient``). The payment POST never uses it
+  (shell/payline.py).
 
 The request goes out in one write: head and body in one buffer of ours, wiped when the
-exchange is over (the athena client overwrites its own copy of a payment's body then too).
+exchange is over (the athena client wipes its own copy of a payment's or an email's
+body then too).
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -225,60 +233,127 @@ class Endpoint:
 
 
 
-class Answer:
-    """An answer read whole: status, reason, raw headers, body, and whether the
-    connection may carry another request."""
+class Call:
+    """One request as h11 takes it: method, target (path and query), headers with
+    lowercase names (``host`` first), body (``b""`` for none), and the read, write and
+    connect bounds in seconds (None: unbounded). The body may be a ``bytearray`` that
+    the caller wipes after the exchange."""
 
-    __slots__ = ("status", "reason", "headers", "body", "keep_alive")
+    __slots__ = ("method", "target", "headers", "body", "read_s", "write_s", "connect_s")
+
+    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                 body: bytes | bytearray = b"", *, read_s: float | None = None,
+                 write_s: float | None = None, connect_s: float | None = None) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.read_s = read_s
+        self.write_s = write_s
+        self.connect_s = connect_s
+
+
+class AnswerHeaders(Mapping[str, str]):
+    """An answer's headers by name, case-insensitive (h11 gives them lowercased); a
+    repeated header reads as its values joined with ", ", as httpx reads it."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, key: str) -> str:
+        name = key.lower().encode("latin-1")
+        found = [v.decode("latin-1") for k, v in self._raw if k == name]
+        if not found:
+            raise KeyError(key)
+        return ", ".join(found)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k.decode("latin-1") for k, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({k for k, _ in self._raw})
+
+
+#: What the requests accept; ``_decoded`` undoes it.
+ACCEPT_ENCODING: Final = b"gzip, deflate"
+
+
+def _decoded(body: bytes, coding: str | None) -> bytes:
+    """The body without its content coding. Raises ``httpx.DecodingError`` for a coding
+    not asked for, or a body that does not decode (an answer came but cannot be read)."""
+    if not coding or not body:
+        return body
+    try:
+        for c in reversed([c.strip().lower() for c in coding.split(",")]):
+            if c in ("gzip", "x-gzip"):
+                body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            elif c == "deflate":  # zlib-wrapped, as the RFC says; raw deflate as found
+                try:
+                    body = zlib.decompress(body)
+                except zlib.error:
+                    body = zlib.decompress(body, -zlib.MAX_WBITS)
+            elif c not in ("identity", ""):
+                raise httpx.DecodingError("the answer's content coding was not asked for")
+    except zlib.error:
+        raise httpx.DecodingError("the answer's body does not decode") from None
+    return body
+
+
+class Answer:
+    """An answer read whole: status, reason, headers, body (decoded when it came gzip-
+    or deflate-encoded), and whether the connection may carry another request.
+    ``status_code``, ``headers`` and ``content`` read as httpx's response's do."""
+
+    __slots__ = ("status_code", "reason", "raw_headers", "headers", "content", "keep_alive")
 
     def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                  body: bytes, keep_alive: bool) -> None:
-        self.status = status
+        self.status_code = status
         self.reason = reason
-        self.headers = headers
-        self.body = body
+        self.raw_headers = headers
+        self.headers = AnswerHeaders(headers)
+        self.content = _decoded(body, self.headers.get("content-encoding"))
         self.keep_alive = keep_alive
 
     def response(self) -> httpx.Response:
+        """The answer as an httpx response (the token request's ``httpx.AsyncClient``);
+        its body already decoded."""
+        headers = [(k, v) for k, v in self.raw_headers if k != b"content-encoding"]
         return httpx.Response(
-            self.status, headers=self.headers, stream=httpx.ByteStream(self.body),
+            self.status_code, headers=headers, content=self.content,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": self.reason})
 
 
-def _timeouts(request: httpx.Request) -> tuple[float | None, float | None]:
-    t = request.extensions.get("timeout") or {}
-    return t.get("read"), t.get("write")
-
-
-def _request_event(request: httpx.Request) -> h11.Request:
-    """The request as h11's event. Raises ``httpx.LocalProtocolError`` (nothing sent)
-    for a request this module does not send: a streamed body, or one h11 refuses (a
-    header with CR/LF, a bad target)."""
+def call_of(request: httpx.Request) -> Call:
+    """An httpx request as a ``Call``. Raises ``httpx.LocalProtocolError`` (nothing
+    sent) for a streamed body."""
     if "transfer-encoding" in request.headers:
         raise httpx.LocalProtocolError("streamed request bodies are not sent")
-    try:
-        return h11.Request(method=request.method.encode("ascii"),
-                           target=request.url.raw_path or b"/",
-                           headers=request.headers.raw)
-    except h11.LocalProtocolError as exc:
-        raise httpx.LocalProtocolError(str(exc)) from None
+    t = request.extensions.get("timeout") or {}
+    body = request.content if request.method not in ("GET", "HEAD") else b""
+    return Call(request.method.encode("ascii"), request.url.raw_path or b"/",
+                list(request.headers.raw), body,
+                read_s=t.get("read"), write_s=t.get("write"), connect_s=t.get("connect"))
 
 
-async def exchange(stream: WarmStream, request: httpx.Request, *,
+async def exchange(stream: WarmStream, call: Call, *,
                    on_sent: Callable[[], None] | None = None) -> Answer:
-    """Send ``request`` on ``stream`` and read its whole answer (see the module
-    docstring for the errors). The connection may carry another request afterwards
-    only if ``Answer.keep_alive``."""
+    """Send ``call`` on ``stream`` and read its whole answer (see the module docstring
+    for the errors). The connection may carry another request afterwards only if
+    ``Answer.keep_alive``."""
     http = stream.http
     if http.our_state is h11.DONE and http.their_state is h11.DONE:
         http.start_next_cycle()  # a kept-alive connection's next request
-    event = _request_event(request)
-    body = request.content if request.method not in ("GET", "HEAD") else b""
-    read_timeout, write_timeout = _timeouts(request)
+    body = call.body
     try:
-        head = http.send(event)
-        # passthrough: the caller's body object itself, not a copy in h11's output
-        parts = http.send_with_data_passthrough(h11.Data(data=body)) if body else []
+        head = http.send(h11.Request(method=call.method, target=call.target,
+                                     headers=call.headers))
+        # passthrough: the caller's body object itself (a bytearray it wipes, which h11
+        # only measures and hands back), not a copy in h11's output
+        parts = (http.send_with_data_passthrough(h11.Data(data=cast(bytes, body)))
+                 if body else [])
         end = http.send(h11.EndOfMessage())
     except h11.LocalProtocolError as exc:
         raise httpx.LocalProtocolError(str(exc)) from None
@@ -291,10 +366,10 @@ async def exchange(stream: WarmStream, request: httpx.Request, *,
         wire += part
     wire += end or b""
     try:
-        await stream.write(wire, write_timeout)
+        await stream.write(wire, call.write_s)
         if on_sent is not None:
             on_sent()
-        status, reason, headers, data = await _read_answer(http, stream, read_timeout)
+        status, reason, headers, data = await _read_answer(http, stream, call.read_s)
     finally:
         wire[:] = bytes(len(wire))
     # reusable only when both sides are done and nothing came past the answer (a
@@ -317,7 +392,7 @@ async def _read_answer(http: h11.Connection, stream: WarmStream, read_timeout: f
             if ev is h11.NEED_DATA:
                 http.receive_data(await stream.read(READ_BYTES, read_timeout))
             elif isinstance(ev, h11.Response):  # (1xx answers are InformationalResponse)
-                status, reason, headers = ev.status_code, ev.reason, ev.headers.raw_items()
+                status, reason, headers = ev.status_code, ev.reason, list(ev.headers)
             elif isinstance(ev, h11.Data):
                 data += ev.data
             elif isinstance(ev, h11.EndOfMessage):
@@ -356,17 +431,17 @@ class PooledTransport(httpx.AsyncBaseTransport):
             stream.abort()
         return None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, call: Call) -> Answer:
+        """``call`` on a kept-alive connection, or a new one (``Call.connect_s`` bounds
+        opening it); its answer read whole."""
         if self._closed:
             raise httpx.UnsupportedProtocol("the athena transport is closed")
-        self.endpoint.check(request, "this transport")
-        head_timeout = (request.extensions.get("timeout") or {}).get("connect")
         stream = self._take()
         if stream is None:
-            stream = await self.endpoint.open(head_timeout)
+            stream = await self.endpoint.open(call.connect_s)
             self.opened += 1
         try:
-            answer = await exchange(stream, request, on_sent=_read_sent)
+            answer = await exchange(stream, call, on_sent=_read_sent)
         except BaseException:
             stream.abort()
             raise
@@ -377,7 +452,12 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 self._idle.pop(0)[1].abort()
         else:
             stream.abort()  # answer read whole; nothing more to say on it
-        return answer.response()
+        return answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """As an httpx transport: the request to athena's origin only."""
+        self.endpoint.check(request, "this transport")
+        return (await self.send(call_of(request))).response()
 
     async def aclose(self) -> None:
         self._closed = True

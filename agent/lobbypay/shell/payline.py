@@ -17,8 +17,8 @@ through. So ``PaymentLine`` opens one connection *before* the swipe, and
   connections that never sent a request: nginx's ``client_header_timeout`` is 60 s,
   Apache's ``RequestReadTimeout`` 20-40 s), so the one the POST takes is young.
 
-``OneShotTransport`` is the httpx transport over it: one request (shell/http11.py) on the
-connection ``take()`` gives, its answer read whole, the connection closed. Connection
+``send()`` makes the POST: one request (shell/http11.py) on the connection ``take()``
+gives, its answer read whole, the connection closed. Connection
 failures come out as ``httpx.ConnectError``/``ConnectTimeout`` (nothing sent); failures
 after the first byte as the read/write/protocol errors the athena client classifies as
 "may have been sent".
@@ -37,7 +37,7 @@ from typing import Final
 import httpx
 
 from lobbypay.shell import steptrace
-from lobbypay.shell.http11 import Endpoint, WarmStream, exchange
+from lobbypay.shell.http11 import Answer, Call, Endpoint, WarmStream, exchange
 
 _log = logging.getLogger("lobbypay.athena")
 
@@ -167,8 +167,21 @@ class PaymentLine:
         self.last_port = w.local_port
         return w
 
-    def transport(self) -> OneShotTransport:
-        return OneShotTransport(self)
+    async def send(self, call: Call) -> Answer:
+        """``call`` (the payment POST) on the connection ``take()`` gives, its answer
+        read whole, the connection closed after it."""
+        steptrace.mark("post.begin")
+        stream = await self.take()
+        try:
+            answer = await exchange(stream, call, on_sent=_sent)
+        except BaseException:
+            stream.abort()
+            raise
+        # one request per connection, never reused: closed now that its answer is read
+        # whole (at once: a TLS close_notify would keep the socket open for another turn)
+        stream.abort()
+        steptrace.mark("post.answer")
+        return answer
 
     async def aclose(self) -> None:
         self._closed = True
@@ -186,32 +199,6 @@ class PaymentLine:
         w, self._warm = self._warm, None
         if w is not None:
             w.abort()
-
-
-class OneShotTransport(httpx.AsyncBaseTransport):
-    """httpx transport: each request on the connection ``PaymentLine.take()`` gives, read
-    whole (shell/http11.py), and the connection closed after it."""
-
-    def __init__(self, line: PaymentLine) -> None:
-        self._line = line
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self._line.endpoint.check(request, "the payment connection")
-        steptrace.mark("post.begin")
-        stream = await self._line.take()
-        try:
-            answer = await exchange(stream, request, on_sent=_sent)
-        except BaseException:
-            stream.abort()
-            raise
-        # one request per connection, never reused: closed now that its answer is read
-        # whole (at once: a TLS close_notify would keep the socket open for another turn)
-        stream.abort()
-        steptrace.mark("post.answer")
-        return answer.response()
-
-    async def aclose(self) -> None:
-        await self._line.aclose()
 
 
 def _sent() -> None:
