@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import os
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from lobbypay.core import protocol
 from lobbypay.core.commands import ChargeGet, Ping
 from lobbypay.core.config import MqttConfig
 from lobbypay.core.errors import Code
+from lobbypay.shell import mqtt as mqtt_module
 from lobbypay.shell.mqtt import CommandMeta, LinkState, MqttLink
 
 from tests.fakes.mosquitto import Mosquitto, TlsFiles
@@ -346,6 +348,48 @@ async def test_outbox_row_acked_only_after_puback(mosquitto: Mosquitto, unique_t
                 mosquitto.resume()
             await eventually(lambda: outbox.acked == [1], what="ack after PUBACK")
             assert (await c.wait_for(lambda m: True)).json()["seq"] == 1
+
+
+class RefusingOutbox(FakeOutbox):
+    """A store that refuses to write acks while ``refuse`` is set (a full disk)."""
+
+    refuse = True
+    refused = 0
+
+    def outbox_ack_many(self, row_ids: list[int]) -> None:
+        if self.refuse:
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        super().outbox_ack_many(row_ids)
+
+
+async def test_an_ack_the_store_refuses_is_retried_not_republished(
+        mosquitto: Mosquitto, unique_tid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker PUBACKed the rows; only writing that down failed. They are not
+    published again in this session (which, with acks 10 ms after a PUBACK, would send
+    them again about a hundred times a second while the disk is full); the ack is tried
+    again ``OUTBOX_RETRY_S`` later, and a row committed meanwhile still goes out once."""
+    monkeypatch.setattr(mqtt_module, "OUTBOX_RETRY_S", 0.3)
+    app, outbox = FakeApp(), RefusingOutbox()
+    events = f"lobbypay/v1/{unique_tid}/events"
+    async with MqttTestClient(mosquitto.host, mosquitto.port) as c:
+        await c.subscribe(events)
+        async with running(make_link(mosquitto, unique_tid, app, outbox)) as link:
+            outbox.add(events, event_payload("j-5", 1))
+            outbox.add(events, event_payload("j-5", 2))
+            link.wake_outbox()
+            await c.wait_for(lambda m: True, count=2)
+            await eventually(lambda: outbox.refused >= 2, what="retried acks")
+            outbox.add(events, event_payload("j-5", 3))
+            link.wake_outbox()
+            await c.wait_for(lambda m: True, count=3)
+            await asyncio.sleep(0.5)
+            assert [m.json()["seq"] for m in c.messages] == [1, 2, 3]  # each once
+            assert outbox.acked == [] and link.connected
+            outbox.refuse = False  # the disk has room again
+            await eventually(lambda: outbox.acked == [1, 2, 3] and outbox.rows == [],
+                             what="the acks written")
+            assert [m.json()["seq"] for m in c.messages] == [1, 2, 3]
 
 
 async def test_a_puback_that_never_comes_ends_the_session(mosquitto: Mosquitto,

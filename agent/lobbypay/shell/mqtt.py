@@ -699,10 +699,14 @@ class MqttLink:
         it: MQTT ordered topics); a row committed while others wait for their PUBACK goes
         out at once. A row is acknowledged only after its own PUBACK, in PUBACK order,
         ``OUTBOX_ACK_DELAY_S`` later together with the others PUBACKed meanwhile (one
-        journal transaction, after the work that made the events). A failed publish
-        ends the session: that row and the ones after it stay pending on disk."""
+        journal transaction, after the work that made the events); an ack the store
+        refuses is kept and written later, not published again (``_flush_acks_now``).
+        A failed publish ends the session: that row and the ones after it stay pending
+        on disk."""
         flying: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._new_rows = True
+        if self._acked_soon:  # PUBACKed in an earlier session; the store refused the ack
+            await self._flush_acks()
         try:
             while True:
                 self._outbox_wake.clear()
@@ -727,7 +731,7 @@ class MqttLink:
             timer, self._ack_timer = self._ack_timer, None
             if timer is not None and not timer.done():
                 timer.cancel()
-            await self._flush_acks()
+            await self._flush_acks(retry=False)
 
     async def _drain_step(self, pub: _Publisher,
                           flying: collections.deque[tuple[int, asyncio.Future[None]]]) -> None:
@@ -766,24 +770,38 @@ class MqttLink:
             self._ack_timer = asyncio.get_running_loop().create_task(
                 self._ack_later(), name="lobbypay.mqtt.outbox_ack")
 
-    async def _ack_later(self) -> None:
-        await asyncio.sleep(OUTBOX_ACK_DELAY_S)
-        await self._flush_acks()
+    async def _ack_later(self, delay: float = OUTBOX_ACK_DELAY_S) -> None:
+        await asyncio.sleep(delay)
+        while not self._flush_acks_now():  # noqa: ASYNC110 - a retry's backoff: no event to wait on
+            await asyncio.sleep(OUTBOX_RETRY_S)
 
-    async def _flush_acks(self) -> None:
-        """Acknowledge the PUBACKed rows in the outbox. When the store refuses, they stay
-        pending there and are sent again (consumers dedupe on ``(job_id, seq)``)."""
+    async def _flush_acks(self, *, retry: bool = True) -> None:
+        """Acknowledge the PUBACKed rows in the outbox (see ``_flush_acks_now``); when the
+        store refuses and ``retry``, try again ``OUTBOX_RETRY_S`` later."""
+        if not self._flush_acks_now() and retry and (
+                self._ack_timer is None or self._ack_timer.done()):
+            self._ack_timer = asyncio.get_running_loop().create_task(
+                self._ack_later(OUTBOX_RETRY_S), name="lobbypay.mqtt.outbox_ack")
+
+    def _flush_acks_now(self) -> bool:
+        """Acknowledge the PUBACKed rows in the outbox; False when the store refused
+        (a full disk). The broker has those rows: they stay in ``_acked_soon``, so the
+        drain does not publish them again in this session, and only a restart before
+        the store takes the ack sends them again (consumers dedupe on ``(job_id, seq)``).
+        Re-publishing them at once would send them about a hundred times a second for
+        as long as the disk stays full."""
         ids, self._acked_soon = self._acked_soon, []
         if not ids:
-            return
+            return True
         try:
             self._outbox.outbox_ack_many(ids)
         except Exception as exc:  # noqa: BLE001 - a store failure must not drop the link
             self.counters.outbox_errors += 1
-            log.error("outbox ack failed: %s; the rows will be sent again",
-                      type(exc).__name__, exc_info=exc)
-            self._new_rows = True
-            self._outbox_wake.set()
+            log.error("outbox ack failed: %s; trying again in %.0f s",
+                      type(exc).__name__, OUTBOX_RETRY_S, exc_info=exc)
+            self._acked_soon[:0] = ids  # oldest first, ahead of rows PUBACKed meanwhile
+            return False
+        return True
 
 
 class _Writer:
