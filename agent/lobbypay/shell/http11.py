@@ -327,14 +327,16 @@ class Answer:
 
 
 def call_of(request: httpx.Request) -> Call:
-    """An httpx request as a ``Call``. Raises ``httpx.LocalProtocolError`` (nothing
-    sent) for a streamed body."""
+    """An httpx request as a ``Call``, accepting only the codings ``_decoded`` undoes
+    (httpx offers brotli and zstd too where those packages are installed). Raises
+    ``httpx.LocalProtocolError`` (nothing sent) for a streamed body."""
     if "transfer-encoding" in request.headers:
         raise httpx.LocalProtocolError("streamed request bodies are not sent")
     t = request.extensions.get("timeout") or {}
     body = request.content if request.method not in ("GET", "HEAD") else b""
-    return Call(request.method.encode("ascii"), request.url.raw_path or b"/",
-                list(request.headers.raw), body,
+    headers = [(k, ACCEPT_ENCODING if k.lower() == b"accept-encoding" else v)
+               for k, v in request.headers.raw]
+    return Call(request.method.encode("ascii"), request.url.raw_path or b"/", headers, body,
                 read_s=t.get("read"), write_s=t.get("write"), connect_s=t.get("connect"))
 
 
