@@ -681,12 +681,3 @@ def test_form_body_is_standard_form_encoding() -> None:
     assert bytes(body) == urlencode(form).encode("ascii")
     as_buffer = form_body({**form, "trackdata": bytearray(form["trackdata"].encode())})
     assert as_buffer == body
-
-
-def test_overwrite_bytes_zeroes_the_object_in_place() -> None:
-    from lobbypay.shell.athena_form import overwrite_bytes
-
-    data = bytes(f"trackdata={CANARY_PAN}", "ascii") + bytes(range(3))  # a fresh object
-    n = len(data)
-    overwrite_bytes(data)
-    assert data == bytes(n)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lobbypay.shell.athena import CONNECT_TIMEOUT_S, AthenaClient
+from lobbypay.shell.athena_form import form_body
 from lobbypay.shell.http11 import Call
 
 BASE = "https://api.example.test"
@@ -57,11 +58,10 @@ def test_the_call_is_what_build_request_makes(method: str, params: dict[str, str
                                               data: dict[str, str] | None,
                                               content: bytes | None) -> None:
     c = athena()
-    # the client encodes a ``form`` (data) into its own buffer before it builds the call
-    body: bytes | bytearray | None = content
+    # the client encodes a form (data) into its own buffer (form_body) before the call
+    body = bytearray(content) if content is not None else None
     if data is not None:
-        from urllib.parse import urlencode
-        body = bytearray(urlencode(data).encode())
+        body = form_body(data)
     same(expected(c, method, URL, params, data, content),
          c._call(method, URL, params, TOKEN, RID, body, 30.0))  # noqa: SLF001
 

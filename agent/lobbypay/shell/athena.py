@@ -73,7 +73,7 @@ from lobbypay.core.clock import ServerClock
 from lobbypay.ports import Clock
 from lobbypay.shell import steptrace
 from lobbypay.shell.athena_auth import DEFAULT_SCOPE, TOKEN_REQUESTS_PER_MINUTE, TokenCache
-from lobbypay.shell.athena_form import card_secrets, form_body, overwrite, overwrite_bytes
+from lobbypay.shell.athena_form import card_secrets, form_body, overwrite
 from lobbypay.shell.clock import SystemClock
 from lobbypay.shell.http11 import ACCEPT_ENCODING, Answer, Call, PooledTransport
 from lobbypay.shell.payline import PaymentLine
@@ -307,8 +307,8 @@ class AthenaClient:
         """POST /patients/{id}/collectpayment exactly once. See docs/athena.md for outcomes.
 
         Card fields may be ``bytearray``s (the engine's ``trackdata``): the body is built
-        in a buffer of its own, and both, with the bytes that went on the wire, are
-        overwritten once the exchange is over."""
+        in a buffer of its own (never an immutable copy), which is overwritten, as is the
+        one copy that went on the wire, once the exchange is over."""
         err: AthenaError
         try:
             return await self._collect_payment(patient_id, form)
@@ -333,16 +333,12 @@ class AthenaClient:
         secrets = card_secrets(form)
         body = form_body(form)
         try:
-            payload = bytes(body)
+            return await self._post_payment(path, what, template, body, secrets)
         finally:
-            overwrite(body)
-        try:
-            return await self._post_payment(path, what, template, payload, secrets)
-        finally:
-            overwrite_bytes(payload)
+            overwrite(body)  # _send wiped it already; a POST never sent leaves it here
 
     async def _post_payment(
-        self, path: str, what: str, template: str, payload: bytes, secrets: tuple[str, ...]
+        self, path: str, what: str, template: str, body: bytearray, secrets: tuple[str, ...]
     ) -> PaymentResult:
         # 1. A token, and a slot under the rate limit. Failing here: nothing was sent.
         token = await self._post_slot(what)
@@ -356,7 +352,7 @@ class AthenaClient:
             template,
             token,
             rid,
-            content=payload,
+            body=body,
             payment=True,
             total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S,
         )
@@ -445,7 +441,8 @@ class AthenaClient:
         rid = str(uuid.uuid4())
         # the pooled client, not the payment line: that connection carries the payment
         # POST and nothing else (a void or a receipt email is safe to send again)
-        result = await self._send("POST", f"{self._api}{path}", template, token, rid, form=data,
+        result = await self._send("POST", f"{self._api}{path}", template, token, rid,
+                                  body=form_body(data) if data else None,
                                   total_s=self._timeout_s + CONNECT_TIMEOUT_S + POST_TOTAL_SLACK_S)
         if isinstance(result, _SendFailure):
             if not result.sent:
@@ -618,23 +615,20 @@ class AthenaClient:
         rid: str,
         *,
         params: dict[str, str] | None = None,
-        form: dict[str, str] | None = None,
-        content: bytes | None = None,
+        body: bytearray | None = None,
         payment: bool = False,
         total_s: float,
     ) -> Answer | _SendFailure:
         """One request, on the payment line (``payment``) or a pooled connection.
         Transport failures come back classified, never raised, so that no exception is
-        chained onto ours. ``content`` is a form-encoded body built by the caller;
-        ``form`` is encoded here into a buffer wiped after the exchange."""
+        chained onto ours. ``body`` is a form-encoded body (``form_body``), wiped once
+        the exchange is over."""
         started = time.perf_counter()
         sent = self._clock.monotonic()
         failure: _SendFailure | None = None
-        body = bytearray(urlencode(form).encode("ascii")) if form else None
         try:
             async with asyncio.timeout(total_s):
-                call = self._call(method, url, params, token, rid,
-                                  content if body is None else body, total_s)
+                call = self._call(method, url, params, token, rid, body, total_s)
                 if payment:
                     resp = await self.payment_line.send(call)
                 else:
@@ -682,7 +676,7 @@ class AthenaClient:
         return resp
 
     def _call(self, method: str, url: str, params: dict[str, str] | None, token: str,
-              rid: str, body: bytes | bytearray | None, total_s: float) -> Call:
+              rid: str, body: bytearray | None, total_s: float) -> Call:
         """The request as h11 takes it: athena's origin only (else
         ``httpx.UnsupportedProtocol``, nothing sent), the query encoded as a form is, the
         bounds of this call (read and write each within ``timeout_s``, connect within

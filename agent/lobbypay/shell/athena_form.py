@@ -2,15 +2,13 @@
 in athena's answers, and the overwriting of both once the exchange is over.
 
 Card fields may arrive as ``bytearray`` (the engine's ``trackdata``): they are read in
-place and never copied into an immutable object on the way, except the one ``bytes``
-body handed to httpx, which ``overwrite_bytes`` zeroes afterwards.
+place and never copied into an immutable object on the way; the body is a ``bytearray``
+that goes to shell/http11.py as it is and is overwritten after the exchange.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
-import sys
 from collections.abc import Mapping
 from typing import Final
 
@@ -98,15 +96,4 @@ def overwrite(buf: bytearray) -> None:
     buf[:] = bytes(len(buf))
 
 
-def overwrite_bytes(data: bytes) -> None:
-    """Overwrite an immutable ``bytes`` object that only the client made and holds (the
-    request body handed to httpx, a scratch copy of the track): CPython keeps a bytes
-    object's data inline after its header, so this zeroes it in place. Elsewhere (another
-    interpreter) it does nothing; the copy then lives until its memory is reused."""
-    if sys.implementation.name != "cpython" or len(data) < 2:
-        return
-    offset = sys.getsizeof(b"") - 1  # the header; the data (and its NUL) follow
-    ctypes.memset(id(data) + offset, 0, len(data))
-
-
-__all__ = ["CARD_FIELDS", "card_secrets", "form_body", "overwrite", "overwrite_bytes"]
+__all__ = ["CARD_FIELDS", "card_secrets", "form_body", "overwrite"]
